@@ -1,0 +1,32 @@
+"""DiT (Peebles & Xie 2023): the explicit baseline, a stack of `depth` adaLN-Zero blocks."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .backbone import DiffusionTransformer
+from .blocks import DiTBlock
+from .config import ModelConfig
+
+
+class DiT(DiffusionTransformer):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._build_embedders()
+        self.blocks = nn.ModuleList(
+            DiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self._build_head()
+        self.initialize_weights()
+
+    def block_evals(self, iters: int | None = None) -> int:
+        """Transformer blocks evaluated by one forward (the paper's unit of sampling cost)."""
+        return self.config.depth
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """x (N, C, H, W), t (N,) original timesteps, y (N,) labels → (N, C_out, H, W)."""
+        h, t_emb, y_emb = self.embed(x, t, y)
+        c = t_emb + y_emb  # (N, D)
+        for block in self.blocks:
+            h = block(h, c)  # (N, T, D)
+        return self.head(h, c)
