@@ -56,7 +56,8 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_embedding(t, self.frequency_embedding_size))  # (N, D)
+        freq = timestep_embedding(t, self.frequency_embedding_size)  # float32, as the official model
+        return self.mlp(freq.to(self.mlp[0].weight.dtype))  # (N, D)
 
 
 class LabelEmbedder(nn.Module):

@@ -1,0 +1,39 @@
+import math
+
+import pytest
+import torch
+
+from fpdm.embeddings import LabelEmbedder, sincos_pos_embed_2d, timestep_embedding
+
+
+def test_pos_embed_closed_form():
+    d, g = 8, 3
+    pe = sincos_pos_embed_2d(d, g)  # (9, 8)
+    row, col = 1, 2
+    tok = pe[row * g + col]
+    omega = [1.0, 1.0 / 100]  # 1/10000^(i/2), i = 0, 1
+    want = [math.sin(col * w) for w in omega] + [math.cos(col * w) for w in omega]
+    want += [math.sin(row * w) for w in omega] + [math.cos(row * w) for w in omega]
+    torch.testing.assert_close(tok, torch.tensor(want), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed_2d(6, 2)
+
+
+def test_timestep_embedding_closed_form():
+    e = timestep_embedding(torch.tensor([0, 10]), 4)
+    # freqs = exp(-ln(1e4) * [0, 1] / 2) = [1, 0.01]; layout [cos ; sin]
+    want = torch.tensor([[1, 1, 0, 0], [math.cos(10), math.cos(0.1), math.sin(10), math.sin(0.1)]])
+    torch.testing.assert_close(e, want.float(), atol=1e-6, rtol=0)
+    assert timestep_embedding(torch.tensor([3.0]), 5).shape == (1, 5)
+
+
+def test_label_dropout_uses_null_class():
+    emb = LabelEmbedder(num_classes=3, hidden_size=2, dropout_prob=1.0)
+    with torch.no_grad():
+        emb.embedding_table.weight.copy_(torch.arange(8.0).view(4, 2))
+    labels = torch.tensor([0, 1, 2])
+    assert torch.equal(emb(labels, train=True), emb.embedding_table.weight[[3, 3, 3]])
+    assert torch.equal(emb(labels, train=False), emb.embedding_table.weight[[0, 1, 2]])
+    assert emb.null_class == 3
+    with pytest.raises(ValueError):
+        LabelEmbedder(3, 2, 1.5)

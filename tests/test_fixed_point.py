@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from fpdm.fixed_point import GRADIENT_MODES, IterationPlan, draw_plan, iterate, solve
+
+
+def test_iterate_closed_form():
+    # z <- z/2 + 1 converges to 2; after k steps z_k = 2 + (z0 - 2) / 2**k
+    z = iterate(lambda z: z / 2 + 1, torch.tensor([10.0]), 3)
+    assert z.item() == pytest.approx(2 + 8 / 8)
+    with pytest.raises(ValueError):
+        iterate(lambda z: z, torch.zeros(1), -1)
+
+
+def _plans(mode, n=500, N=3, M=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [draw_plan(mode, N, M, g) for _ in range(n)]
+
+
+def test_plan_distributions():
+    sjfb = _plans("sjfb")
+    assert {p.no_grad for p in sjfb} == {0, 1, 2, 3} and {p.with_grad for p in sjfb} == {1, 2, 3, 4}
+    assert all(p.detach_init for p in sjfb)
+    assert {p.with_grad for p in _plans("jfb")} == {1}
+    assert {p.with_grad for p in _plans("multistep")} == {4}
+    bp = _plans("backprop")
+    assert {p.no_grad for p in bp} == {0} and {p.with_grad for p in bp} == set(range(1, 8))
+    assert not any(p.detach_init for p in bp)
+
+
+def test_plans_are_reproducible_and_modes_share_the_stream():
+    assert _plans("sjfb", seed=5) == _plans("sjfb", seed=5)
+    assert [p.no_grad for p in _plans("jfb", seed=5)] == [p.no_grad for p in _plans("sjfb", seed=5)]
+
+
+def test_bad_mode_named():
+    with pytest.raises(ValueError, match="'sfjb'"):
+        draw_plan("sfjb", 1, 1, torch.Generator())
+    assert set(GRADIENT_MODES) == {"sjfb", "jfb", "multistep", "backprop"}
+
+
+def test_no_grad_phase_builds_no_graph():
+    w = torch.randn(4, 4, requires_grad=True)
+
+    def f(z):
+        return torch.tanh(z @ w)
+
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    def run(plan):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = solve(f, torch.randn(2, 4), plan)
+        return out, len(saved)
+
+    _, only_no_grad = run(IterationPlan(no_grad=5, with_grad=0))
+    assert only_no_grad == 0
+    out, one = run(IterationPlan(no_grad=0, with_grad=1))
+    _, mixed = run(IterationPlan(no_grad=5, with_grad=1))
+    assert one > 0 and mixed == one  # the 5 no-grad iterations saved nothing
+    out.sum().backward()
+    assert w.grad is not None
+
+
+def test_gradient_only_through_with_grad_iterations():
+    # f(z) = a*z: with n no-grad and m grad steps from z0, d out/d a = m * a^(n+m-1) * z0
+    a = torch.tensor(0.9, requires_grad=True)
+    z0 = torch.tensor(2.0)
+    out = solve(lambda z: a * z, z0, IterationPlan(no_grad=3, with_grad=2))
+    out.backward()
+    assert a.grad.item() == pytest.approx(2 * 0.9 ** 4 * 2.0, rel=1e-6)
+
+
+def test_detach_init():
+    z0 = torch.tensor(1.0, requires_grad=True)
+    solve(lambda z: 2 * z, z0, IterationPlan(0, 2, detach_init=False)).backward()
+    assert z0.grad.item() == 4.0
+    out = solve(lambda z: 2 * z, z0, IterationPlan(0, 2))
+    assert not out.requires_grad
