@@ -56,3 +56,59 @@ def _known(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; expected a subset of {sorted(names)}")
     return dict(d)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    prediction: str = "eps"
+    zero_terminal_snr: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
+        return cls(**_known(cls, d, "diffusion config"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a training run except the architecture (ModelConfig) and the noise process."""
+
+    data: str = "digits"
+    out_dir: str = "runs/digits-fpdm"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    ema_decay: float = 0.999
+    # fixed-point gradient (FPDM only): n ~ U{0..fp_max_no_grad}, m ~ U{1..fp_max_with_grad}
+    fp_mode: str = "sjfb"
+    fp_max_no_grad: int = 3
+    fp_max_with_grad: int = 3
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 500
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**_known(cls, d, "train config"))

@@ -1,0 +1,264 @@
+"""Training loop: DiT or FPDM (S-JFB and its ablations) with AdamW, warm-up, clipping, EMA, exact resume.
+
+A checkpoint holds the three configs, model, EMA, optimizer, step, the batch stream's position and every
+random state, so `--resume` continues bit-exactly and `fpdm sample --ckpt` needs no architecture flags.
+SIGINT/SIGTERM finish the current step, write a checkpoint and stop: an interruption loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import (
+    capture_rng_state,
+    generator_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    set_generator_state,
+)
+from .config import DiffusionConfig, ModelConfig, TrainConfig
+from .data import ImageDataset, load_dataset
+from .diffusion import GaussianDiffusion
+from .ema import make_ema, update_ema
+from .fixed_point import GRADIENT_MODES, draw_plan
+from .registry import build_model
+
+CHECKPOINT_NAME = "ckpt.pt"
+LOG_NAME = "log.jsonl"
+
+
+class BatchStream:
+    """Shuffled epochs of mini-batches from an in-memory dataset; its position is part of the checkpoint."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError("the dataset is empty")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = generator_state(self.generator)
+        self.perm = torch.randperm(n, generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        chunks, have = [], 0
+        while have < self.batch_size:
+            if self.pos == self.n:
+                self.epoch_start_state = generator_state(self.generator)
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            take = min(self.batch_size - have, self.n - self.pos)
+            chunks.append(self.perm[self.pos:self.pos + take])
+            self.pos += take
+            have += take
+        return torch.cat(chunks)  # (batch_size,) indices
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_start_state": self.epoch_start_state, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_generator_state(self.generator, state["epoch_start_state"])
+        self.epoch_start_state = state["epoch_start_state"]
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = state["pos"]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (as DiT)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+def make_diffusion(cfg: DiffusionConfig, learn_sigma: bool) -> GaussianDiffusion:
+    return GaussianDiffusion.make(schedule=cfg.schedule, num_timesteps=cfg.num_timesteps,
+                                  prediction=cfg.prediction, learn_sigma=learn_sigma,
+                                  zero_terminal_snr=cfg.zero_terminal_snr)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[dict[str, bool]]:
+    """Turn SIGINT/SIGTERM into a flag checked between steps, so a step is never left half-done."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag["stop"]:  # a second signal: the user really wants out now
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = [line for line in lines if line and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(train_cfg: TrainConfig, model_cfg: ModelConfig | None = None,
+          diffusion_cfg: DiffusionConfig | None = None, *, resume: bool = False,
+          dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) and return a summary. With `resume`, configs come from the checkpoint in
+    `train_cfg.out_dir` and only `steps` is taken from `train_cfg` (to extend a run)."""
+    out = Path(train_cfg.out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    state = None
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        state = load_checkpoint(ckpt_path)
+        steps = train_cfg.steps
+        train_cfg = TrainConfig.from_dict({**state["train_config"], "steps": steps,
+                                           "device": train_cfg.device})
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+        diffusion_cfg = DiffusionConfig.from_dict(state["diffusion_config"])
+    elif ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
+                              f"--out directory")
+    if model_cfg is None:
+        raise ValueError("train() needs a model config unless resuming")
+    diffusion_cfg = diffusion_cfg or DiffusionConfig()
+    if train_cfg.fp_mode not in GRADIENT_MODES:
+        raise ValueError(f"--fp-mode must be one of {GRADIENT_MODES}, got {train_cfg.fp_mode!r}")
+
+    dataset = dataset if dataset is not None else load_dataset(train_cfg.data, split="train")
+    if (dataset.image_size, dataset.channels) != (model_cfg.input_size, model_cfg.in_channels):
+        raise ValueError(f"data {train_cfg.data!r} has {dataset.channels}×{dataset.image_size}² images but "
+                         f"the model expects {model_cfg.in_channels}×{model_cfg.input_size}²")
+    if dataset.num_classes > model_cfg.num_classes:
+        raise ValueError(f"data has {dataset.num_classes} classes, the model only {model_cfg.num_classes}")
+
+    device = torch.device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed)  # label dropout draws from the global RNG
+    model = build_model(model_cfg).to(device)
+    ema = make_ema(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    diffusion = make_diffusion(diffusion_cfg, model_cfg.learn_sigma)
+    gen = torch.Generator().manual_seed(train_cfg.seed + 1)  # timesteps, noise, fixed-point plans
+    batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
+    images, labels = dataset.images, dataset.labels
+    is_fpdm = model_cfg.arch == "fpdm"
+
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        set_generator_state(gen, state["generator"])
+        batches.load_state_dict(state["batches"])
+        restore_rng_state(state["rng"])
+        _truncate_log(out / LOG_NAME, step)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "fpdm_version": __version__,
+            "model_config": model_cfg.to_dict(),
+            "train_config": train_cfg.to_dict(),
+            "diffusion_config": diffusion_cfg.to_dict(),
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "generator": generator_state(gen),
+            "batches": batches.state_dict(),
+            "rng": capture_rng_state(),
+        })
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.train()
+    acc: dict[str, float] = {}
+    n_acc = 0
+    t_start = time.perf_counter()
+    t_interval = t_start
+    steps_run = 0
+    interrupted = False
+    bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}", disable=not progress,
+               dynamic_ncols=True)
+    with _stop_on_signal() as flag, open(out / LOG_NAME, "a") as log:
+        while step < train_cfg.steps:
+            idx = batches.next()
+            x0 = images[idx].to(device)  # (B, C, H, W)
+            y = labels[idx].to(device)
+            t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            x_t = diffusion.q_sample(x0, t, noise)
+            if is_fpdm:
+                plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad, gen)
+                output = model(x_t, t, y, iters=plan)
+            else:
+                output = model(x_t, t, y)
+            terms = diffusion.training_losses(output, x0, x_t, t, noise)
+            loss = terms["loss"].mean()
+            if not torch.isfinite(loss):
+                checkpoint()
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved to "
+                                         f"{ckpt_path} — try a lower --lr or --grad-clip")
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, train_cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            opt.step()
+            update_ema(ema, model, train_cfg.ema_decay)
+            step += 1
+            steps_run += 1
+
+            for k, v in terms.items():
+                acc[k] = acc.get(k, 0.0) + v.mean().item()
+            acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm.item()
+            if is_fpdm:
+                acc["iters"] = acc.get("iters", 0.0) + plan.total
+            n_acc += 1
+            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                now = time.perf_counter()
+                rec = {"step": step, **{k: v / n_acc for k, v in acc.items()},
+                       "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
+                acc, n_acc, t_interval = {}, 0, now
+            bar.update(1)
+            if step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+                checkpoint()
+            if flag["stop"]:
+                interrupted = True
+                checkpoint()
+                break
+    bar.close()
+    wall = time.perf_counter() - t_start
+    summary = {
+        "arch": model_cfg.arch, "parameters": model.num_parameters, "step": step,
+        "steps_this_run": steps_run, "wall_s": round(wall, 3),
+        "ms_per_step": round(1000 * wall / max(steps_run, 1), 3), "peak_rss_mib": round(peak_rss_mib(), 1),
+        "checkpoint": str(ckpt_path), "interrupted": interrupted,
+    }
+    if interrupted:
+        print(f"interrupted at step {step}; resume with --resume --out {out}", file=sys.stderr)
+    return summary

@@ -1,0 +1,114 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import fpdm.train as train_mod
+from fpdm.checkpoint import load_checkpoint
+from fpdm.config import TrainConfig
+from fpdm.data import load_dataset
+from fpdm.registry import model_config
+from fpdm.train import BatchStream, lr_at, train
+
+DIGITS = load_dataset("digits", split="train")
+SUBSET = type(DIGITS).__new__(type(DIGITS))
+SUBSET.__dict__.update(DIGITS.__dict__)
+SUBSET.images, SUBSET.labels = DIGITS.images[:40], DIGITS.labels[:40]  # 40 images: epochs wrap quickly
+
+
+def _model(arch: str):
+    return model_config(f"{arch}-T/2", input_size=8, in_channels=1, num_classes=10, hidden_size=32, depth=4,
+                        num_heads=2)
+
+
+def _cfg(out, steps, **kw):
+    return TrainConfig(out_dir=str(out), steps=steps, batch_size=16, warmup_steps=2, log_every=1,
+                       ckpt_every=100, **kw)
+
+
+def test_batch_stream_epochs_and_state():
+    s = BatchStream(10, 4, seed=0)
+    first = torch.cat([s.next() for _ in range(5)])  # 20 draws = two full epochs
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    state = s.state_dict()
+    a = [s.next() for _ in range(4)]
+    s2 = BatchStream(10, 4, seed=123)
+    s2.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(a, [s2.next() for _ in range(4)], strict=True))
+
+
+def test_warmup():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4)
+    assert [lr_at(s, cfg) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def _states_equal(a: dict, b: dict) -> None:
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
+    oa, ob = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert oa.keys() == ob.keys()
+    for i in oa:
+        for k in oa[i]:
+            assert torch.equal(torch.as_tensor(oa[i][k]), torch.as_tensor(ob[i][k])), f"optimizer {i}.{k}"
+    assert a["step"] == b["step"]
+
+
+@pytest.mark.parametrize("arch", ["FPDM", "DiT"])
+def test_resume_is_bit_exact(tmp_path, arch):
+    train(_cfg(tmp_path / "straight", 8), _model(arch), dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path / "halves", 4), _model(arch), dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path / "halves", 8), resume=True, dataset=SUBSET, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "ckpt.pt")
+    b = load_checkpoint(tmp_path / "halves" / "ckpt.pt")
+    _states_equal(a, b)
+    log_a = (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "halves" / "log.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(line).items() if k != "ms_per_step"} for line in log_a]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "ms_per_step"} for line in log_b]
+
+
+def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    train(_cfg(tmp_path / "straight", 6), _model("FPDM"), dataset=SUBSET, progress=False)
+    calls = {"n": 0}
+    real_update = train_mod.update_ema
+
+    def interrupt_at_third(ema, model, decay):
+        real_update(ema, model, decay)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, mid-run
+
+    monkeypatch.setattr(train_mod, "update_ema", interrupt_at_third)
+    summary = train(_cfg(tmp_path / "cut", 6), _model("FPDM"), dataset=SUBSET, progress=False)
+    assert summary["interrupted"] and summary["step"] == 3
+    monkeypatch.setattr(train_mod, "update_ema", real_update)
+    train(_cfg(tmp_path / "cut", 6), resume=True, dataset=SUBSET, progress=False)
+    _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(tmp_path / "cut" / "ckpt.pt"))
+
+
+def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(tmp_path, 1), resume=True, dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path, 1), _model("DiT"), dataset=SUBSET, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg(tmp_path, 1), _model("DiT"), dataset=SUBSET, progress=False)
+
+
+def test_model_must_fit_data(tmp_path):
+    bad = model_config("DiT-T/2", input_size=16, in_channels=1, num_classes=10, hidden_size=32, depth=2,
+                       num_heads=2)
+    with pytest.raises(ValueError, match="model expects"):
+        train(_cfg(tmp_path, 1), bad, dataset=SUBSET, progress=False)
+
+
+def test_checkpoint_is_self_describing(tmp_path):
+    train(_cfg(tmp_path, 2, fp_mode="multistep"), _model("FPDM"), dataset=SUBSET, progress=False)
+    ck = load_checkpoint(tmp_path / "ckpt.pt")
+    assert ck["model_config"]["hidden_size"] == 32 and ck["train_config"]["fp_mode"] == "multistep"
+    assert ck["step"] == 2 and {"rng", "generator", "batches", "optimizer", "ema"} <= ck.keys()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
