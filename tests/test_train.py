@@ -87,7 +87,8 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch):
     assert summary["interrupted"] and summary["step"] == 3
     monkeypatch.setattr(train_mod, "update_ema", real_update)
     train(_cfg(tmp_path / "cut", 6), resume=True, dataset=SUBSET, progress=False)
-    _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(tmp_path / "cut" / "ckpt.pt"))
+    straight, cut = (load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "cut"))
+    _states_equal(straight, cut)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):

@@ -1,0 +1,50 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fpdm.cli import build_parser, main
+
+TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_help_shows_every_default(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    # one block per option: "  --name ...help..." up to the next option
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])[1:]
+    options = [b for b in blocks if not b.startswith("-h")]
+    assert len(options) > 5
+    for block in options:
+        assert "default" in block or "(…/ckpt.pt)" in block, f"no default shown for: {block.split()[0]}"
+
+
+def test_train_then_sample_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "3", "--batch-size", "8",
+               "--out", str(run), "--no-progress", "--log-every", "1"])
+    assert rc == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == 3 and summary["ms_per_step"] > 0 and summary["peak_rss_mib"] > 0
+    out = tmp_path / "s" / "grid"
+    rc = main(["sample", "--ckpt", str(run / "ckpt.pt"), "--steps", "3", "--iters", "2", "--num", "6",
+               "--out", str(out), "--no-progress", "--nrow", "3", "--upscale", "2"])
+    assert rc == 0
+    data = np.load(out.with_suffix(".npz"))
+    assert data["samples"].shape == (6, 1, 8, 8) and data["labels"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert Image.open(out.with_suffix(".png")).size == (3 * 17 + 1, 2 * 17 + 1)  # 16-px tiles, 1-px padding
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["block_evals_per_step"] == 4 and info["seeds"] == [0, 5]
+
+
+def test_errors_name_the_problem(tmp_path, capsys):
+    assert main(["train", "--model", "DiT-Q/2", "--out", str(tmp_path)]) == 2
+    assert "unknown model 'DiT-Q/2'" in capsys.readouterr().err
+    assert main(["sample", "--ckpt", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "nope" in capsys.readouterr().err
