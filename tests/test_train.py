@@ -10,7 +10,7 @@ from fpdm.checkpoint import load_checkpoint
 from fpdm.config import TrainConfig
 from fpdm.data import load_dataset
 from fpdm.registry import model_config
-from fpdm.train import BatchStream, lr_at, train
+from fpdm.train import BatchStream, ema_decay_at, lr_at, train
 
 DIGITS = load_dataset("digits", split="train")
 SUBSET = type(DIGITS).__new__(type(DIGITS))
@@ -42,6 +42,11 @@ def test_batch_stream_epochs_and_state():
 def test_warmup():
     cfg = TrainConfig(lr=1.0, warmup_steps=4)
     assert [lr_at(s, cfg) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_ema_decay_warmup():
+    cfg = TrainConfig(ema_decay=0.999)
+    assert ema_decay_at(0, cfg) == 0.1 and ema_decay_at(90, cfg) == 0.91 and ema_decay_at(10**6, cfg) == 0.999
 
 
 def _states_equal(a: dict, b: dict) -> None:

@@ -83,6 +83,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
+def ema_decay_at(step: int, cfg: TrainConfig) -> float:
+    """EMA decay with a warm-up, min(decay, (1 + step) / (10 + step)): early on the average would
+    otherwise be dominated by the (zero-output) initialisation, which matters for short runs."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
 def make_diffusion(cfg: DiffusionConfig, learn_sigma: bool) -> GaussianDiffusion:
     return GaussianDiffusion.make(schedule=cfg.schedule, num_timesteps=cfg.num_timesteps,
                                   prediction=cfg.prediction, learn_sigma=learn_sigma,
@@ -226,7 +232,7 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig | None = None,
             max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             opt.step()
-            update_ema(ema, model, train_cfg.ema_decay)
+            update_ema(ema, model, ema_decay_at(step, train_cfg))
             step += 1
             steps_run += 1
 
