@@ -48,3 +48,20 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_resume_from_cli_uses_the_runs_own_data_and_settings(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--image-size", "8", "--model", "DiT-T/2", *TINY,
+                 "--steps", "2", "--batch-size", "4", "--out", str(run), "--no-progress"]) == 0
+    # No data/model flags: a resumed folder run must not fall back to the default (digits) data.
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 3
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0  # the run's own 3 steps
+    assert json.loads((run / "summary.json").read_text())["steps_this_run"] == 0

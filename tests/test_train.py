@@ -10,7 +10,7 @@ from fpdm.checkpoint import load_checkpoint
 from fpdm.config import TrainConfig
 from fpdm.data import load_dataset
 from fpdm.registry import model_config
-from fpdm.train import BatchStream, ema_decay_at, lr_at, train
+from fpdm.train import BatchStream, ema_decay_at, lr_at, resume, train
 
 DIGITS = load_dataset("digits", split="train")
 SUBSET = type(DIGITS).__new__(type(DIGITS))
@@ -66,7 +66,7 @@ def _states_equal(a: dict, b: dict) -> None:
 def test_resume_is_bit_exact(tmp_path, arch):
     train(_cfg(tmp_path / "straight", 8), _model(arch), dataset=SUBSET, progress=False)
     train(_cfg(tmp_path / "halves", 4), _model(arch), dataset=SUBSET, progress=False)
-    train(_cfg(tmp_path / "halves", 8), resume=True, dataset=SUBSET, progress=False)
+    resume(tmp_path / "halves", steps=8, dataset=SUBSET, progress=False)
     a = load_checkpoint(tmp_path / "straight" / "ckpt.pt")
     b = load_checkpoint(tmp_path / "halves" / "ckpt.pt")
     _states_equal(a, b)
@@ -91,14 +91,14 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch):
     summary = train(_cfg(tmp_path / "cut", 6), _model("FPDM"), dataset=SUBSET, progress=False)
     assert summary["interrupted"] and summary["step"] == 3
     monkeypatch.setattr(train_mod, "update_ema", real_update)
-    train(_cfg(tmp_path / "cut", 6), resume=True, dataset=SUBSET, progress=False)
+    resume(tmp_path / "cut", dataset=SUBSET, progress=False)  # the run's own 6 steps
     straight, cut = (load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "cut"))
     _states_equal(straight, cut)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(_cfg(tmp_path, 1), resume=True, dataset=SUBSET, progress=False)
+        resume(tmp_path, dataset=SUBSET, progress=False)
     train(_cfg(tmp_path, 1), _model("DiT"), dataset=SUBSET, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(tmp_path, 1), _model("DiT"), dataset=SUBSET, progress=False)

@@ -63,7 +63,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "(use with --prediction v)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--out", default=None, help="run directory (default: runs/<data>-<model>)")
-    g.add_argument("--steps", type=int, default=_T["steps"], help="total training steps")
+    g.add_argument("--steps", type=int, default=None, help=f"total training steps (default: {_T['steps']}; "
+                   "with --resume, the run's own)")
     g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="images per step")
     g.add_argument("--lr", type=float, default=_T["lr"], help="AdamW learning rate")
     g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="AdamW weight decay")
@@ -79,7 +80,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=_T["seed"], help="seeds init, data order, noise, plans")
     g.add_argument("--log-every", type=int, default=_T["log_every"], help="steps per JSONL log record")
     g.add_argument("--ckpt-every", type=int, default=_T["ckpt_every"], help="steps between checkpoints")
-    g.add_argument("--device", default=_T["device"], help="cpu, cuda, cuda:1, …")
+    g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
+                   "--resume, the run's own)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,27 +117,29 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .train import train
+    from .train import resume, train
 
-    dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels)
-    overrides = {k: v for k, v in (("hidden_size", a.hidden_size), ("depth", a.depth),
-                                   ("num_heads", a.num_heads)) if v is not None}
-    model_cfg = model_config(
-        a.model, input_size=dataset.image_size, in_channels=dataset.channels,
-        num_classes=dataset.num_classes, learn_sigma=not a.no_learn_sigma,
-        class_dropout_prob=a.class_dropout_prob, pre_depth=a.pre_depth, post_depth=a.post_depth,
-        pre_post_timestep_conditioning=a.pre_post_timestep_conditioning, **overrides)
     out = a.out or str(Path("runs") / f"{Path(a.data).name}-{a.model.replace('/', '').lower()}")
-    train_cfg = TrainConfig(
-        data=a.data, out_dir=out, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-        weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
-        ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
-        fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every, ckpt_every=a.ckpt_every,
-        device=a.device)
-    diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
-                                    prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
-    summary = train(train_cfg, model_cfg, diffusion_cfg, resume=a.resume, dataset=dataset,
-                    progress=not a.no_progress)
+    if a.resume:  # everything but --steps/--device comes from the checkpoint
+        summary = resume(out, steps=a.steps, device=a.device, progress=not a.no_progress)
+    else:
+        dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels)
+        overrides = {k: v for k, v in (("hidden_size", a.hidden_size), ("depth", a.depth),
+                                       ("num_heads", a.num_heads)) if v is not None}
+        model_cfg = model_config(
+            a.model, input_size=dataset.image_size, in_channels=dataset.channels,
+            num_classes=dataset.num_classes, learn_sigma=not a.no_learn_sigma,
+            class_dropout_prob=a.class_dropout_prob, pre_depth=a.pre_depth, post_depth=a.post_depth,
+            pre_post_timestep_conditioning=a.pre_post_timestep_conditioning, **overrides)
+        train_cfg = TrainConfig(
+            data=a.data, out_dir=out, steps=a.steps or _T["steps"], batch_size=a.batch_size, lr=a.lr,
+            weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
+            ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
+            fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every,
+            ckpt_every=a.ckpt_every, device=a.device or _T["device"])
+        diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
+                                        prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
+        summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,33 +127,40 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def train(train_cfg: TrainConfig, model_cfg: ModelConfig | None = None,
-          diffusion_cfg: DiffusionConfig | None = None, *, resume: bool = False,
+def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig | None = None, *,
           dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) and return a summary. With `resume`, configs come from the checkpoint in
-    `train_cfg.out_dir` and only `steps` is taken from `train_cfg` (to extend a run)."""
-    out = Path(train_cfg.out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    state = None
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path)
-        steps = train_cfg.steps
-        train_cfg = TrainConfig.from_dict({**state["train_config"], "steps": steps,
-                                           "device": train_cfg.device})
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-        diffusion_cfg = DiffusionConfig.from_dict(state["diffusion_config"])
-    elif ckpt_path.exists():
+    """Start a new run in `train_cfg.out_dir` (refuses to overwrite one) and return its summary."""
+    ckpt_path = Path(train_cfg.out_dir) / CHECKPOINT_NAME
+    if ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
                               f"--out directory")
-    if model_cfg is None:
-        raise ValueError("train() needs a model config unless resuming")
-    diffusion_cfg = diffusion_cfg or DiffusionConfig()
+    return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress)
+
+
+def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
+           dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
+    """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
+    shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU)."""
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    state = load_checkpoint(ckpt_path)
+    saved = TrainConfig.from_dict(state["train_config"])
+    train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
+                        device=saved.device if device is None else device)
+    return _run(train_cfg, ModelConfig.from_dict(state["model_config"]),
+                DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
+
+
+def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig,
+         state: dict[str, Any] | None, dataset: ImageDataset | None, progress: bool) -> dict[str, Any]:
+    out = Path(train_cfg.out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
     if train_cfg.fp_mode not in GRADIENT_MODES:
         raise ValueError(f"--fp-mode must be one of {GRADIENT_MODES}, got {train_cfg.fp_mode!r}")
-
-    dataset = dataset if dataset is not None else load_dataset(train_cfg.data, split="train")
+    if dataset is None:
+        dataset = load_dataset(train_cfg.data, split="train", image_size=model_cfg.input_size,
+                               channels=model_cfg.in_channels)
     if (dataset.image_size, dataset.channels) != (model_cfg.input_size, model_cfg.in_channels):
         raise ValueError(f"data {train_cfg.data!r} has {dataset.channels}×{dataset.image_size}² images but "
                          f"the model expects {model_cfg.in_channels}×{model_cfg.input_size}²")
