@@ -1,6 +1,7 @@
 """Fixed Point Diffusion Models in PyTorch."""
 
-from .config import ModelConfig
+from .config import DiffusionConfig, ModelConfig, TrainConfig
+from .diffusion import GaussianDiffusion
 from .dit import DiT
 from .fixed_point import GRADIENT_MODES, IterationPlan, draw_plan, solve
 from .fpdm import FPDM
@@ -9,6 +10,6 @@ from .registry import MODEL_NAMES, build_model, create_model, model_config
 __version__ = "0.1.0"
 
 __all__ = [
-    "DiT", "FPDM", "GRADIENT_MODES", "IterationPlan", "MODEL_NAMES", "ModelConfig", "build_model",
-    "create_model", "draw_plan", "model_config", "solve",
+    "DiT", "DiffusionConfig", "FPDM", "GRADIENT_MODES", "GaussianDiffusion", "IterationPlan", "MODEL_NAMES",
+    "ModelConfig", "TrainConfig", "build_model", "create_model", "draw_plan", "model_config", "solve",
 ]
