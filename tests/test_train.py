@@ -118,3 +118,12 @@ def test_checkpoint_is_self_describing(tmp_path):
     assert ck["step"] == 2 and {"rng", "generator", "batches", "optimizer", "ema"} <= ck.keys()
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    train(_cfg(tmp_path, 2), _model("DiT"), dataset=SUBSET, progress=False)
+    smaller = type(SUBSET).__new__(type(SUBSET))
+    smaller.__dict__.update(SUBSET.__dict__)
+    smaller.images, smaller.labels = SUBSET.images[:30], SUBSET.labels[:30]
+    with pytest.raises(ValueError, match="30 training images, the run was started with 40"):
+        resume(tmp_path, steps=3, dataset=smaller, progress=False)

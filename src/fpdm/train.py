@@ -180,6 +180,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
 
     step = 0
     if state is not None:
+        if state.get("num_images", len(dataset)) != len(dataset):
+            raise ValueError(f"data {train_cfg.data!r} now has {len(dataset)} training images, the run was "
+                             f"started with {state['num_images']}: its data order cannot be resumed")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -201,12 +204,13 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             "step": step,
             "generator": generator_state(gen),
             "batches": batches.state_dict(),
+            "num_images": len(dataset),
             "rng": capture_rng_state(),
         })
 
     out.mkdir(parents=True, exist_ok=True)
     model.train()
-    acc: dict[str, float] = {}
+    acc: dict[str, torch.Tensor | float] = {}
     n_acc = 0
     t_start = time.perf_counter()
     t_interval = t_start
@@ -245,14 +249,14 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             steps_run += 1
 
             for k, v in terms.items():
-                acc[k] = acc.get(k, 0.0) + v.mean().item()
-            acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm.item()
+                acc[k] = acc.get(k, 0.0) + v.detach().mean()  # stays on device: no sync per step
+            acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm
             if is_fpdm:
                 acc["iters"] = acc.get("iters", 0.0) + plan.total
             n_acc += 1
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 now = time.perf_counter()
-                rec = {"step": step, **{k: v / n_acc for k, v in acc.items()},
+                rec = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()},
                        "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
