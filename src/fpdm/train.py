@@ -209,6 +209,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         })
 
     out.mkdir(parents=True, exist_ok=True)
+    if step >= train_cfg.steps:
+        print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
+              file=sys.stderr)
     model.train()
     acc: dict[str, torch.Tensor | float] = {}
     n_acc = 0
@@ -274,7 +277,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     summary = {
         "arch": model_cfg.arch, "parameters": model.num_parameters, "step": step,
         "steps_this_run": steps_run, "wall_s": round(wall, 3),
-        "ms_per_step": round(1000 * wall / max(steps_run, 1), 3), "peak_rss_mib": round(peak_rss_mib(), 1),
+        "ms_per_step": round(1000 * wall / steps_run, 3) if steps_run else None,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "checkpoint": str(ckpt_path), "interrupted": interrupted,
     }
     if interrupted:
