@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 ARCHS = ("dit", "fpdm")
+C = TypeVar("C", bound="_DictConfig")
+
+
+class _DictConfig:
+    """Round trip through plain dicts (what checkpoints store); unknown keys are an error, not ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; expected a subset of {sorted(names)}")
+        return cls(**d)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_DictConfig):
     """Architecture of a DiT or an FPDM. For FPDM, `depth` is the DiT depth it replaces: the default number
     of fixed-point iterations is `depth - pre_depth - post_depth`, the same block count per step as DiT."""
 
@@ -42,39 +58,19 @@ class ModelConfig:
         if self.pre_depth < 0 or self.post_depth < 0:
             raise ValueError(f"pre_depth/post_depth must be >= 0, got {self.pre_depth}/{self.post_depth}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(**_known(cls, d, "model config"))
-
-
-def _known(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} keys {unknown}; expected a subset of {sorted(names)}")
-    return dict(d)
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(_DictConfig):
     schedule: str = "linear"
     num_timesteps: int = 1000
     prediction: str = "eps"
     zero_terminal_snr: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
-        return cls(**_known(cls, d, "diffusion config"))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_DictConfig):
     """Everything about a training run except the architecture (ModelConfig) and the noise process."""
 
     data: str = "digits"
@@ -106,9 +102,3 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**_known(cls, d, "train config"))
