@@ -266,11 +266,10 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
                 acc, n_acc, t_interval = {}, 0, now
             bar.update(1)
-            if step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+            if flag["stop"] or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
             if flag["stop"]:
                 interrupted = True
-                checkpoint()
                 break
     bar.close()
     wall = time.perf_counter() - t_start
