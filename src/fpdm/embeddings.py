@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .blocks import batch_invariant
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping p×p patches → tokens of width D, row-major over the patch grid."""
@@ -57,7 +59,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         freq = timestep_embedding(t, self.frequency_embedding_size)  # float32, as the official model
-        return self.mlp(freq.to(self.mlp[0].weight.dtype))  # (N, D)
+        return batch_invariant(self.mlp, freq.to(self.mlp[0].weight.dtype))  # (N, D)
 
 
 class LabelEmbedder(nn.Module):
