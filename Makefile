@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(FPDM) train --data digits --model FPDM-T/2 --out $(DEMO) --threads 1 $(if $(wildcard $(DEMO)/ckpt.pt),--resume)
-	$(FPDM) sample --ckpt $(DEMO)/ckpt.pt --steps 250 --iters 4 --num 100 --threads 1 --out $(DEMO)/samples
+	$(FPDM) sample --ckpt $(DEMO)/ckpt.pt --steps 250 --iters 4 --seeds 0-99 --threads 1 --out $(DEMO)/samples
 
 test: venv
 	$(PY) -m pytest -q

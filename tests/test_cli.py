@@ -10,7 +10,7 @@ from fpdm.cli import build_parser, main
 TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 
 
-@pytest.mark.parametrize("command", ["train", "sample"])
+@pytest.mark.parametrize("command", ["train", "sample", "sweep", "budget-table", "plot-residuals"])
 def test_help_shows_every_default(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
@@ -18,9 +18,10 @@ def test_help_shows_every_default(command, capsys):
     # one block per option: "  --name ...help..." up to the next option
     blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])[1:]
     options = [b for b in blocks if not b.startswith("-h")]
-    assert len(options) > 5
+    assert options
     for block in options:
-        assert "default" in block or "(…/ckpt.pt)" in block, f"no default shown for: {block.split()[0]}"
+        assert "default" in block or "required" in block or "(…/ckpt.pt)" in block or "record" in block, \
+            f"no default shown for: {block.split()[0]}"
 
 
 def test_train_then_sample_end_to_end(tmp_path, capsys):
@@ -31,14 +32,14 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["step"] == 3 and summary["ms_per_step"] > 0 and summary["peak_rss_mib"] > 0
     out = tmp_path / "s" / "grid"
-    rc = main(["sample", "--ckpt", str(run / "ckpt.pt"), "--steps", "3", "--iters", "2", "--num", "6",
+    rc = main(["sample", "--ckpt", str(run / "ckpt.pt"), "--steps", "3", "--iters", "2", "--seeds", "0-5",
                "--out", str(out), "--no-progress", "--nrow", "3", "--upscale", "2"])
     assert rc == 0
     data = np.load(out.with_suffix(".npz"))
     assert data["samples"].shape == (6, 1, 8, 8) and data["labels"].tolist() == [0, 1, 2, 3, 4, 5]
     assert Image.open(out.with_suffix(".png")).size == (3 * 17 + 1, 2 * 17 + 1)  # 16-px tiles, 1-px padding
     info = json.loads(out.with_suffix(".json").read_text())
-    assert info["block_evals_per_step"] == 4 and info["seeds"] == [0, 5]
+    assert info["blocks_counted"] == 3 * 4 and info["seeds"] == [0, 5] and info["iters_run"] == [2, 2, 2]
 
 
 def test_errors_name_the_problem(tmp_path, capsys):
@@ -65,3 +66,60 @@ def test_resume_from_cli_uses_the_runs_own_data_and_settings(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["step"] == 3
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0  # the run's own 3 steps
     assert json.loads((run / "summary.json").read_text())["steps_this_run"] == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "2", "--batch-size", "8",
+                 "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("extra", [
+    ["--iters", "2"],
+    ["--steps", "4", "--profile", "increasing"],
+    ["--steps", "4", "--profile", "released", "--reuse", "--tol", "0.5"],
+    ["--steps", "5", "--solver", "anderson", "--reuse", "--cfg-scale", "3"],
+    ["--iters", "1", "--sampler", "ddim", "--tol", "1e9"],
+])
+def test_sample_spends_the_budget_exactly(tiny_run, tmp_path, extra, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", *extra, "--seeds", "0-2",
+                 "--out", str(out), "--no-progress"]) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["blocks_counted"] == 24 and rec["blocks_counted_per_batch"] == [24]
+    assert sum(rec["iters_run"]) + 2 * rec["steps"] == 24  # pre + post = 2 per step
+    assert len(rec["residuals"]) == rec["steps"]
+
+
+def test_budget_errors_say_what_is_feasible(tiny_run, capsys):
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "25", "--iters", "2"]) == 2
+    assert "feasible nearby: 24 (6 steps) or 28 (7 steps)" in capsys.readouterr().err
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "10", "--steps", "4"]) == 2
+    assert "at most 3 steps fit" in capsys.readouterr().err
+
+
+def test_budget_table_and_residual_plot(tiny_run, tmp_path, capsys):
+    assert main(["budget-table", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24"]) == 0
+    table = capsys.readouterr().out
+    assert "         1      8           3" in table and "        22      1          24" in table
+    out = tmp_path / "s"
+    main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters", "2", "--seeds", "0",
+          "--out", str(out), "--no-progress"])
+    assert main(["plot-residuals", str(out.with_suffix(".json"))]) == 0
+    assert Image.open(out.with_suffix(".residuals.png")).size[0] > 300
+
+
+def test_sweep_writes_a_table(tiny_run, tmp_path, capsys):
+    prefix = tmp_path / "sw"
+    assert main(["sweep", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters-list", "1,2,5",
+                 "--seeds", "0-9", "--steps", "50", "--out", str(prefix), "--no-progress"]) == 2
+    assert "drop --steps" in capsys.readouterr().err
+    assert main(["sweep", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters-list", "1,2,5",
+                 "--seeds", "0-9", "--out", str(prefix), "--no-progress"]) == 0
+    rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
+    # k = 5 costs 7 blocks per step, which does not divide 24: skipped with a message
+    assert [(r["iters"], r["steps"], r["blocks_counted"]) for r in rows] == [(1, 8, 24), (2, 6, 24)]
+    assert all(0 <= r["class_consistency"] <= 1 for r in rows)
+    assert "| iters | steps |" in prefix.with_suffix(".md").read_text()

@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from fpdm.fixed_point import GRADIENT_MODES, IterationPlan, draw_plan, iterate, solve
+from fpdm.fixed_point import (
+    GRADIENT_MODES,
+    IterationPlan,
+    SolveStats,
+    anderson,
+    draw_plan,
+    iterate,
+    make_solver,
+    picard,
+    relative_residual,
+    solve,
+)
 
 
 def test_iterate_closed_form():
@@ -81,3 +92,44 @@ def test_detach_init():
     assert z0.grad.item() == 4.0
     out = solve(lambda z: 2 * z, z0, IterationPlan(0, 2))
     assert not out.requires_grad
+
+
+def _contraction(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(3, 6, 6, generator=g) * 0.15
+    b = torch.randn(3, 6, generator=g)
+    return lambda z: torch.tanh((a @ z.unsqueeze(-1)).squeeze(-1) + b)
+
+
+def test_picard_without_tol_is_plain_iteration():
+    f = _contraction()
+    stats = SolveStats()
+    z = picard(f, torch.zeros(3, 6), 7, None, stats)
+    assert torch.equal(z, iterate(f, torch.zeros(3, 6), 7)) and stats.evals == 7 and len(stats.residuals) == 7
+    assert stats.residuals[-1] < stats.residuals[0]
+
+
+def test_tol_stops_early_and_residual_is_relative():
+    f = _contraction()
+    stats = SolveStats()
+    picard(f, torch.zeros(3, 6), 100, 1e-5, stats)
+    assert stats.evals < 100 and stats.residuals[-1] < 1e-5 <= stats.residuals[-2]
+    fz, z = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 0.0]])
+    assert relative_residual(fz, z).item() == 1.0
+
+
+def test_anderson_converges_faster_and_counts_evaluations():
+    f = _contraction(1)
+    z_star = iterate(f, torch.zeros(3, 6), 300)
+    p_stats, a_stats = SolveStats(), SolveStats()
+    picard(f, torch.zeros(3, 6), 8, None, p_stats)
+    z_a = anderson(f, torch.zeros(3, 6), 8, None, a_stats, window=4)
+    assert a_stats.evals == 8 and a_stats.residuals[-1] < p_stats.residuals[-1]
+    torch.testing.assert_close(z_a, z_star, atol=1e-5, rtol=0)
+    one = SolveStats()
+    assert torch.equal(anderson(f, torch.zeros(3, 6), 1, None, one), f(torch.zeros(3, 6))) and one.evals == 1
+
+
+def test_make_solver_names():
+    with pytest.raises(ValueError, match="'newton'"):
+        make_solver("newton", 3, None, SolveStats())

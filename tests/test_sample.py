@@ -4,7 +4,7 @@ import torch
 from fpdm.config import ModelConfig
 from fpdm.diffusion import GaussianDiffusion
 from fpdm.registry import build_model
-from fpdm.sample import load_model, sample
+from fpdm.sample import SamplerSettings, load_model, parse_seeds, sample
 from fpdm.schedules import space_timesteps
 
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
@@ -25,17 +25,29 @@ DIFF = GaussianDiffusion.make(learn_sigma=True)
 def test_seed_gives_same_sample_in_any_batch():
     m = _model()
     labels = torch.tensor([3, 1, 4])
-    together = sample(m, DIFF, labels, [10, 11, 12], steps=5, iters=2)
-    alone = sample(m, DIFF, labels[1:2], [11], steps=5, iters=2)
+    together, _ = sample(m, DIFF, labels, [10, 11, 12], steps=5, iters=2)
+    alone, _ = sample(m, DIFF, labels[1:2], [11], steps=5, iters=2)
     torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=0)
-    other = sample(m, DIFF, labels[1:2], [99], steps=5, iters=2)
+    other, _ = sample(m, DIFF, labels[1:2], [99], steps=5, iters=2)
     assert not torch.allclose(alone, other)
+
+
+@pytest.mark.parametrize("settings", [SamplerSettings(), SamplerSettings(reuse=True, cfg_scale=2.0),
+                                      SamplerSettings(sampler="ddim", solver="anderson", tol=0.3)])
+def test_bit_identical_at_batch_sizes_1_and_7(settings):
+    m = _model()
+    labels = torch.arange(7) % 10
+    batch, _ = sample(m, DIFF, labels, list(range(7)), steps=4, iters=3, settings=settings)
+    for i in (0, 3, 6):
+        alone, _ = sample(m, DIFF, labels[i:i + 1], [i], steps=4, iters=3, settings=settings)
+        assert torch.equal(batch[i:i + 1], alone), f"seed {i} differs between batch sizes 7 and 1"
 
 
 def test_ddpm_sampler_equals_hand_loop():
     m = _model()
     labels, seeds = torch.tensor([2, 5]), [0, 1]
-    got = sample(m, DIFF, labels, seeds, steps=4, iters=3)
+    got, rec = sample(m, DIFF, labels, seeds, steps=4, iters=3)
+    assert rec["iters_run"] == [3, 3, 3, 3] and rec["blocks_counted"] == 4 * (1 + 3 + 1)
     spaced = DIFF.respace(space_timesteps(1000, 4))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     x = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
@@ -50,15 +62,21 @@ def test_ddpm_sampler_equals_hand_loop():
 
 def test_ddim_eta0_is_deterministic_and_dit_samples():
     m = _model("dit")
-    a = sample(m, DIFF, torch.tensor([0, 1]), [0, 1], steps="ddim5", sampler="ddim")
-    b = sample(m, DIFF, torch.tensor([0, 1]), [0, 1], steps="ddim5", sampler="ddim")
+    ddim = SamplerSettings(sampler="ddim")
+    a, rec = sample(m, DIFF, torch.tensor([0, 1]), [0, 1], steps="ddim5", settings=ddim)
+    b, _ = sample(m, DIFF, torch.tensor([0, 1]), [0, 1], steps="ddim5", settings=ddim)
     assert torch.equal(a, b) and a.shape == (2, 1, 8, 8) and a.abs().max() <= 1
+    assert rec["blocks_counted"] == 5 * 4 and rec["iters_run"] == []
 
 
 def test_bad_arguments():
     m = _model()
     with pytest.raises(ValueError, match="sampler"):
-        sample(m, DIFF, torch.tensor([0]), [0], sampler="euler")
+        SamplerSettings(sampler="euler")
+    with pytest.raises(ValueError, match="solver"):
+        SamplerSettings(solver="newton")
+    with pytest.raises(ValueError, match="non-negative iteration counts"):
+        sample(m, DIFF, torch.tensor([0]), [0], steps=3, iters=[1, 2])
     with pytest.raises(ValueError, match="labels"):
         sample(m, DIFF, torch.tensor([0, 1]), [0])
 
@@ -67,3 +85,46 @@ def test_load_model_rejects_foreign_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not an fpdm training checkpoint"):
         load_model(tmp_path / "x.pt")
+
+
+def test_reuse_warm_starts_from_previous_z_star():
+    """With reuse, step j starts from step j-1's z*: equal to a hand loop that threads z through."""
+    m = _model()
+    labels, seeds = torch.tensor([4]), [3]
+    got, _ = sample(m, DIFF, labels, seeds, steps=3, iters=2, settings=SamplerSettings(reuse=True))
+    spaced = DIFF.respace(space_timesteps(1000, 3))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 1, 8, 8, generator=g).unsqueeze(0)[0]
+    z = None
+    with torch.no_grad():
+        for i in (2, 1, 0):
+            t = torch.full((1,), int(spaced.timesteps[i]))
+            out, z = m(x, t, labels, iters=2, z_init=z, return_state=True)
+            x, _ = spaced.ddpm_step(out, x, i, torch.randn(1, 1, 8, 8, generator=g).unsqueeze(0)[0],
+                                    clip_denoised=True)
+    torch.testing.assert_close(got, x.clamp(-1, 1), atol=1e-6, rtol=0)
+    plain, _ = sample(m, DIFF, labels, seeds, steps=3, iters=2)
+    assert not torch.allclose(plain, got)
+
+
+def test_guidance_combines_halves_on_all_or_three_channels():
+    from fpdm.sample import _guided
+
+    cond, uncond = torch.full((1, 8, 1, 1), 2.0), torch.full((1, 8, 1, 1), 1.0)
+    out = _guided(torch.cat([cond, uncond]), 1, 3.0, channels=4)
+    assert out[0, :4].flatten().tolist() == [4.0] * 4 and out[0, 4:].flatten().tolist() == [2.0] * 4
+    legacy = _guided(torch.cat([cond, uncond]), 1, 3.0, channels=3)
+    assert legacy[0, :, 0, 0].tolist() == [4.0, 4.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def test_tol_passes_unspent_iterations_on_and_total_is_exact():
+    m = _model()
+    _, rec = sample(m, DIFF, torch.tensor([1]), [0], steps=4, iters=[3, 3, 3, 3],
+                    settings=SamplerSettings(tol=1e9))  # every non-final step stops after one evaluation
+    assert rec["iters_run"] == [1, 1, 1, 9] and rec["blocks_counted"] == 4 * 2 + 12
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10] and parse_seeds("7") == [7]
+    with pytest.raises(ValueError, match="--seeds"):
+        parse_seeds("a-b")

@@ -1,4 +1,4 @@
-"""`fpdm` command line: `fpdm train`, `fpdm sample`. Every option's default is shown by --help."""
+"""`fpdm` command line: train, sample, sweep, budget-table, plot-residuals. --help shows every default."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .budget import DEFAULT_RATIO, PROFILES
 from .config import DiffusionConfig, TrainConfig
-from .fixed_point import GRADIENT_MODES
+from .fixed_point import GRADIENT_MODES, SOLVERS
 from .registry import MODEL_NAMES, model_config
+from .sample import SAMPLERS
 from .schedules import BETA_SCHEDULES
 
 _T = {f.name: f.default for f in fields(TrainConfig)}
@@ -89,30 +91,81 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt)")
+    g = p.add_argument_group("compute budget (blocks per sample; guidance's doubled batch is not counted)")
+    g.add_argument("--budget", type=int, default=None,
+                   help="transformer-block evaluations per sample, spent exactly; give --iters (steps "
+                        "follow) or --steps (iterations follow) (default: no budget)")
+    g.add_argument("--steps", default=None, help="sampling steps: an int, or without --budget an ADM spec "
+                   "such as 'ddim50' or '10,20' (default: 50 without --budget)")
+    g.add_argument("--iters", type=int, default=None,
+                   help="FPDM iterations per step (default: depth - pre - post)")
+    g.add_argument("--profile", choices=PROFILES, default="constant",
+                   help="how --budget --steps spreads iterations over steps (sampling order)")
+    g.add_argument("--ratio", type=float, default=DEFAULT_RATIO,
+                   help="ramp profiles: largest over smallest weight of the iterations beyond the first")
+    g.add_argument("--reuse", action="store_true", help="warm-start each step from the previous step's z*")
+    g.add_argument("--tol", type=float, default=None, help="stop a step's iterations below this relative "
+                   "residual and pass the unspent ones on (default: off)")
+    g.add_argument("--solver", choices=SOLVERS, default="picard", help="fixed-point solver")
+    g.add_argument("--anderson-window", type=int, default=5, help="Anderson history size")
+    g = p.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ancestral or DDIM steps")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")
+    g.add_argument("--seeds", default="0-99", help="one sample per seed, e.g. '0-999' or '0-3,10'")
+    g.add_argument("--label", type=int, default=None,
+                   help="class of every sample (default: cycle through the classes)")
+    g.add_argument("--batch-size", type=int, default=256, help="samples per forward batch")
+    g.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, …")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(g)
+
+
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", formatter_class=_Formatter, help="draw samples from a checkpoint",
                        description="Sample from a training checkpoint (architecture read from it). Writes a "
-                                   "PNG grid, the samples as .npz and the settings as .json.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt)")
-    p.add_argument("--steps", default="50",
-                   help="sampling timesteps: an int, ADM sections '10,20', or 'ddimN'")
-    p.add_argument("--iters", type=int, default=None,
-                   help="FPDM fixed-point iterations per step (default: depth - pre - post)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm", help="ancestral or DDIM steps")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    p.add_argument("--num", type=int, default=100, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i (batch-independent)")
-    p.add_argument("--label", type=int, default=None,
-                   help="class of every sample (default: cycle through the classes)")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per forward batch")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+                                   "PNG grid, the samples as .npz and a JSON record of what ran.")
+    _add_sampling_options(p)
     p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/samples/<settings>)")
     p.add_argument("--nrow", type=int, default=10, help="grid columns")
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the grid")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, …")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_threads(p)
     p.set_defaults(func=_cmd_sample)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", formatter_class=_Formatter, help="sample at one budget over several k",
+                       description="At a fixed --budget, sample with each of --iters-list (constant k; the "
+                                   "steps follow) and tabulate quality. Writes <out>.md/.json and grids.")
+    _add_sampling_options(p)
+    p.add_argument("--iters-list", default="1,2,3,4,6,8,12", help="comma-separated k values")
+    p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/sweeps/budget<B>)")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _add_budget_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budget-table", formatter_class=_Formatter, help="feasible (iterations, steps) pairs",
+                       description="List the constant-k settings that spend --budget exactly, with FLOPs.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="read the architecture from a checkpoint (this or --model is required)")
+    src.add_argument("--model", help="a model name, e.g. FPDM-XL/2, with --input-size/--in-channels (this or "
+                     "--ckpt is required)")
+    p.add_argument("--input-size", type=int, default=32, help="with --model: input size")
+    p.add_argument("--in-channels", type=int, default=4, help="with --model: input channels")
+    p.add_argument("--budget", type=int, required=True, help="blocks per sample (required)")
+    p.add_argument("--max-iters", type=int, default=None, help="list k up to this (default: all)")
+    p.set_defaults(func=_cmd_budget_table)
+
+
+def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot-residuals", formatter_class=_Formatter, help="plot a sample record's residuals",
+                       description="Draw the relative fixed-point residual per iteration, one line per step.")
+    p.add_argument("record", help="the .json written by `fpdm sample`")
+    p.add_argument("--out", default=None, help="PNG path (default: the record's path with .residuals.png)")
+    p.set_defaults(func=_cmd_plot_residuals)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -145,44 +198,148 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
-def _cmd_sample(a: argparse.Namespace) -> int:
-    from .images import save_image_grid
-    from .sample import load_model, sample
-
-    if a.num < 1 or a.batch_size < 1:
-        raise ValueError(f"--num and --batch-size must be >= 1, got {a.num} and {a.batch_size}")
-    model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
-    model.to(a.device)
-    n_cls = model.config.num_classes
+def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:
     if a.label is not None and not 0 <= a.label < max(n_cls, 1):
         raise ValueError(f"--label {a.label} is out of range: the model has {n_cls} classes")
-    seeds = list(range(a.seed, a.seed + a.num))
     if n_cls == 0:
-        labels = torch.zeros(a.num, dtype=torch.long)
-    elif a.label is not None:
-        labels = torch.full((a.num,), a.label, dtype=torch.long)
+        return torch.zeros(n, dtype=torch.long)
+    if a.label is not None:
+        return torch.full((n,), a.label, dtype=torch.long)
+    return torch.arange(n) % n_cls
+
+
+def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None) -> tuple[torch.Tensor, dict]:
+    """Sample every seed with the CLI's settings and `iters`; returns images and a merged record."""
+    from .budget import plan_budget
+    from .sample import SamplerSettings, parse_seeds, sample
+
+    if a.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    cfg = model.config
+    steps_spec = a.steps if a.steps is not None else (None if a.budget is not None else "50")
+    if a.budget is not None:
+        if steps_spec is not None and not str(steps_spec).isdigit():
+            raise ValueError(f"--steps {steps_spec!r}: with --budget give a plain number of steps")
+        plan = plan_budget(cfg, a.budget, iters=iters, steps=int(steps_spec) if steps_spec else None,
+                           profile=a.profile, ratio=a.ratio)
+        steps, per_step = plan.steps, (list(plan.iters) or None)
     else:
-        labels = torch.arange(a.num) % n_cls
-    steps = int(a.steps) if a.steps.isdigit() else a.steps
-    chunks = []
-    for lo in range(0, a.num, a.batch_size):
-        chunks.append(sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
-                             steps=steps, iters=a.iters, sampler=a.sampler, eta=a.eta, device=a.device,
-                             progress=not a.no_progress))
-    x = torch.cat(chunks)
-    iters_tag = f"-k{a.iters}" if a.iters is not None else ""
-    prefix = Path(a.out) if a.out else (Path(a.ckpt).parent / "samples" /
-                                        f"{a.sampler}-s{a.steps}{iters_tag}-seed{a.seed}")
+        steps = int(steps_spec) if str(steps_spec).isdigit() else steps_spec
+        per_step = iters
+    if cfg.arch == "dit" and iters is not None:
+        raise ValueError("--iters applies to FPDM checkpoints only")
+    settings = SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
+                               reuse=a.reuse, tol=a.tol, solver=a.solver, anderson_window=a.anderson_window)
+    seeds = parse_seeds(a.seeds)
+    labels = _labels_for(a, cfg.num_classes, len(seeds))
+    chunks, records = [], []
+    for lo in range(0, len(seeds), a.batch_size):
+        x, rec = sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
+                        steps=steps, iters=per_step, settings=settings, device=a.device,
+                        progress=not a.no_progress)
+        chunks.append(x)
+        records.append(rec)
+    record = dict(records[0])
+    record.update(budget=a.budget, profile=a.profile, ratio=a.ratio, num_samples=len(seeds),
+                  seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
+                  blocks_counted_per_batch=[r["blocks_counted"] for r in records],
+                  iters_run_per_batch=[r["iters_run"] for r in records])
+    return torch.cat(chunks), record
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from .images import save_image_grid
+    from .sample import load_model, parse_seeds
+
+    model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
+    model.to(a.device)
+    x, record = _run_sampling(a, model, diffusion, a.iters)
+    parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}", a.iters and f"k{a.iters}",
+             a.budget and a.steps and a.profile, a.reuse and "reuse", a.tol and f"tol{a.tol}",
+             a.solver != "picard" and a.solver, a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
+    tag = "-".join(str(v) for v in parts if v)
+    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     prefix.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(x, prefix.with_suffix(".png"), nrow=a.nrow, upscale=a.upscale)
-    np.savez_compressed(prefix.with_suffix(".npz"), samples=x.numpy(), labels=labels.numpy(),
-                        seeds=np.array(seeds))
-    info = {"ckpt": a.ckpt, "step": ckpt.get("step"), "steps": a.steps, "iters": a.iters,
-            "block_evals_per_step": model.block_evals(a.iters), "sampler": a.sampler, "eta": a.eta,
-            "seeds": [seeds[0], seeds[-1]], "ema": not a.no_ema, "png": str(prefix.with_suffix(".png")),
-            "npz": str(prefix.with_suffix(".npz"))}
-    prefix.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    print(json.dumps(info))
+    np.savez_compressed(prefix.with_suffix(".npz"), samples=x.numpy(),
+                        labels=_labels_for(a, model.config.num_classes, len(x)).numpy(),
+                        seeds=np.array(parse_seeds(a.seeds)))
+    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
+                  png=str(prefix.with_suffix(".png")), npz=str(prefix.with_suffix(".npz")))
+    prefix.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("arch", "budget", "steps", "iters_run", "blocks_counted",
+                                             "flops_per_sample", "wall_s", "png")}))
+    return 0
+
+
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from .images import save_image_grid
+    from .sample import load_model
+    from .sweep import placeholder_metric, write_table
+
+    if a.budget is None:
+        raise ValueError("fpdm sweep needs --budget")
+    if a.steps is not None or a.iters is not None:
+        raise ValueError("fpdm sweep derives the steps from --budget and each k of --iters-list; drop "
+                         "--steps/--iters")
+    model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema)
+    model.to(a.device)
+    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / f"budget{a.budget}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    ks = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
+    rows = []
+    for k in ks:
+        try:
+            x, rec = _run_sampling(a, model, diffusion, k)
+        except ValueError as e:
+            print(f"k={k}: skipped: {e}", file=sys.stderr)
+            continue
+        labels = _labels_for(a, model.config.num_classes, len(x))
+        save_image_grid(x, f"{prefix}-k{k}.png", nrow=10, upscale=4)
+        metric = placeholder_metric(x, labels, model.config)
+        rows.append({"iters": k, "steps": rec["steps"], "blocks_counted": rec["blocks_counted"],
+                     "flops_per_sample": rec["flops_per_sample"], "wall_s": rec["wall_s"], **metric})
+        print(json.dumps(rows[-1]))
+    if not rows:
+        raise ValueError(f"no k in --iters-list {a.iters_list} spends budget {a.budget} exactly; see "
+                         f"`fpdm budget-table --ckpt {a.ckpt} --budget {a.budget}`")
+    write_table(rows, prefix, {"ckpt": a.ckpt, "budget": a.budget, "sampler": a.sampler, "seeds": a.seeds,
+                               "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale})
+    print(Path(f"{prefix}.md").read_text())
+    return 0
+
+
+def _cmd_budget_table(a: argparse.Namespace) -> int:
+    from .budget import feasible_pairs, forward_flops
+
+    if a.ckpt:
+        from .sample import load_model
+
+        cfg = load_model(a.ckpt)[0].config
+    else:
+        cfg = model_config(a.model, input_size=a.input_size, in_channels=a.in_channels)
+    pairs = feasible_pairs(cfg, a.budget, a.max_iters)
+    if not pairs:
+        raise ValueError(f"no constant setting spends budget {a.budget} exactly for this {cfg.arch}; use "
+                         f"`fpdm sample --budget {a.budget} --steps S` to spread iterations unevenly")
+    print(f"budget {a.budget} blocks per sample ({cfg.arch}, width {cfg.hidden_size}, "
+          f"input {cfg.input_size})")
+    print(f"{'iters/step':>10} {'steps':>6} {'blocks/step':>11} {'GFLOPs/sample':>14}")
+    for k, n in pairs:
+        per = forward_flops(cfg, k)
+        print(f"{k if cfg.arch == 'fpdm' else '-':>10} {n:>6} {a.budget // n:>11} {n * per / 1e9:>14.3f}")
+    return 0
+
+
+def _cmd_plot_residuals(a: argparse.Namespace) -> int:
+    from .plots import plot_residuals
+
+    path = Path(a.record)
+    if not path.exists():
+        raise FileNotFoundError(f"no record at {path}")
+    out = Path(a.out) if a.out else path.with_suffix(".residuals.png")
+    plot_residuals(json.loads(path.read_text()), out)
+    print(out)
     return 0
 
 
@@ -192,12 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sample(sub)
+    _add_sweep(sub)
+    _add_budget_table(sub)
+    _add_plot_residuals(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads > 0:
+    if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)

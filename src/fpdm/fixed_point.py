@@ -12,7 +12,7 @@ built) and how many with gradient. Modes, with n ~ U{0..N} and m ~ U{1..M} drawn
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -66,12 +66,114 @@ def iterate(f: Callable[[Tensor], Tensor], z: Tensor, iters: int) -> Tensor:
     return z
 
 
-def solve(f: Callable[[Tensor], Tensor], z0: Tensor, plan: IterationPlan | int) -> Tensor:
-    """Run a plan (training) or a plain iteration count (sampling)."""
+Solver = Callable[[Callable[[Tensor], Tensor], Tensor], Tensor]
+
+
+def solve(f: Callable[[Tensor], Tensor], z0: Tensor, plan: IterationPlan | int | Solver) -> Tensor:
+    """Run a plan (training), a plain iteration count, or a solver closure from `make_solver` (sampling)."""
     if isinstance(plan, int):
         return iterate(f, z0, plan)
+    if callable(plan):
+        return plan(f, z0)
     z = z0.detach() if plan.detach_init else z0
     if plan.no_grad:
         with torch.no_grad():
             z = iterate(f, z, plan.no_grad)
     return iterate(f, z, plan.with_grad)
+
+
+# --------------------------------------------------------------------------------------------- sampling
+# Budgeted solvers for sampling: each spends at most `max_evals` evaluations of f, may stop early once the
+# relative residual ||f(z) - z|| / ||f(z)|| of every sample is below `tol`, and reports what it did.
+
+SOLVERS = ("picard", "anderson")
+
+
+@dataclass
+class SolveStats:
+    """What one solve did: evaluations of f, and the relative residual (max over the batch) after each."""
+
+    evals: int = 0
+    residuals: list[float] = field(default_factory=list)
+
+
+def relative_residual(fz: Tensor, z: Tensor) -> Tensor:
+    """Per-sample ||f(z) - z|| / ||f(z)|| over all non-batch dimensions, shape (N,)."""
+    diff = (fz - z).flatten(1).norm(dim=1)
+    return diff / fz.flatten(1).norm(dim=1).clamp_min(1e-12)
+
+
+def _record(stats: SolveStats, fz: Tensor, z: Tensor, tol: float | None) -> bool:
+    stats.evals += 1
+    res = float(relative_residual(fz, z).max())
+    stats.residuals.append(res)
+    return tol is not None and res < tol
+
+
+def picard(f: Callable[[Tensor], Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+           stats: SolveStats | None = None) -> Tensor:
+    """Plain iteration z ← f(z); with tol=None exactly `iterate(f, z0, max_evals)`."""
+    stats = SolveStats() if stats is None else stats
+    z = z0
+    for _ in range(max_evals):
+        fz = f(z)
+        done = _record(stats, fz, z, tol)
+        z = fz
+        if done:
+            break
+    return z
+
+
+def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+             stats: SolveStats | None = None, window: int = 5, lam: float = 1e-4,
+             beta: float = 1.0) -> Tensor:
+    """Anderson acceleration (type II, Walker & Ni 2011) per sample, on flattened states.
+
+    Each step mixes the last `window` evaluations with least-squares weights summing to one that minimise
+    the combined residual (ridge `lam` relative to the residuals' size). Returns the last evaluation
+    f(x_k), like `picard`."""
+    stats = SolveStats() if stats is None else stats
+    if max_evals < 1:
+        return z0
+    n = z0.shape[0]
+    shape = z0.shape
+    xs: list[Tensor] = []  # each (N, d)
+    fs: list[Tensor] = []
+    x = z0
+    fz = z0
+    for k in range(max_evals):
+        fz = f(x)
+        done = _record(stats, fz, x, tol)
+        xs.append(x.reshape(n, -1))
+        fs.append(fz.reshape(n, -1))
+        if len(xs) > window:
+            xs.pop(0)
+            fs.pop(0)
+        if done or k == max_evals - 1:
+            break
+        if len(xs) == 1:
+            x = fz
+            continue
+        X, F_ = torch.stack(xs, 1), torch.stack(fs, 1)  # (N, m, d)
+        G = (F_ - X).double()
+        m = G.shape[1]
+        gram = G @ G.transpose(1, 2)  # (N, m, m)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)[:, None, None]
+        gram = gram + lam * scale * torch.eye(m, dtype=G.dtype, device=G.device)  # ridge relative to |G|²
+        ones = torch.ones(n, m, 1, dtype=G.dtype, device=G.device)
+        w = torch.linalg.solve(gram, ones)  # (N, m, 1)
+        alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)  # weights summing to 1
+        mixed_f = (alpha.transpose(1, 2) @ F_).squeeze(1)
+        mixed_x = (alpha.transpose(1, 2) @ X).squeeze(1)
+        x = (beta * mixed_f + (1 - beta) * mixed_x).reshape(shape)
+    return fz
+
+
+def make_solver(name: str, max_evals: int, tol: float | None, stats: SolveStats,
+                window: int = 5) -> Callable[[Callable[[Tensor], Tensor], Tensor], Tensor]:
+    """A solver closure for `FPDM.forward(iters=...)`: (f, z0) -> z*, recording into `stats`."""
+    if name == "picard":
+        return lambda f, z0: picard(f, z0, max_evals, tol, stats)
+    if name == "anderson":
+        return lambda f, z0: anderson(f, z0, max_evals, tol, stats, window=window)
+    raise ValueError(f"unknown solver {name!r}; expected one of {SOLVERS}")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .backbone import DiffusionTransformer
 from .blocks import DiTBlock
 from .config import ModelConfig
-from .fixed_point import IterationPlan, solve
+from .fixed_point import IterationPlan, Solver, solve
 
 
 class FPDM(DiffusionTransformer):
@@ -67,14 +67,15 @@ class FPDM(DiffusionTransformer):
         x: Tensor,
         t: Tensor,
         y: Tensor,
-        iters: int | IterationPlan | None = None,
+        iters: int | IterationPlan | Solver | None = None,
         z_init: Tensor | None = None,
         return_state: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (N, C, H, W), t (N,) original timesteps, y (N,) labels → (N, C_out, H, W) [, z* (N, T, D)].
 
         `iters`: an int k runs k iterations in the caller's grad mode (sampling); an `IterationPlan` runs
-        its no-grad then with-grad iterations (training). `z_init` warm-starts the iteration (reuse)."""
+        its no-grad then with-grad iterations (training); a solver closure (`fixed_point.make_solver`) runs
+        a budgeted, possibly early-stopping solve. `z_init` warm-starts the iteration (reuse)."""
         h, t_emb, y_emb = self.embed(x, t, y)
         c = t_emb + y_emb  # (N, D)
         c_pp = c if self.config.pre_post_timestep_conditioning else y_emb

@@ -1,28 +1,61 @@
-"""Minimal ancestral (DDPM) and DDIM sampling with a fixed number of fixed-point iterations per step.
+"""Sampling: DDPM/DDIM over a respaced chain, classifier-free guidance, FPDM's per-step iteration plans,
+warm starts ("reuse"), and budgeted adaptive solving — with a record of what was actually run.
 
-One random generator per sample seed draws that sample's initial noise and every step's noise, so a seed
-gives the same image whatever the batch it is drawn in.
+One random generator per sample seed draws that sample's initial noise and every step's noise, and the
+model's per-sample computations are batch-invariant, so a seed gives the bit-identical image in any batch.
+Warm-start state lives in this function's loop only: it starts empty for every batch.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .budget import forward_flops
 from .checkpoint import load_checkpoint
 from .config import DiffusionConfig, ModelConfig
 from .diffusion import GaussianDiffusion
 from .dit import DiT
+from .fixed_point import SOLVERS, SolveStats, make_solver
 from .fpdm import FPDM
+from .instrument import count_block_calls
 from .registry import build_model
 from .schedules import space_timesteps
 from .train import make_diffusion
 
 SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "ddpm"
+    eta: float = 0.0
+    cfg_scale: float = 1.0  # 1 = no guidance
+    cfg_legacy: bool = False  # DiT's legacy guidance of the first 3 channels only
+    reuse: bool = False  # warm-start each step's fixed point from the previous step's z*
+    tol: float | None = None  # stop a step early below this relative residual; unspent budget carries on
+    solver: str = "picard"
+    anderson_window: int = 5
+    clip_denoised: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.eta < 0 or self.cfg_scale < 0:
+            raise ValueError(f"eta and cfg_scale must be >= 0, got {self.eta} and {self.cfg_scale}")
+        if self.tol is not None and self.tol <= 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+        if self.anderson_window < 1:
+            raise ValueError(f"anderson_window must be >= 1, got {self.anderson_window}")
 
 
 def load_model(path: str | Path, use_ema: bool = True) -> tuple[DiT | FPDM, GaussianDiffusion, dict]:
@@ -38,37 +71,109 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[DiT | FPDM, Gaus
     return model.eval(), diffusion, ckpt
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """'0-99' (inclusive range), '3,7,9', or a mix such as '0-3,10'."""
+    seeds: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise ValueError(f"--seeds {spec!r}: expected ranges and numbers like '0-99' or '0-3,10'") from None
+    if not seeds:
+        raise ValueError(f"--seeds {spec!r} selects no seed")
+    return seeds
+
+
 def _per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int]) -> Tensor:
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])  # (N, *shape)
 
 
+def _guided(out: Tensor, n: int, scale: float, channels: int) -> Tensor:
+    """Combine the conditional and unconditional halves: eps_u + s (eps_c - eps_u) on `channels`."""
+    cond, uncond = out[:n], out[n:]
+    mixed = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
+    return torch.cat([mixed, cond[:, channels:]], dim=1)
+
+
 @torch.no_grad()
 def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seeds: Sequence[int], *,
-           steps: int | str = 50, iters: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
-           clip_denoised: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> Tensor:
-    """Draw len(seeds) samples (N, C, H, W) in [-1, 1] (clipped) for the given labels.
+           steps: int | str = 50, iters: Sequence[int] | int | None = None,
+           settings: SamplerSettings | None = None, device: str | torch.device = "cpu",
+           progress: bool = False) -> tuple[Tensor, dict[str, Any]]:
+    """Draw len(seeds) samples (N, C, H, W) in [-1, 1] for `labels`, and a record of what ran.
 
-    `steps` picks timesteps with `space_timesteps` (an int or an ADM spec such as "ddim25"); `iters` is the
-    number of fixed-point iterations per step for FPDM (default: the model's DiT-equivalent count)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    `steps`: an int or an ADM spec ("ddim25", "10,20") choosing the kept timesteps. `iters` (FPDM only): one
+    count per step in sampling order, or one count for every step (default depth - pre - post). With
+    `settings.tol`, a step may stop early; what it leaves unspent is added to the next step's allowance, and
+    the last step always spends what remains, so the total equals sum(iters)."""
+    s = settings or SamplerSettings()
     if len(labels) != len(seeds):
         raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds")
-    if iters is not None and iters < 0:
-        raise ValueError(f"--iters must be >= 0, got {iters}")
     spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
+    n_steps = spaced.num_timesteps
     cfg = model.config
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    is_fpdm = isinstance(model, FPDM)
+    if is_fpdm:
+        k = model.default_iters if iters is None else iters
+        plan = [int(k)] * n_steps if isinstance(k, int) else [int(v) for v in k]
+        if len(plan) != n_steps or min(plan) < 0:
+            raise ValueError(f"need {n_steps} non-negative iteration counts, got {plan}")
+    else:
+        if iters is not None:
+            raise ValueError("iters applies to FPDM models only")
+        plan = []
+    guidance = s.cfg_scale != 1.0
+    if guidance and cfg.num_classes == 0:
+        raise ValueError("classifier-free guidance needs a class-conditional model")
+    n = len(seeds)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
     x = _per_sample_randn(generators, shape).to(device)  # (N, C, H, W)
     y = labels.to(device)
-    fwd = {"iters": iters} if isinstance(model, FPDM) else {}
-    for i in tqdm(range(spaced.num_timesteps - 1, -1, -1), desc="sample", disable=not progress):
-        t = torch.full((len(seeds),), int(spaced.timesteps[i]), dtype=torch.long, device=device)
-        out = model(x, t, y, **fwd)
-        noise = _per_sample_randn(generators, shape).to(device) if (sampler == "ddpm" or eta > 0) else None
-        if sampler == "ddpm":
-            x, _ = spaced.ddpm_step(out, x, i, noise, clip_denoised=clip_denoised)
-        else:
-            x, _ = spaced.ddim_step(out, x, i, eta=eta, noise=noise, clip_denoised=clip_denoised)
-    return x.clamp(-1, 1).cpu()
+    if guidance:
+        y = torch.cat([y, torch.full_like(y, cfg.num_classes)])  # second half: the null class
+    guided_channels = 3 if s.cfg_legacy else cfg.in_channels
+
+    z_prev = None  # warm-start state, local to this batch
+    carry = 0
+    iters_run, residuals = [], []
+    t0 = time.perf_counter()
+    with count_block_calls(model) as counted:
+        for j, i in enumerate(tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress)):
+            x_in = torch.cat([x, x]) if guidance else x
+            t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
+            if is_fpdm:
+                allowance = plan[j] + carry
+                last = j == n_steps - 1
+                stats = SolveStats()
+                solver = make_solver(s.solver, allowance, None if last else s.tol, stats, s.anderson_window)
+                out, z = model(x_in, t, y, iters=solver, z_init=z_prev if s.reuse else None,
+                               return_state=True)
+                carry = allowance - stats.evals
+                z_prev = z
+                iters_run.append(stats.evals)
+                residuals.append(stats.residuals)
+            else:
+                out = model(x_in, t, y)
+            if guidance:
+                out = _guided(out, n, s.cfg_scale, guided_channels)
+            noise = _per_sample_randn(generators, shape).to(device) if (s.sampler == "ddpm" or s.eta > 0) \
+                else None
+            if s.sampler == "ddpm":
+                x, _ = spaced.ddpm_step(out, x, i, noise, clip_denoised=s.clip_denoised)
+            else:
+                x, _ = spaced.ddim_step(out, x, i, eta=s.eta, noise=noise, clip_denoised=s.clip_denoised)
+    wall = time.perf_counter() - t0
+    passes = 2 if guidance else 1  # guidance evaluates each sample twice; the block budget does not count it
+    if is_fpdm:
+        flops = passes * sum(forward_flops(cfg, k) for k in iters_run)
+    else:
+        flops = passes * n_steps * forward_flops(cfg)
+    record = {
+        "arch": cfg.arch, "steps": n_steps, "timesteps": [int(v) for v in spaced.timesteps[::-1]],
+        "iters_planned": plan, "iters_run": iters_run, "blocks_counted": counted["blocks"],
+        "flops_per_sample": flops, "wall_s": round(wall, 4), "num_samples": n,
+        "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s), "residuals": residuals,
+    }
+    return x.clamp(-1, 1).cpu(), record

@@ -1,0 +1,33 @@
+"""Counting what a sampler actually ran, independent of any formula: transformer-block applications."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+from .blocks import DiTBlock
+
+
+@contextmanager
+def count_block_calls(model: nn.Module) -> Iterator[dict[str, int]]:
+    """Within the context, count every application of a transformer block of `model` (explicit blocks and
+    fixed-point iterations alike; each call processes the whole batch, so this is blocks per sample).
+
+    Wraps each block instance's `apply_modulated` for the duration only; the model is unchanged after."""
+    counter = {"blocks": 0}
+    blocks = [m for m in model.modules() if isinstance(m, DiTBlock)]
+    for block in blocks:
+        inner = block.apply_modulated
+
+        def counted(x, mod, _inner=inner):
+            counter["blocks"] += 1
+            return _inner(x, mod)
+
+        block.apply_modulated = counted  # instance attribute shadows the method
+    try:
+        yield counter
+    finally:
+        for block in blocks:
+            del block.apply_modulated
