@@ -123,3 +123,17 @@ def test_sweep_writes_a_table(tiny_run, tmp_path, capsys):
     assert [(r["iters"], r["steps"], r["blocks_counted"]) for r in rows] == [(1, 8, 24), (2, 6, 24)]
     assert all(0 <= r["class_consistency"] <= 1 for r in rows)
     assert "| iters | steps |" in prefix.with_suffix(".md").read_text()
+
+
+def test_dit_budget_counts(tmp_path, capsys):
+    run = tmp_path / "dit"
+    assert main(["train", "--model", "DiT-T/2", *TINY, "--steps", "1", "--batch-size", "4", "--out", str(run),
+                 "--no-progress"]) == 0
+    out = tmp_path / "s"
+    for extra in ([], ["--cfg-scale", "2", "--sampler", "ddim"]):
+        assert main(["sample", "--ckpt", str(run / "ckpt.pt"), "--budget", "24", *extra, "--seeds", "0-2",
+                     "--out", str(out), "--no-progress"]) == 0
+        rec = json.loads(out.with_suffix(".json").read_text())
+        assert (rec["steps"], rec["blocks_counted"]) == (6, 24)  # depth 4
+    assert main(["sample", "--ckpt", str(run / "ckpt.pt"), "--budget", "24", "--iters", "2"]) == 2
+    assert "FPDM checkpoints only" in capsys.readouterr().err
