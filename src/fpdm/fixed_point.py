@@ -91,10 +91,16 @@ SOLVERS = ("picard", "anderson")
 
 @dataclass
 class SolveStats:
-    """What one solve did: evaluations of f, and the relative residual (max over the batch) after each."""
+    """What one solve did: evaluations of f, and the relative residual (max over the batch) after each.
+
+    Residuals stay on the device as 0-d tensors (no host sync per iteration unless `tol` needs a decision);
+    `residual_values()` turns them into floats once, after sampling."""
 
     evals: int = 0
-    residuals: list[float] = field(default_factory=list)
+    residuals: list[Tensor] = field(default_factory=list)
+
+    def residual_values(self) -> list[float]:
+        return torch.stack(self.residuals).tolist() if self.residuals else []
 
 
 def relative_residual(fz: Tensor, z: Tensor) -> Tensor:
@@ -105,9 +111,9 @@ def relative_residual(fz: Tensor, z: Tensor) -> Tensor:
 
 def _record(stats: SolveStats, fz: Tensor, z: Tensor, tol: float | None) -> bool:
     stats.evals += 1
-    res = float(relative_residual(fz, z).max())
+    res = relative_residual(fz, z).max()
     stats.residuals.append(res)
-    return tol is not None and res < tol
+    return tol is not None and bool(res < tol)
 
 
 def picard(f: Callable[[Tensor], Tensor], z0: Tensor, max_evals: int, tol: float | None = None,

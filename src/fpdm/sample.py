@@ -137,7 +137,7 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
 
     z_prev = None  # warm-start state, local to this batch
     carry = 0
-    iters_run, residuals = [], []
+    iters_run, step_stats = [], []
     t0 = time.perf_counter()
     with count_block_calls(model) as counted:
         for j, i in enumerate(tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress)):
@@ -153,7 +153,7 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
                 carry = allowance - stats.evals
                 z_prev = z
                 iters_run.append(stats.evals)
-                residuals.append(stats.residuals)
+                step_stats.append(stats)
             else:
                 out = model(x_in, t, y)
             if guidance:
@@ -174,6 +174,7 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
         "arch": cfg.arch, "steps": n_steps, "timesteps": [int(v) for v in spaced.timesteps[::-1]],
         "iters_planned": plan, "iters_run": iters_run, "blocks_counted": counted["blocks"],
         "flops_per_sample": flops, "wall_s": round(wall, 4), "num_samples": n,
-        "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s), "residuals": residuals,
+        "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s),
+        "residuals": [st.residual_values() for st in step_stats],
     }
     return x.clamp(-1, 1).cpu(), record
