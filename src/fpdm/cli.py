@@ -296,6 +296,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             continue
         labels = _labels_for(a, model.config.num_classes, len(x))
         save_image_grid(x, f"{prefix}-k{k}.png", nrow=10, upscale=4)
+        np.savez_compressed(f"{prefix}-k{k}.npz", samples=x.numpy(), labels=labels.numpy())
         metric = placeholder_metric(x, labels, model.config)
         rows.append({"iters": k, "steps": rec["steps"], "blocks_counted": rec["blocks_counted"],
                      "flops_per_sample": rec["flops_per_sample"], "wall_s": rec["wall_s"], **metric})

@@ -53,13 +53,17 @@ def _digits_test_pixels() -> np.ndarray:
 
 
 def placeholder_metric(samples: Tensor, labels: Tensor, cfg: ModelConfig) -> dict[str, Any]:
-    """{"class_consistency", "pixel_fd"} for 8×8 greyscale 10-class models (digits); {} otherwise."""
+    """{"class_consistency", "pixel_fd", "pixel_fd_se"} for 8×8 greyscale 10-class models (digits), the
+    last a bootstrap standard error over the samples; {} otherwise."""
     if (cfg.input_size, cfg.in_channels, cfg.num_classes) != (8, 1, 10):
         return {}
     pix = _pixels(samples.numpy()).astype(np.float64)
     pred = _digits_svc().predict(pix)
+    ref = _digits_test_pixels()
+    rng = np.random.default_rng(0)  # bootstrap over the samples: the spread a different seed range gives
+    boot = [frechet_distance(pix[rng.integers(0, len(pix), len(pix))], ref) for _ in range(20)]
     return {"class_consistency": float((pred == labels.numpy()).mean()),
-            "pixel_fd": frechet_distance(pix, _digits_test_pixels())}
+            "pixel_fd": frechet_distance(pix, ref), "pixel_fd_se": float(np.std(boot, ddof=1))}
 
 
 def write_table(rows: list[dict[str, Any]], prefix: str | Path, settings: dict[str, Any]) -> None:
