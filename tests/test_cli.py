@@ -137,3 +137,11 @@ def test_dit_budget_counts(tmp_path, capsys):
         assert (rec["steps"], rec["blocks_counted"]) == (6, 24)  # depth 4
     assert main(["sample", "--ckpt", str(run / "ckpt.pt"), "--budget", "24", "--iters", "2"]) == 2
     assert "FPDM checkpoints only" in capsys.readouterr().err
+
+
+def test_output_names_keep_dots(tiny_run, tmp_path, capsys):
+    out = tmp_path / "run-tol0.1"
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters", "2",
+                 "--seeds", "0", "--tol", "0.1", "--out", str(out), "--no-progress"]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["run-tol0.1.json", "run-tol0.1.npz", "run-tol0.1.png"]

@@ -260,13 +260,14 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     tag = "-".join(str(v) for v in parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(x, prefix.with_suffix(".png"), nrow=a.nrow, upscale=a.upscale)
-    np.savez_compressed(prefix.with_suffix(".npz"), samples=x.numpy(),
+    png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
+    save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
+    np.savez_compressed(npz, samples=x.numpy(),
                         labels=_labels_for(a, model.config.num_classes, len(x)).numpy(),
                         seeds=np.array(parse_seeds(a.seeds)))
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
-                  png=str(prefix.with_suffix(".png")), npz=str(prefix.with_suffix(".npz")))
-    prefix.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+                  png=str(png), npz=str(npz))
+    rec_path.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("arch", "budget", "steps", "iters_run", "blocks_counted",
                                              "flops_per_sample", "wall_s", "png")}))
     return 0
