@@ -79,6 +79,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.parametrize("extra", [
     ["--iters", "2"],
     ["--steps", "4", "--profile", "increasing"],
+    ["--steps", "3", "--profile", "decreasing", "--ratio", "5", "--solver", "anderson", "--tol", "0.5"],
     ["--steps", "4", "--profile", "released", "--reuse", "--tol", "0.5"],
     ["--steps", "5", "--solver", "anderson", "--reuse", "--cfg-scale", "3"],
     ["--iters", "1", "--sampler", "ddim", "--tol", "1e9"],
