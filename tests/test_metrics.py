@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from fpdm.metrics import (
+    bootstrap_fid,
+    fid_from_features,
+    frechet_distance,
+    gaussian_stats,
+    kid,
+    precision_recall,
+)
+
+
+def _rotation(d, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+def test_frechet_closed_form_commuting():
+    # Same eigenbasis: FD = |m1 - m2|² + Σ (sqrt(l1) - sqrt(l2))²
+    r = _rotation(5, 0)
+    l1, l2 = np.array([1.0, 2, 3, 4, 5]), np.array([0.5, 4, 1, 9, 2])
+    m1, m2 = np.arange(5.0), np.ones(5)
+    want = ((m1 - m2) ** 2).sum() + ((np.sqrt(l1) - np.sqrt(l2)) ** 2).sum()
+    got = frechet_distance(m1, r @ np.diag(l1) @ r.T, m2, r @ np.diag(l2) @ r.T)
+    assert abs(got - want) / want < 1e-6
+
+
+def test_frechet_closed_form_non_commuting_2d():
+    # tr sqrt(M) for a 2×2 matrix with non-negative eigenvalues = sqrt(tr M + 2 sqrt(det M)), M = S1 S2
+    s1 = np.array([[2.0, 0.3], [0.3, 1.0]])
+    s2 = np.array([[1.0, -0.6], [-0.6, 3.0]])
+    m = s1 @ s2
+    tr_sqrt = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    want = 1.0 + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    got = frechet_distance(np.zeros(2), s1, np.array([1.0, 0.0]), s2)
+    assert abs(got - want) / want < 1e-6
+
+
+def test_frechet_singular_and_identical():
+    s = np.diag([1.0, 0.0, 2.0])  # singular: a constant feature
+    assert abs(frechet_distance(np.ones(3), s, np.ones(3), s)) < 1e-9
+    with pytest.raises(ValueError, match="mismatched"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def test_fid_of_samples_approaches_population_value():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(20000, 4)), rng.normal(loc=0.5, size=(20000, 4))
+    assert abs(fid_from_features(a, b) - 4 * 0.25) < 0.05
+    mu, sigma = gaussian_stats(a)
+    se = bootstrap_fid(b[:500], mu, sigma, n=30)
+    assert 0 < se < 0.5
+
+
+def test_kid_same_distribution_is_zero_within_error():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(1000, 16)), rng.normal(size=(1000, 16))
+    mean, std = kid(a, b, subset_size=200, subsets=50)
+    assert abs(mean) < 2 * std / np.sqrt(50) + 1e-3
+    shifted, _ = kid(a, b + 1.0, subset_size=200, subsets=50)
+    assert shifted > 10 * std
+
+
+def test_precision_recall():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(300, 8))
+    assert precision_recall(a, a) == (1.0, 1.0)
+    far = a + 100.0
+    assert precision_recall(a, far) == (0.0, 0.0)
+    # fakes collapsed onto a few real points: high precision, low recall
+    collapsed = a[:5].repeat(60, axis=0)
+    p, r = precision_recall(a, collapsed)
+    assert p == 1.0 and r < 0.2
