@@ -146,3 +146,17 @@ def test_output_names_keep_dots(tiny_run, tmp_path, capsys):
                  "--seeds", "0", "--tol", "0.1", "--out", str(out), "--no-progress"]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["run-tol0.1.json", "run-tol0.1.npz", "run-tol0.1.png"]
+
+
+def test_eval_command_and_sample_eval(tiny_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters", "2",
+                 "--seeds", "0-9", "--out", str(out), "--no-progress", "--eval"]) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())
+    wanted = {"digits_fid", "digits_fid_se", "kid", "precision", "recall", "class_consistency"}
+    assert wanted <= set(rec["eval"])
+    assert main(["eval", str(out.with_suffix(".npz")), "--kid-subset-size", "5"]) == 0
+    result = json.loads((tmp_path / "s.npz.eval.json").read_text())
+    assert result["sampler"]["budget"] == 24 and result["num_samples"] == 10
+    assert result["kid_subset_size"] == 5
+    assert result["digits_fid"] > 0

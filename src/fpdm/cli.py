@@ -133,6 +133,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/samples/<settings>)")
     p.add_argument("--nrow", type=int, default=10, help="grid columns")
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the grid")
+    p.add_argument("--eval", action="store_true", help="add digits-FID, KID, precision/recall and class "
+                   "consistency to the record (digits-shaped models)")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -158,6 +160,38 @@ def _add_budget_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, required=True, help="blocks per sample (required)")
     p.add_argument("--max-iters", type=int, default=None, help="list k up to this (default: all)")
     p.set_defaults(func=_cmd_budget_table)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", formatter_class=_Formatter, help="score samples against a reference",
+                       description="Score samples (.npz from fpdm sample, an ADM .npz, or an image folder) "
+                                   "against a reference. Digits: the project's feature net (digits-FID, KID, "
+                                   "precision/recall, class consistency). Other data: Inception via "
+                                   "torch-fidelity (the `eval` extra) with a local weights file.")
+    p.add_argument("samples", help="samples: .npz or a folder of images")
+    p.add_argument("--ref", default="digits", help="'digits' (held-out split), 'digits-train', or (with "
+                   "--inception-weights) a folder / .npz of reference images")
+    p.add_argument("--inception-weights", default=None, help="local Inception weights file for FID/KID/IS/"
+                   "precision/recall on real datasets (nothing is downloaded) (default: digits metrics)")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (clipped to set sizes)")
+    p.add_argument("--device", default="cpu", help="for Inception features: cpu, cuda, …")
+    p.add_argument("--out", default=None, help="JSON path (default: <samples>.eval.json)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_train_features(sub: argparse._SubParsersAction) -> None:
+    from .digits_features import WEIGHTS, FeatureTrainConfig
+
+    d = FeatureTrainConfig()
+    p = sub.add_parser("train-features", formatter_class=_Formatter, help="(re)train the digits feature net",
+                       description="Train the CNN behind digits-FID on the digits train split (seeded, one "
+                                   "thread) and write its weights and the held-out reference features. With "
+                                   "the defaults this regenerates the shipped file bit for bit.")
+    p.add_argument("--out", default=str(WEIGHTS), help="safetensors path")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for init and data order")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_features)
 
 
 def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
@@ -267,16 +301,34 @@ def _cmd_sample(a: argparse.Namespace) -> int:
                         seeds=np.array(parse_seeds(a.seeds)))
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
                   png=str(png), npz=str(npz))
+    if a.eval:
+        metrics = _digits_eval(x, _labels_for(a, model.config.num_classes, len(x)), model.config)
+        if not metrics:
+            raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
+                             "digits; use `fpdm eval --inception-weights` on the .npz")
+        record["eval"] = metrics
     rec_path.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: record[k] for k in ("arch", "budget", "steps", "iters_run", "blocks_counted",
-                                             "flops_per_sample", "wall_s", "png")}))
+    keys = ("arch", "budget", "steps", "iters_run", "blocks_counted", "flops_per_sample", "wall_s", "png",
+            "eval")
+    print(json.dumps({k: record[k] for k in keys if k in record}))
     return 0
+
+
+def _digits_eval(x: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
+    """Digits metrics for digits-shaped models (8×8, 1 channel); {} for anything else."""
+    if (cfg.input_size, cfg.in_channels) != (8, 1):
+        return {}
+    from .evaluate import digits_metrics
+
+    m = digits_metrics(x, labels if cfg.num_classes == 10 else None)
+    return {k: m[k] for k in ("digits_fid", "digits_fid_se", "kid", "kid_std", "precision", "recall",
+                              "class_consistency") if k in m}
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from .images import save_image_grid
     from .sample import load_model
-    from .sweep import placeholder_metric, write_table
+    from .sweep import write_table
 
     if a.budget is None:
         raise ValueError("fpdm sweep needs --budget")
@@ -298,7 +350,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         labels = _labels_for(a, model.config.num_classes, len(x))
         save_image_grid(x, f"{prefix}-k{k}.png", nrow=10, upscale=4)
         np.savez_compressed(f"{prefix}-k{k}.npz", samples=x.numpy(), labels=labels.numpy())
-        metric = placeholder_metric(x, labels, model.config)
+        metric = _digits_eval(x, labels, model.config)
         rows.append({"iters": k, "steps": rec["steps"], "blocks_counted": rec["blocks_counted"],
                      "flops_per_sample": rec["flops_per_sample"], "wall_s": rec["wall_s"], **metric})
         print(json.dumps(rows[-1]))
@@ -333,6 +385,46 @@ def _cmd_budget_table(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .evaluate import as_digits, digits_metrics, load_samples
+
+    out = Path(a.out) if a.out else Path(f"{Path(a.samples)}.eval.json")
+    if a.inception_weights:
+        from .inception import inception_metrics
+
+        result = inception_metrics(a.samples, a.ref, a.inception_weights, kid_subset_size=a.kid_subset_size,
+                                   device=a.device)
+        result.update(features="Inception-v3 pool3 (torch-fidelity)", weights=a.inception_weights,
+                      samples=a.samples, reference=a.ref)
+    else:
+        x, labels = load_samples(a.samples)
+        result = digits_metrics(as_digits(x), labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
+        result["samples"] = a.samples
+        sidecar = Path(str(a.samples).removesuffix(".npz") + ".json")  # the sampler's record, if any
+        if sidecar.exists():
+            rec = json.loads(sidecar.read_text())
+            result["sampler"] = {k: rec.get(k) for k in ("ckpt", "budget", "steps", "iters_run", "settings",
+                                                          "seeds") if k in rec}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    for k, v in result.items():
+        if isinstance(v, float):
+            print(f"{k:>20}  {v:.6g}")
+    print(f"{'written':>20}  {out}")
+    return 0
+
+
+def _cmd_train_features(a: argparse.Namespace) -> int:
+    from .digits_features import FeatureTrainConfig, save_feature_net, train_digits_net
+
+    cfg = FeatureTrainConfig(epochs=a.epochs, seed=a.seed)
+    net, acc = train_digits_net(cfg, progress=not a.no_progress)
+    if acc < 0.97:
+        print(f"warning: held-out accuracy {acc:.4f} is below 0.97", file=sys.stderr)
+    save_feature_net(net, acc, cfg, a.out)
+    print(json.dumps({"out": a.out, "test_accuracy": acc}))
+    return 0
+
+
 def _cmd_plot_residuals(a: argparse.Namespace) -> int:
     from .plots import plot_residuals
 
@@ -354,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_budget_table(sub)
     _add_plot_residuals(sub)
+    _add_eval(sub)
+    _add_train_features(sub)
     return p
 
 
