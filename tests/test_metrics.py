@@ -72,3 +72,14 @@ def test_precision_recall():
     collapsed = a[:5].repeat(60, axis=0)
     p, r = precision_recall(a, collapsed)
     assert p == 1.0 and r < 0.2
+
+
+def test_precision_recall_blocks_do_not_change_the_result(monkeypatch):
+    import fpdm.metrics as m
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(400, 6)), rng.normal(loc=0.3, size=(350, 6))
+    whole = precision_recall(a, b)
+    original = m._row_chunks
+    monkeypatch.setattr(m, "_row_chunks", lambda r, c, max_elems=1 << 24: original(r, c, max_elems=3 * c))
+    assert precision_recall(a, b) == whole and 0 < whole[0] < 1

@@ -79,24 +79,38 @@ def kid(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, subsets: int = 10
     return float(np.mean(vals)), float(np.std(vals, ddof=1))
 
 
+def _row_chunks(n_rows: int, n_cols: int, max_elems: int = 1 << 24) -> range:
+    """Row offsets so that a (rows × n_cols) float64 block stays near 128 MB (50k × 50k sets are fine)."""
+    return range(0, n_rows, max(1, max_elems // max(n_cols, 1)))
+
+
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T
     return np.sqrt(np.clip(sq, 0, None))
 
 
 def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    d = _pairwise(x, x)
-    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+    """Distance from each point to its k-th nearest neighbour in x (itself excluded)."""
+    step = _row_chunks(len(x), len(x)).step
+    return np.concatenate([np.partition(_pairwise(x[i:i + step], x), k, axis=1)[:, k]
+                           for i in range(0, len(x), step)])
+
+
+def _covered(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    """Share of points within radii[j] of some centre j."""
+    step = _row_chunks(len(points), len(centres)).step
+    hits = [(_pairwise(points[i:i + step], centres) <= radii[None]).any(axis=1)
+            for i in range(0, len(points), step)]
+    return float(np.concatenate(hits).mean())
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision (share of fake samples inside the real manifold: within the k-NN radius of some
-    real point) and recall (share of real samples inside the fake manifold)."""
+    real point) and recall (share of real samples inside the fake manifold). Distances are computed in
+    row blocks, so memory stays bounded for large sets."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
-    d = _pairwise(fake, real)  # (F, R)
-    precision = (d <= r_real[None]).any(axis=1).mean()
-    recall = (d.T <= r_fake[None]).any(axis=1).mean()
-    return float(precision), float(recall)
+    precision = _covered(fake, real, _knn_radii(real, k))
+    recall = _covered(real, fake, _knn_radii(fake, k))
+    return precision, recall
