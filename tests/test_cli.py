@@ -160,3 +160,14 @@ def test_eval_command_and_sample_eval(tiny_run, tmp_path, capsys):
     assert result["sampler"]["budget"] == 24 and result["num_samples"] == 10
     assert result["kid_subset_size"] == 5
     assert result["digits_fid"] > 0
+    assert main(["eval", str(out.with_suffix(".npz")), "--ref", str(tmp_path), "--inception-weights",
+                 str(tmp_path / "missing.pth")]) == 2
+    assert "missing.pth" in capsys.readouterr().err
+
+
+def test_sample_writes_adm_npz(tiny_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "2", "--seeds", "0-2",
+                 "--out", str(out), "--no-progress", "--adm-npz"]) == 0
+    arr = np.load(f"{out}.adm.npz")["arr_0"]
+    assert arr.shape == (3, 8, 8, 3) and arr.dtype == np.uint8

@@ -135,6 +135,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour enlargement of the grid")
     p.add_argument("--eval", action="store_true", help="add digits-FID, KID, precision/recall and class "
                    "consistency to the record (digits-shaped models)")
+    p.add_argument("--adm-npz", action="store_true", help="also write <prefix>.adm.npz (arr_0, uint8 "
+                   "N×H×W×3) for the ADM evaluation suite")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -301,6 +303,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
                         seeds=np.array(parse_seeds(a.seeds)))
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
                   png=str(png), npz=str(npz))
+    if a.adm_npz:
+        from .inception import export_adm_npz
+
+        record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
     if a.eval:
         metrics = _digits_eval(x, _labels_for(a, model.config.num_classes, len(x)), model.config)
         if not metrics:
@@ -457,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError,
+            ImportError) as e:
         print(f"fpdm {args.command}: error: {e}", file=sys.stderr)
         return 2
 
