@@ -196,6 +196,28 @@ def _add_train_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train_features)
 
 
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", formatter_class=_Formatter,
+                       help="reproduce the seed's findings on digits",
+                       description="Train, sample and evaluate the seed's Fig. 4-5, Tables 3-5, reuse and "
+                                   "the adaptive solvers on the built-in digits; writes <out>/README.md with "
+                                   "tables and plots. Cached by config: run it again to resume.")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (≈15 min on 2 cores)")
+    p.add_argument("--scale", choices=("full", "quick", "tiny"), default=None,
+                   help="explicit scale (default: full, or quick with --quick)")
+    p.add_argument("--out", default="results", help="output and cache directory")
+    p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from .reproduce import run
+
+    scale = a.scale or ("quick" if a.quick else "full")
+    run(scale, a.out, workers=a.workers)
+    return 0
+
+
 def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot-residuals", formatter_class=_Formatter, help="plot a sample record's residuals",
                        description="Draw the relative fixed-point residual per iteration, one line per step.")
@@ -454,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot_residuals(sub)
     _add_eval(sub)
     _add_train_features(sub)
+    _add_reproduce(sub)
     return p
 
 

@@ -1,0 +1,380 @@
+"""`fpdm reproduce`: the seed's findings (Tables 3-5, Fig. 4-5, Sec. 5.3) on the built-in digits.
+
+Work is a list of tasks, each keyed by a hash of everything that affects its result and cached on disk:
+a *train* task writes a checkpoint (resumable mid-run), an *eval* task samples with one sampling seed block
+and scores the samples (digits-FID, class consistency, ...). Re-running the command skips finished tasks and
+resumes unfinished trainings, so an interrupted run loses at most the tasks in flight. Two worker processes
+with one intra-op thread each run the tasks (one process with two threads was erratic on 2-core machines).
+
+Every cell is sampled on the same starting noise and labels per sampling seed (common random numbers), so
+differences between cells are paired; the report gives mean ± s.e. over sampling seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# ------------------------------------------------------------------------------------------------ scales
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of a reproduction run."""
+
+    train_steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    num_samples: int  # per sampling seed block
+    sampling_seeds: int  # independent blocks of `num_samples` seeds, for mean ± s.e.
+    budgets: tuple[int, ...]  # block budgets; DiT-T (depth 6) gets budget / 6 steps
+    iters: tuple[int, ...]  # iterations per step tried at each budget (infeasible ones are skipped)
+    ablation_steps: int  # training steps for the Table 3/4 ablations
+    grid_budget: int  # Fig. 5 grids
+
+
+FULL = Scale(train_steps=4800, batch_size=128, lr=5e-4, warmup_steps=200, num_samples=1000, sampling_seeds=3,
+             budgets=(12, 30, 120), iters=(1, 2, 3, 4, 6, 8, 10, 13), ablation_steps=2400, grid_budget=30)
+QUICK = Scale(train_steps=300, batch_size=64, lr=1e-3, warmup_steps=50, num_samples=200, sampling_seeds=2,
+              budgets=(12, 30), iters=(1, 2, 4), ablation_steps=150, grid_budget=12)
+TINY = Scale(train_steps=4, batch_size=16, lr=1e-3, warmup_steps=1, num_samples=12, sampling_seeds=2,
+             budgets=(12,), iters=(1, 2), ablation_steps=2, grid_budget=12)
+SCALES = {"full": FULL, "quick": QUICK, "tiny": TINY}
+
+
+# ------------------------------------------------------------------------------------------------- tasks
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    name: str  # human label, e.g. "fpdm", "dit", "sjfb-N6-M6"
+    model: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields beyond the scale's
+
+    def key(self, scale: Scale, steps: int) -> str:
+        return _key({"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
+                     "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    experiment: str
+    train: TrainSpec
+    train_steps: int
+    budget: int
+    iters: int | None = None
+    steps: int | None = None
+    profile: str = "constant"
+    sampler: str = "ddpm"
+    reuse: bool = False
+    tol: float | None = None
+    solver: str = "picard"
+    seed_block: int = 0
+    labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def settings(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("labels")
+        d["train"] = d["train"]["name"]
+        return d
+
+
+# ------------------------------------------------------------------------------------------- experiments
+
+FPDM = TrainSpec("fpdm", "FPDM-T/2")
+DIT = TrainSpec("dit", "DiT-T/2")
+DIT_EQ_PARAMS = TrainSpec("dit-depth3", "DiT-T/2", overrides=(("depth", 3),))  # 0.98 M vs FPDM's 1.09 M
+
+
+def _fpdm_with(mode: str, n: int, m: int) -> TrainSpec:
+    return TrainSpec(f"{mode}-N{n}-M{m}", "FPDM-T/2",
+                     train=(("fp_mode", mode), ("fp_max_no_grad", n), ("fp_max_with_grad", m)))
+
+
+def _feasible(budget: int, k: int) -> bool:
+    return budget % (2 + k) == 0  # pre 1 + k + post 1
+
+
+def experiments(scale: Scale) -> list[EvalSpec]:
+    """Every evaluation cell of the reproduction; the train tasks follow from them."""
+    cells: list[EvalSpec] = []
+    blocks = range(scale.sampling_seeds)
+    steps = scale.train_steps
+    for b in blocks:
+        for budget in scale.budgets:
+            for sampler in ("ddpm", "ddim"):
+                for base in (DIT, DIT_EQ_PARAMS):
+                    if budget % base_depth(base) == 0:
+                        cells.append(EvalSpec("smoothing", base, steps, budget, sampler=sampler,
+                                              seed_block=b))
+                for k in scale.iters:
+                    if _feasible(budget, k):
+                        for reuse in (False, True):
+                            cells.append(EvalSpec("smoothing", FPDM, steps, budget, iters=k, sampler=sampler,
+                                                  reuse=reuse, seed_block=b))
+            # Table 5 analogue: profiles at ~2-3 average iterations over budget/6 steps (DiT's step count)
+            n_steps = budget // 6
+            for profile in ("constant", "increasing", "decreasing", "released"):
+                cells.append(EvalSpec("allocation", FPDM, steps, budget, steps=n_steps, profile=profile,
+                                      seed_block=b))
+            # beyond the paper: adaptive tolerance and Anderson at the same budgets
+            for tol, solver in ((None, "anderson"), (0.05, "picard"), (0.05, "anderson")):
+                cells.append(EvalSpec("adaptive", FPDM, steps, budget, steps=n_steps, tol=tol, solver=solver,
+                                      seed_block=b))
+        # Tables 3 and 4 analogues at the middle budget, best-k range of the tiny model
+        budget = scale.budgets[min(1, len(scale.budgets) - 1)]
+        k = max(k for k in scale.iters if _feasible(budget, k) and k <= 4)
+        for n in (1, 2, 3, 6):
+            cells.append(EvalSpec("table3", _fpdm_with("sjfb", n, n), scale.ablation_steps, budget, iters=k,
+                                  seed_block=b))
+        for n in (2, 4):
+            for mode in ("jfb", "multistep", "sjfb"):
+                cells.append(EvalSpec("table4", _fpdm_with(mode, n, 4), scale.ablation_steps, budget,
+                                      iters=k, seed_block=b))
+    return cells
+
+
+def base_depth(spec: TrainSpec) -> int:
+    return dict(spec.overrides).get("depth", 6)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+
+
+def _train_task(args: tuple[TrainSpec, Scale, int, str]) -> dict[str, Any]:
+    spec, scale, steps, root = args
+    import torch
+
+    from .config import TrainConfig
+    from .registry import model_config
+    from .train import CHECKPOINT_NAME, resume, train
+
+    torch.set_num_threads(1)
+    out = Path(root) / "train" / spec.key(scale, steps)
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
+                      warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
+                      ckpt_every=max(1, steps // 10), **dict(spec.train))
+    if (out / CHECKPOINT_NAME).exists():
+        summary = resume(out, progress=False)
+    else:
+        mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
+        summary = train(cfg, mc, progress=False)
+    summary.update(name=spec.name, spec=asdict(spec))
+    if not summary["interrupted"]:
+        summary_path.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _eval_task(args: tuple[EvalSpec, Scale, str]) -> dict[str, Any]:
+    spec, scale, root = args
+    import torch
+
+    from .budget import plan_budget
+    from .evaluate import digits_metrics
+    from .sample import SamplerSettings, load_model, sample
+
+    torch.set_num_threads(1)
+    path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    ckpt = Path(root) / "train" / spec.train.key(scale, spec.train_steps) / "ckpt.pt"
+    model, diffusion, _ = load_model(ckpt)
+    plan = plan_budget(model.config, spec.budget, iters=spec.iters, steps=spec.steps, profile=spec.profile)
+    seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
+    labels = torch.arange(len(seeds)) % 10
+    settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
+    x, rec = sample(model, diffusion, labels, seeds, steps=plan.steps, iters=list(plan.iters) or None,
+                    settings=settings)
+    metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
+    result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
+              "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],
+              "iters_run": rec["iters_run"], **{k: metrics[k] for k in ("digits_fid", "kid", "precision",
+                                                                        "recall", "class_consistency")}}
+    if spec.seed_block == 0 and spec.experiment == "smoothing" and spec.budget == scale.grid_budget \
+            and spec.sampler == "ddpm" and not spec.reuse:
+        from .images import save_image_grid
+
+        grid = Path(root) / "grids" / f"{spec.train.name}-k{spec.iters}.png"
+        save_image_grid(x[:100], grid, nrow=10, upscale=4)
+        result["grid"] = str(grid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str], None]) -> list:
+    if workers <= 1 or len(jobs) <= 1:
+        out = []
+        for i, job in enumerate(jobs):
+            out.append(fn(job))
+            progress(f"{i + 1}/{len(jobs)}")
+        return out
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        out = []
+        for i, res in enumerate(pool.imap(fn, jobs)):
+            out.append(res)
+            progress(f"{i + 1}/{len(jobs)}")
+        pool.close()
+        return out
+    finally:
+        pool.terminate() if pool._state != "CLOSE" else None
+        pool.join()
+
+
+def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print
+        ) -> dict[str, Any]:
+    """Train what is missing, evaluate every cell, write `<root>/README.md` and plots; return the results."""
+    scale = SCALES[scale_name]
+    root = Path(root)
+    t0 = time.perf_counter()
+    cells = experiments(scale)
+    trainings = sorted({(c.train, c.train_steps) for c in cells}, key=lambda t: (t[0].name, t[1]))
+    log(f"{len(trainings)} trainings, {len(cells)} evaluation cells -> {root}")
+    summaries = _run_parallel(_train_task, [(s, scale, n, str(root)) for s, n in trainings], workers,
+                              lambda p: log(f"train {p}"))
+    if any(s.get("interrupted") for s in summaries):
+        raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
+    results = _run_parallel(_eval_task, [(c, scale, str(root)) for c in cells], workers,
+                            lambda p: log(f"eval {p}") if int(p.split("/")[0]) % 20 == 0 or
+                            p == f"{len(cells)}/{len(cells)}" else None)
+    report = write_report(root, scale_name, scale, summaries, results, time.perf_counter() - t0)
+    log(f"wrote {report}")
+    return {"trainings": summaries, "cells": results}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _mean_se(vals: Iterable[float]) -> tuple[float, float]:
+    v = np.asarray(list(vals), dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def _group(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in results:
+        s = r["settings"]
+        if s["experiment"] == experiment:
+            out.setdefault(tuple(s[k] for k in keys), []).append(r)
+    return out
+
+
+def _fmt(rows: list[dict], metric: str = "digits_fid") -> str:
+    m, se = _mean_se(r[metric] for r in rows)
+    return f"{m:.2f} ± {se:.2f}"
+
+
+def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict], results: list[dict],
+                 wall: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [f"# fpdm reproduce ({scale_name})", "",
+             f"Scale: `{json.dumps(asdict(scale))}`; wall time {wall / 60:.1f} min (cached tasks not "
+             "re-run).", "Metric: digits-FID vs the 297 held-out digits (lower is better), mean ± s.e. over "
+             f"{scale.sampling_seeds} sampling-seed blocks of {scale.num_samples} samples; every cell uses "
+             "the same noise and labels per block.", "", "## Trainings", "",
+             "| name | steps | parameters | ms/step | peak RSS MiB |", "|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['name']} | {s['step']} | {s['parameters']:,} | {s['ms_per_step']} | "
+                     f"{s['peak_rss_mib']} |")
+    # Fig. 4: smoothing
+    smooth = _group(results, "smoothing", ("train", "budget", "sampler", "iters", "reuse"))
+    fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.5 * len(scale.budgets), 3.5), squeeze=False)
+    lines += ["", "## Smoothing across timesteps (Fig. 4) and reuse (Sec. 5.3)", "",
+              "| budget | sampler | k | steps | FPDM | FPDM + reuse | DiT (same width) | DiT (depth 3) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for ax, budget in zip(axes[0], scale.budgets, strict=True):
+        for sampler, style in (("ddpm", "-"), ("ddim", "--")):
+            ks = sorted(k for (t, b, s, k, r) in smooth
+                        if t == "fpdm" and b == budget and s == sampler and not r)
+            if not ks:
+                continue
+            means = [_mean_se(r["digits_fid"] for r in smooth[("fpdm", budget, sampler, k, False)])
+                     for k in ks]
+            ax.errorbar(ks, [m for m, _ in means], yerr=[e for _, e in means], fmt="o" + style,
+                        label=f"FPDM {sampler}")
+            for name, color in (("dit", "k"), ("dit-depth3", "grey")):
+                base = smooth.get((name, budget, sampler, None, False))
+                if base:
+                    ax.axhline(_mean_se(r["digits_fid"] for r in base)[0], color=color, ls=style, lw=1,
+                               label=f"{name} {sampler}")
+            for k in ks:
+                row = smooth[("fpdm", budget, sampler, k, False)]
+                reuse = smooth.get(("fpdm", budget, sampler, k, True), [])
+                dit = smooth.get(("dit", budget, sampler, None, False), [])
+                eq = smooth.get(("dit-depth3", budget, sampler, None, False), [])
+                lines.append(f"| {budget} | {sampler} | {k} | {row[0]['steps']} | {_fmt(row)} | "
+                             f"{_fmt(reuse) if reuse else '–'} | {_fmt(dit) if dit else '–'} | "
+                             f"{_fmt(eq) if eq else '–'} |")
+        ax.set_title(f"budget {budget} blocks (DiT: {budget // 6} steps)")
+        ax.set_xlabel("iterations per step")
+        ax.set_ylabel("digits-FID")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(root / "smoothing.png", dpi=120)
+    plt.close(fig)
+    lines += ["", "![smoothing](smoothing.png)", ""]
+    # Headline: best FPDM k per budget against the baselines, with FLOPs and sampling wall-clock per sample
+    lines += ["## Headline: FPDM (best k) vs DiT at equal block budget (DDPM)", "",
+              "| budget | model | k | digits-FID | GFLOPs/sample | sampling ms/sample |",
+              "|---|---|---|---|---|---|"]
+    for budget in scale.budgets:
+        fp = {k: rows for (t, b, smp, k, r), rows in smooth.items()
+              if t == "fpdm" and b == budget and smp == "ddpm" and not r}
+        entries = []
+        if fp:
+            best = min(fp, key=lambda k: _mean_se(r["digits_fid"] for r in fp[k])[0])
+            entries.append(("fpdm", best, fp[best]))
+        for name in ("dit", "dit-depth3"):
+            if (name, budget, "ddpm", None, False) in smooth:
+                entries.append((name, "–", smooth[(name, budget, "ddpm", None, False)]))
+        for name, k, rows in entries:
+            per = 1000 * np.mean([r["sample_wall_s"] for r in rows]) / scale.num_samples
+            gflops = rows[0]["flops_per_sample"] / 1e9
+            lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {gflops:.3f} | {per:.2f} |")
+    lines.append("")
+    for title, exp, keys in (("Allocation profiles (Table 5)", "allocation", ("budget", "profile")),
+                             ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive",
+                              ("budget", "tol", "solver")),
+                             ("S-JFB training iterations (Table 3)", "table3", ("train", "budget", "iters")),
+                             ("JFB vs multi-step JFB vs S-JFB (Table 4)", "table4",
+                              ("train", "budget", "iters"))):
+        groups = _group(results, exp, keys)
+        lines += [f"## {title}", "", "| " + " | ".join(keys) + " | digits-FID | class consistency |",
+                  "|" + "---|" * (len(keys) + 2)]
+        for key, rows in groups.items():
+            lines.append("| " + " | ".join(str(v) for v in key) + f" | {_fmt(rows)} | "
+                         f"{_fmt(rows, 'class_consistency')} |")
+        lines.append("")
+    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
+    if grids:
+        lines += [f"## Sample grids at budget {scale.grid_budget} (Fig. 5), same seeds", ""]
+        lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
+    path = root / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    (root / "results.json").write_text(json.dumps({"trainings": summaries, "cells": results}, indent=1))
+    return path
+
+
+__all__ = ["FULL", "QUICK", "SCALES", "TINY", "EvalSpec", "Scale", "TrainSpec", "experiments", "run"]

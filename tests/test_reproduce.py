@@ -1,0 +1,29 @@
+import json
+
+from fpdm.reproduce import FULL, QUICK, TINY, experiments, run
+
+
+def test_experiment_grid_covers_every_finding():
+    for scale in (TINY, QUICK, FULL):
+        cells = experiments(scale)
+        assert {c.experiment for c in cells} == {"smoothing", "allocation", "adaptive", "table3", "table4"}
+        assert {c.seed_block for c in cells} == set(range(scale.sampling_seeds))
+        assert all(c.budget % (2 + c.iters) == 0 for c in cells if c.iters)  # every k spends the budget
+    full = experiments(FULL)
+    assert {c.train.name for c in full if c.experiment == "smoothing"} == {"fpdm", "dit", "dit-depth3"}
+    assert {c.profile for c in full if c.experiment == "allocation"} == {"constant", "increasing",
+                                                                          "decreasing", "released"}
+
+
+def test_tiny_run_end_to_end_and_cached(tmp_path):
+    out = run("tiny", tmp_path, workers=1, log=lambda s: None)
+    assert len(out["cells"]) == len(experiments(TINY))
+    assert all(c["blocks"] == c["settings"]["budget"] for c in out["cells"])  # exact budgets
+    readme = (tmp_path / "README.md").read_text()
+    for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5"):
+        assert section in readme
+    assert (tmp_path / "smoothing.png").stat().st_size > 1000
+    before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}
+    again = run("tiny", tmp_path, workers=1, log=lambda s: None)  # everything cached: nothing recomputed
+    assert {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")} == before
+    assert json.dumps(again["cells"], sort_keys=True) == json.dumps(out["cells"], sort_keys=True)
