@@ -44,8 +44,8 @@ class Scale:
 
 FULL = Scale(train_steps=4800, batch_size=128, lr=5e-4, warmup_steps=200, num_samples=1000, sampling_seeds=3,
              budgets=(12, 30, 120), iters=(1, 2, 3, 4, 6, 8, 10, 13), ablation_steps=2400, grid_budget=30)
-QUICK = Scale(train_steps=300, batch_size=64, lr=1e-3, warmup_steps=50, num_samples=200, sampling_seeds=2,
-              budgets=(12, 30), iters=(1, 2, 4), ablation_steps=150, grid_budget=12)
+QUICK = Scale(train_steps=800, batch_size=64, lr=1e-3, warmup_steps=50, num_samples=200, sampling_seeds=2,
+              budgets=(12, 30), iters=(1, 2, 4), ablation_steps=300, grid_budget=12)
 TINY = Scale(train_steps=4, batch_size=16, lr=1e-3, warmup_steps=1, num_samples=12, sampling_seeds=2,
              budgets=(12,), iters=(1, 2), ablation_steps=2, grid_budget=12)
 SCALES = {"full": FULL, "quick": QUICK, "tiny": TINY}
