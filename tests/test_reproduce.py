@@ -22,7 +22,7 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5"):
         assert section in readme
-    assert (tmp_path / "smoothing.png").stat().st_size > 1000
+    assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}
     again = run("tiny", tmp_path, workers=1, log=lambda s: None)  # everything cached: nothing recomputed
     assert {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")} == before

@@ -298,6 +298,21 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     for s in summaries:
         lines.append(f"| {s['name']} | {s['step']} | {s['parameters']:,} | {s['ms_per_step']} | "
                      f"{s['peak_rss_mib']} |")
+    # Training curves: the comparisons only mean something once the losses have flattened
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for summ in summaries:
+        log_path = Path(summ["checkpoint"]).parent / "log.jsonl"
+        if log_path.exists():
+            recs = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+            ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], lw=1, label=summ["name"])
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "training.png", dpi=120)
+    plt.close(fig)
+    lines += ["", "![training curves](training.png)"]
     # Fig. 4: smoothing
     smooth = _group(results, "smoothing", ("train", "budget", "sampler", "iters", "reuse"))
     fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.5 * len(scale.budgets), 3.5), squeeze=False)
