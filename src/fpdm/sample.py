@@ -2,7 +2,8 @@
 warm starts ("reuse"), and budgeted adaptive solving — with a record of what was actually run.
 
 One random generator per sample seed draws that sample's initial noise and every step's noise, and the
-model's per-sample computations are batch-invariant, so a seed gives the bit-identical image in any batch.
+model's per-sample computations are batch-invariant, so on CPU a seed gives the bit-identical image in any
+batch (on CUDA, cuBLAS chooses kernels by batch size and ~1e-6 differences remain).
 Warm-start state lives in this function's loop only: it starts empty for every batch.
 """
 
