@@ -17,10 +17,13 @@ def test_experiment_grid_covers_every_finding():
 
 def test_tiny_run_end_to_end_and_cached(tmp_path):
     out = run("tiny", tmp_path, workers=1, log=lambda s: None)
-    assert len(out["cells"]) == len(experiments(TINY))
+    eq_wall = [c for c in out["cells"] if c["settings"]["train"] == "dit-eqwall"]
+    assert len(out["cells"]) == len(experiments(TINY)) + len(eq_wall) and eq_wall
+    assert {t["name"] for t in out["trainings"]} >= {"fpdm", "dit", "dit-depth3", "dit-eqwall"}
     assert all(c["blocks"] == c["settings"]["budget"] for c in out["cells"])  # exact budgets
     readme = (tmp_path / "README.md").read_text()
-    for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5"):
+    for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5",
+                    "(paired)", "dit-eqwall"):
         assert section in readme
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}

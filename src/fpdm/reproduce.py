@@ -17,7 +17,7 @@ import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class EvalSpec:
 FPDM = TrainSpec("fpdm", "FPDM-T/2")
 DIT = TrainSpec("dit", "DiT-T/2")
 DIT_EQ_PARAMS = TrainSpec("dit-depth3", "DiT-T/2", overrides=(("depth", 3),))  # 0.98 M vs FPDM's 1.09 M
+DIT_EQ_WALL = TrainSpec("dit-eqwall", "DiT-T/2")  # trained for FPDM's wall-clock (steps set at run time)
 
 
 def _fpdm_with(mode: str, n: int, m: int) -> TrainSpec:
@@ -166,8 +167,8 @@ def _train_task(args: tuple[TrainSpec, Scale, int, str]) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(root) / "train" / spec.key(scale, steps)
     summary_path = out / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
+    if summary_path.exists():  # the name is a label: equal settings under two names share one training
+        return json.loads(summary_path.read_text()) | {"name": spec.name}
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
                       warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
                       ckpt_every=max(1, steps // 10), **dict(spec.train))
@@ -252,6 +253,15 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
                               lambda p: log(f"train {p}"))
     if any(s.get("interrupted") for s in summaries):
         raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
+    # The same-width DiT again, trained for FPDM's training wall-clock instead of its step count (the
+    # measured times are cached with the trainings, so the step count is stable across re-runs).
+    by_name = {s["name"]: s for s in summaries}
+    eq_steps = max(1, round(by_name["fpdm"]["wall_s"] / (by_name["dit"]["wall_s"] / by_name["dit"]["step"])))
+    eq_cells = [replace(c, train=DIT_EQ_WALL, train_steps=eq_steps) for c in cells
+                if c.experiment == "smoothing" and c.train == DIT and c.sampler == "ddpm"]
+    summaries += _run_parallel(_train_task, [(DIT_EQ_WALL, scale, eq_steps, str(root))], 1,
+                               lambda p: log(f"train (equal wall-clock DiT, {eq_steps} steps) {p}"))
+    cells = cells + eq_cells
     results = _run_parallel(_eval_task, [(c, scale, str(root)) for c in cells], workers,
                             lambda p: log(f"eval {p}") if int(p.split("/")[0]) % 20 == 0 or
                             p == f"{len(cells)}/{len(cells)}" else None)
@@ -275,6 +285,16 @@ def _group(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[
         if s["experiment"] == experiment:
             out.setdefault(tuple(s[k] for k in keys), []).append(r)
     return out
+
+
+def _paired(a: list[dict], b: list[dict], metric: str = "digits_fid") -> str:
+    """Mean ± s.e. of a − b over the sampling-seed blocks both have (same noise and labels: paired)."""
+    fb = {r["settings"]["seed_block"]: r[metric] for r in b}
+    diffs = [r[metric] - fb[r["settings"]["seed_block"]] for r in a if r["settings"]["seed_block"] in fb]
+    if not diffs:
+        return "–"
+    m, se = _mean_se(diffs)
+    return f"{m:+.2f} ± {se:.2f}"
 
 
 def _fmt(rows: list[dict], metric: str = "digits_fid") -> str:
@@ -317,8 +337,9 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     smooth = _group(results, "smoothing", ("train", "budget", "sampler", "iters", "reuse"))
     fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.5 * len(scale.budgets), 3.5), squeeze=False)
     lines += ["", "## Smoothing across timesteps (Fig. 4) and reuse (Sec. 5.3)", "",
-              "| budget | sampler | k | steps | FPDM | FPDM + reuse | DiT (same width) | DiT (depth 3) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| budget | sampler | k | steps | FPDM | FPDM + reuse | DiT (same width) | DiT (depth 3) | "
+              "FPDM − DiT (paired) | reuse − no reuse (paired) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for ax, budget in zip(axes[0], scale.budgets, strict=True):
         for sampler, style in (("ddpm", "-"), ("ddim", "--")):
             ks = sorted(k for (t, b, s, k, r) in smooth
@@ -341,7 +362,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
                 eq = smooth.get(("dit-depth3", budget, sampler, None, False), [])
                 lines.append(f"| {budget} | {sampler} | {k} | {row[0]['steps']} | {_fmt(row)} | "
                              f"{_fmt(reuse) if reuse else '–'} | {_fmt(dit) if dit else '–'} | "
-                             f"{_fmt(eq) if eq else '–'} |")
+                             f"{_fmt(eq) if eq else '–'} | {_paired(row, dit)} | {_paired(reuse, row)} |")
         ax.set_title(f"budget {budget} blocks (DiT: {budget // 6} steps)")
         ax.set_xlabel("iterations per step")
         ax.set_ylabel("digits-FID")
@@ -352,8 +373,9 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     lines += ["", "![smoothing](smoothing.png)", ""]
     # Headline: best FPDM k per budget against the baselines, with FLOPs and sampling wall-clock per sample
     lines += ["## Headline: FPDM (best k) vs DiT at equal block budget (DDPM)", "",
-              "| budget | model | k | digits-FID | GFLOPs/sample | sampling ms/sample |",
-              "|---|---|---|---|---|---|"]
+              "| budget | model | k | digits-FID | FPDM − this (paired) | GFLOPs/sample | "
+              "sampling ms/sample |",
+              "|---|---|---|---|---|---|---|"]
     for budget in scale.budgets:
         fp = {k: rows for (t, b, smp, k, r), rows in smooth.items()
               if t == "fpdm" and b == budget and smp == "ddpm" and not r}
@@ -361,13 +383,14 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
         if fp:
             best = min(fp, key=lambda k: _mean_se(r["digits_fid"] for r in fp[k])[0])
             entries.append(("fpdm", best, fp[best]))
-        for name in ("dit", "dit-depth3"):
+        for name in ("dit", "dit-depth3", "dit-eqwall"):
             if (name, budget, "ddpm", None, False) in smooth:
                 entries.append((name, "–", smooth[(name, budget, "ddpm", None, False)]))
         for name, k, rows in entries:
             per = 1000 * np.mean([r["sample_wall_s"] for r in rows]) / scale.num_samples
             gflops = rows[0]["flops_per_sample"] / 1e9
-            lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {gflops:.3f} | {per:.2f} |")
+            diff = _paired(entries[0][2], rows) if entries[0][0] == "fpdm" and name != "fpdm" else "–"
+            lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {diff} | {gflops:.3f} | {per:.2f} |")
     lines.append("")
     for title, exp, keys in (("Allocation profiles (Table 5)", "allocation", ("budget", "profile")),
                              ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive",
