@@ -6,7 +6,8 @@ from fpdm.reproduce import FULL, QUICK, TINY, experiments, run
 def test_experiment_grid_covers_every_finding():
     for scale in (TINY, QUICK, FULL):
         cells = experiments(scale)
-        assert {c.experiment for c in cells} == {"smoothing", "allocation", "adaptive", "table3", "table4"}
+        assert {c.experiment for c in cells} == {"smoothing", "allocation", "adaptive", "table3", "table4",
+                                                 "training_seeds"}
         assert {c.seed_block for c in cells} == set(range(scale.sampling_seeds))
         assert all(c.budget % (2 + c.iters) == 0 for c in cells if c.iters)  # every k spends the budget
     full = experiments(FULL)
@@ -23,7 +24,7 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
     assert all(c["blocks"] == c["settings"]["budget"] for c in out["cells"])  # exact budgets
     readme = (tmp_path / "README.md").read_text()
     for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5",
-                    "(paired)", "dit-eqwall"):
+                    "seed 0 vs 1", "(paired)", "dit-eqwall"):
         assert section in readme
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}

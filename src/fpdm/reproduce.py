@@ -99,6 +99,9 @@ FPDM = TrainSpec("fpdm", "FPDM-T/2")
 DIT = TrainSpec("dit", "DiT-T/2")
 DIT_EQ_PARAMS = TrainSpec("dit-depth3", "DiT-T/2", overrides=(("depth", 3),))  # 0.98 M vs FPDM's 1.09 M
 DIT_EQ_WALL = TrainSpec("dit-eqwall", "DiT-T/2")  # trained for FPDM's wall-clock (steps set at run time)
+# Second training seed of the headline models: training-seed noise is reported next to sampling-seed noise
+FPDM_SEED1 = TrainSpec("fpdm-seed1", "FPDM-T/2", train=(("seed", 1),))
+DIT_SEED1 = TrainSpec("dit-seed1", "DiT-T/2", train=(("seed", 1),))
 
 
 def _fpdm_with(mode: str, n: int, m: int) -> TrainSpec:
@@ -139,6 +142,8 @@ def experiments(scale: Scale) -> list[EvalSpec]:
         # Tables 3 and 4 analogues at the middle budget, best-k range of the tiny model
         budget = scale.budgets[min(1, len(scale.budgets) - 1)]
         k = max(k for k in scale.iters if _feasible(budget, k) and k <= 4)
+        for spec, kk in ((FPDM, k), (FPDM_SEED1, k), (DIT, None), (DIT_SEED1, None)):
+            cells.append(EvalSpec("training_seeds", spec, steps, budget, iters=kk, seed_block=b))
         for n in (1, 2, 3, 6):
             cells.append(EvalSpec("table3", _fpdm_with("sjfb", n, n), scale.ablation_steps, budget, iters=k,
                                   seed_block=b))
@@ -392,7 +397,9 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
             diff = _paired(entries[0][2], rows) if entries[0][0] == "fpdm" and name != "fpdm" else "–"
             lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {diff} | {gflops:.3f} | {per:.2f} |")
     lines.append("")
-    for title, exp, keys in (("Allocation profiles (Table 5)", "allocation", ("budget", "profile")),
+    for title, exp, keys in (("Training-seed repeat (seed 0 vs 1, DDPM)", "training_seeds",
+                              ("train", "budget", "iters")),
+                             ("Allocation profiles (Table 5)", "allocation", ("budget", "profile")),
                              ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive",
                               ("budget", "tol", "solver")),
                              ("S-JFB training iterations (Table 3)", "table3", ("train", "budget", "iters")),
