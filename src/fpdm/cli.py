@@ -266,8 +266,9 @@ def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:
     return torch.arange(n) % n_cls
 
 
-def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None) -> tuple[torch.Tensor, dict]:
-    """Sample every seed with the CLI's settings and `iters`; returns images and a merged record."""
+def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
+    """Sample every seed with the CLI's settings and `iters`: images, labels, seeds and a merged record."""
     from .budget import plan_budget
     from .sample import SamplerSettings, parse_seeds, sample
 
@@ -302,16 +303,16 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None) ->
                   seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
                   blocks_counted_per_batch=[r["blocks_counted"] for r in records],
                   iters_run_per_batch=[r["iters_run"] for r in records])
-    return torch.cat(chunks), record
+    return torch.cat(chunks), labels, seeds, record
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from .images import save_image_grid
-    from .sample import load_model, parse_seeds
+    from .sample import load_model
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
     model.to(a.device)
-    x, record = _run_sampling(a, model, diffusion, a.iters)
+    x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters)
     parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}", a.iters and f"k{a.iters}",
              a.budget and a.steps and a.profile, a.reuse and "reuse", a.tol and f"tol{a.tol}",
              a.solver != "picard" and a.solver, a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
@@ -321,8 +322,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
     save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
     np.savez_compressed(npz, samples=x.numpy(),
-                        labels=_labels_for(a, model.config.num_classes, len(x)).numpy(),
-                        seeds=np.array(parse_seeds(a.seeds)))
+                        labels=labels.numpy(), seeds=np.array(seeds))
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
                   png=str(png), npz=str(npz))
     if a.adm_npz:
@@ -330,7 +330,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
         record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
     if a.eval:
-        metrics = _digits_eval(x, _labels_for(a, model.config.num_classes, len(x)), model.config)
+        metrics = _digits_eval(x, labels, model.config)
         if not metrics:
             raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
                              "digits; use `fpdm eval --inception-weights` on the .npz")
@@ -371,11 +371,10 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     rows = []
     for k in ks:
         try:
-            x, rec = _run_sampling(a, model, diffusion, k)
+            x, labels, _, rec = _run_sampling(a, model, diffusion, k)
         except ValueError as e:
             print(f"k={k}: skipped: {e}", file=sys.stderr)
             continue
-        labels = _labels_for(a, model.config.num_classes, len(x))
         save_image_grid(x, f"{prefix}-k{k}.png", nrow=10, upscale=4)
         np.savez_compressed(f"{prefix}-k{k}.npz", samples=x.numpy(), labels=labels.numpy())
         metric = _digits_eval(x, labels, model.config)
