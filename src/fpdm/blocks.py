@@ -6,9 +6,12 @@ Each block splits its work into `modulation(c)` (depends only on the conditionin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # Below this many rows, BLAS picks other kernels (GEMV, small-M paths) whose rounding differs, so a sample's
 # conditioning would depend on the batch it is in. Padding the per-sample (N, D) linears to this many rows
@@ -22,6 +25,21 @@ def batch_invariant(layer: nn.Module, c: Tensor) -> Tensor:
     if n >= MIN_ROWS:
         return layer(c)
     return layer(torch.cat([c, c.new_zeros(MIN_ROWS - n, *c.shape[1:])]))[:n]
+
+
+def checkpointed(fn: Callable[..., Tensor], enabled: bool) -> Callable[..., Tensor]:
+    """`fn`, or `fn` under activation checkpointing when `enabled`: only its inputs are kept for backward
+    and its activations are recomputed then. Without autograd recording it is plain `fn` (sampling pays
+    nothing)."""
+    if not enabled:
+        return fn
+
+    def run(*args: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return fn(*args)
+        return checkpoint(fn, *args, use_reentrant=False)
+
+    return run
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .backbone import DiffusionTransformer
-from .blocks import DiTBlock
+from .blocks import DiTBlock, checkpointed
 from .config import ModelConfig
 
 
@@ -23,10 +23,12 @@ class DiT(DiffusionTransformer):
         """Transformer blocks evaluated by one forward (the paper's unit of sampling cost)."""
         return self.config.depth
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        """x (N, C, H, W), t (N,) original timesteps, y (N,) labels → (N, C_out, H, W)."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, grad_checkpoint: bool = False) -> Tensor:
+        """x (N, C, H, W), t (N,) original timesteps, y (N,) labels → (N, C_out, H, W).
+
+        `grad_checkpoint` recomputes each block's activations in backward instead of keeping them."""
         h, t_emb, y_emb = self.embed(x, t, y)
         c = t_emb + y_emb  # (N, D)
         for block in self.blocks:
-            h = block(h, c)  # (N, T, D)
+            h = checkpointed(block, grad_checkpoint)(h, c)  # (N, T, D)
         return self.head(h, c)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import DiffusionTransformer
-from .blocks import DiTBlock
+from .blocks import DiTBlock, checkpointed
 from .config import ModelConfig
 from .fixed_point import IterationPlan, Solver, solve
 
@@ -70,23 +70,27 @@ class FPDM(DiffusionTransformer):
         iters: int | IterationPlan | Solver | None = None,
         z_init: Tensor | None = None,
         return_state: bool = False,
+        grad_checkpoint: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (N, C, H, W), t (N,) original timesteps, y (N,) labels → (N, C_out, H, W) [, z* (N, T, D)].
 
         `iters`: an int k runs k iterations in the caller's grad mode (sampling); an `IterationPlan` runs
         its no-grad then with-grad iterations (training); a solver closure (`fixed_point.make_solver`) runs
-        a budgeted, possibly early-stopping solve. `z_init` warm-starts the iteration (reuse)."""
+        a budgeted, possibly early-stopping solve. `z_init` warm-starts the iteration (reuse).
+        `grad_checkpoint` recomputes in backward the activations of every explicit block and of every
+        with-gradient fixed-point iteration instead of keeping them."""
         h, t_emb, y_emb = self.embed(x, t, y)
         c = t_emb + y_emb  # (N, D)
         c_pp = c if self.config.pre_post_timestep_conditioning else y_emb
         for block in self.blocks_pre:
-            h = block(h, c_pp)  # (N, T, D)
+            h = checkpointed(block, grad_checkpoint)(h, c_pp)  # (N, T, D)
         if z_init is not None and z_init.shape != h.shape:
             raise ValueError(f"z_init has shape {tuple(z_init.shape)}, expected {tuple(h.shape)}")
-        z = solve(self.fixed_point_map(h, c), h if z_init is None else z_init,
+        f = checkpointed(self.fixed_point_map(h, c), grad_checkpoint)
+        z = solve(f, h if z_init is None else z_init,
                   self.default_iters if iters is None else iters)
         out = z
         for block in self.blocks_post:
-            out = block(out, c_pp)
+            out = checkpointed(block, grad_checkpoint)(out, c_pp)
         out = self.head(out, c_pp)
         return (out, z) if return_state else out
