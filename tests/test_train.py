@@ -127,3 +127,26 @@ def test_resume_refuses_changed_data(tmp_path):
     smaller.images, smaller.labels = SUBSET.images[:30], SUBSET.labels[:30]
     with pytest.raises(ValueError, match="30 training images, the run was started with 40"):
         resume(tmp_path, steps=3, dataset=smaller, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["FPDM", "DiT"])
+def test_grad_checkpoint_trains_bit_identically(tmp_path, arch):
+    train(_cfg(tmp_path / "plain", 4), _model(arch), dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path / "ckpt", 4, grad_checkpoint=True), _model(arch), dataset=SUBSET, progress=False)
+    plain, ckpt = (load_checkpoint(tmp_path / name / "ckpt.pt") for name in ("plain", "ckpt"))
+    _states_equal(plain, ckpt)
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path):
+    train(_cfg(tmp_path / "fp32", 3), _model("FPDM"), dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path / "bf16", 3, precision="bf16"), _model("FPDM"), dataset=SUBSET, progress=False)
+    a = [json.loads(line)["loss"] for line in (tmp_path / "fp32" / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(line)["loss"] for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    assert a != b and all(abs(x - y) < 0.05 * x for x, y in zip(a, b, strict=True))
+    state = load_checkpoint(tmp_path / "bf16" / "ckpt.pt")
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_precision_named():
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        TrainConfig(precision="fp16")

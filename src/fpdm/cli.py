@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .budget import DEFAULT_RATIO, PROFILES
-from .config import DiffusionConfig, TrainConfig
+from .config import PRECISIONS, DiffusionConfig, TrainConfig
 from .fixed_point import GRADIENT_MODES, SOLVERS
 from .registry import MODEL_NAMES, model_config
 from .sample import SAMPLERS
@@ -84,6 +84,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--ckpt-every", type=int, default=_T["ckpt_every"], help="steps between checkpoints")
     g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
                    "--resume, the run's own)")
+    g.add_argument("--grad-checkpoint", action="store_true", help="recompute activations of every block "
+                   "and with-gradient fixed-point iteration in backward (less memory, ~1 more forward)")
+    g.add_argument("--precision", choices=PRECISIONS, default=_T["precision"],
+                   help="bf16: forward under bfloat16 autocast (weights, optimizer and EMA stay fp32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; first steps slow)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -247,7 +252,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
             weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
             ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
             fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every,
-            ckpt_every=a.ckpt_every, device=a.device or _T["device"])
+            ckpt_every=a.ckpt_every, device=a.device or _T["device"], grad_checkpoint=a.grad_checkpoint,
+            precision=a.precision, compile=a.compile)
         diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
                                         prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)

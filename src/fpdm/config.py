@@ -24,6 +24,9 @@ class _DictConfig:
         return cls(**d)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class ModelConfig(_DictConfig):
     """Architecture of a DiT or an FPDM. For FPDM, `depth` is the DiT depth it replaces: the default number
@@ -90,8 +93,13 @@ class TrainConfig(_DictConfig):
     log_every: int = 50
     ckpt_every: int = 500
     device: str = "cpu"
+    grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
+    precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)
+    compile: bool = False  # torch.compile the model's forward
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -177,6 +177,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
     images, labels = dataset.images, dataset.labels
     is_fpdm = model_cfg.arch == "fpdm"
+    # compiled or not, the parameters are the model's own: checkpoints keep the plain state-dict names
+    forward = torch.compile(model) if train_cfg.compile else model
 
     step = 0
     if state is not None:
@@ -229,12 +231,13 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             x_t = diffusion.q_sample(x0, t, noise)
+            kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
             if is_fpdm:
                 plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad, gen)
-                output = model(x_t, t, y, iters=plan)
-            else:
-                output = model(x_t, t, y)
-            terms = diffusion.training_losses(output, x0, x_t, t, noise)
+                kw["iters"] = plan
+            with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
+                output = forward(x_t, t, y, **kw)
+            terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
             loss = terms["loss"].mean()
             if not torch.isfinite(loss):
                 checkpoint()
