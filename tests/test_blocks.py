@@ -54,3 +54,15 @@ def test_checkpointed_is_plain_call_without_autograd():
         a = checkpointed(block, True)(x, c)
     assert torch.equal(a, torch.no_grad()(block)(x, c))
     assert meter.current == a.untyped_storage().nbytes()  # nothing kept but the output
+
+
+def test_fused_attention_equals_explicit_softmax_attention():
+    from fpdm.blocks import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4).double()
+    x = torch.randn(3, 10, 32, dtype=torch.float64)
+    q, k, v = attn.qkv(x).reshape(3, 10, 3, 4, 8).permute(2, 0, 3, 1, 4)  # each (N, H, T, D/H)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
+    explicit = attn.proj((weights @ v).transpose(1, 2).reshape(3, 10, 32))
+    assert torch.allclose(attn(x), explicit, atol=1e-12)

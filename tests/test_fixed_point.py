@@ -135,3 +135,27 @@ def test_anderson_converges_faster_and_counts_evaluations():
 def test_make_solver_names():
     with pytest.raises(ValueError, match="'newton'"):
         make_solver("newton", 3, None, SolveStats())
+
+
+def test_iterations_never_sync_with_the_host(monkeypatch):
+    """No .item()/bool()/tolist() inside the loop: on a GPU each would stall the queue every iteration."""
+    from fpdm import FPDM, ModelConfig
+
+    torch.manual_seed(0)
+    model = FPDM(ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=6, num_heads=4,
+                             num_classes=10)).train()
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([3, 500]), torch.tensor([1, 2])
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync inside the fixed-point loop")
+
+    stats = SolveStats()
+    solver = make_solver("picard", 4, None, stats)
+    for name in ("item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    model(x, t, y, iters=IterationPlan(3, 2)).sum().backward()
+    with torch.no_grad():
+        model(x, t, y, iters=solver)
+        model(x, t, y, iters=5)
+    monkeypatch.undo()
+    assert stats.evals == 4 and len(stats.residual_values()) == 4
