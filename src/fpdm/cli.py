@@ -88,7 +88,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "and with-gradient fixed-point iteration in backward (less memory, ~1 more forward)")
     g.add_argument("--precision", choices=PRECISIONS, default=_T["precision"],
                    help="bf16: forward under bfloat16 autocast (weights, optimizer and EMA stay fp32)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; first steps slow)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile each transformer block (GPU; the first steps are slow)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,8 +18,9 @@ def count_block_calls(model: nn.Module) -> Iterator[dict[str, int]]:
     Wraps each block instance's `apply_modulated` for the duration only; the model is unchanged after."""
     counter = {"blocks": 0}
     blocks = [m for m in model.modules() if isinstance(m, DiTBlock)]
+    shadowed = {id(b): b.__dict__["apply_modulated"] for b in blocks if "apply_modulated" in b.__dict__}
     for block in blocks:
-        inner = block.apply_modulated
+        inner = block.apply_modulated  # the method, or an instance override (e.g. `compile_blocks`)
 
         def counted(x, mod, _inner=inner):
             counter["blocks"] += 1
@@ -30,4 +31,7 @@ def count_block_calls(model: nn.Module) -> Iterator[dict[str, int]]:
         yield counter
     finally:
         for block in blocks:
-            del block.apply_modulated
+            if id(block) in shadowed:
+                block.apply_modulated = shadowed[id(block)]
+            else:
+                del block.apply_modulated

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from .blocks import compile_blocks
 from .checkpoint import (
     capture_rng_state,
     generator_state,
@@ -177,8 +178,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
     images, labels = dataset.images, dataset.labels
     is_fpdm = model_cfg.arch == "fpdm"
-    # compiled or not, the parameters are the model's own: checkpoints keep the plain state-dict names
-    forward = torch.compile(model) if train_cfg.compile else model
+    if train_cfg.compile:
+        compile_blocks(model)
 
     step = 0
     if state is not None:
@@ -236,7 +237,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad, gen)
                 kw["iters"] = plan
             with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
-                output = forward(x_t, t, y, **kw)
+                output = model(x_t, t, y, **kw)
             terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
             loss = terms["loss"].mean()
             if not torch.isfinite(loss):
