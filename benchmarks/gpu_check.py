@@ -1,5 +1,6 @@
-"""GPU checks for the foundation: official parity on CUDA (fp32, TF32 off), and forward/train-step timings of
-DiT-XL/2 vs FPDM-XL/2 at latent 32×32×4. Prints one JSON line per check. Run via benchmarks/gpu_check.sh."""
+"""GPU checks: official parity on CUDA (fp32, TF32 off), and forward / training-step time and peak memory of
+DiT-XL/2 vs FPDM-XL/2 at latent 32×32×4 (bf16 autocast; eager and compiled; with and without gradient
+checkpointing). Prints one JSON line per check. Run via benchmarks/gpu_check.sh."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import fpdm
-from fpdm.fixed_point import IterationPlan
+from fpdm.fixed_point import IterationPlan, draw_plan
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -48,8 +49,8 @@ def parity() -> None:
                       "ok": worst <= 1e-5 and grad_rel <= 1e-4}))
 
 
-def timed(fn, reps=10) -> float:
-    for _ in range(3):
+def timed(fn, reps=10, warmup=3) -> float:
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -60,37 +61,57 @@ def timed(fn, reps=10) -> float:
 
 
 def xl_timings(batch: int = 32) -> None:
+    """Forward (28 blocks' worth: FPDM 1 + 26 + 1) and training step (S-JFB at the released N = 10, M = 12,
+    plans drawn per step from a generator reset for every variant) under bf16 autocast, eager and with
+    `compile_blocks`, with and without gradient checkpointing. One JSON line per (model, variant)."""
     x = torch.randn(batch, 4, 32, 32, device=dev)
     t = torch.randint(0, 1000, (batch,), device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
-    res = {"check": "xl_timings", "batch": batch, "dtype": "bf16 autocast",
-           "device": torch.cuda.get_device_name()}
-    for name in ("DiT-XL/2", "FPDM-XL/2"):
-        torch.manual_seed(0)
-        m = fpdm.create_model(name, input_size=32, in_channels=4, num_classes=1000).to(dev)
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-        kw = {"iters": 26} if name.startswith("FPDM") else {}
-        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-            m.eval()
-            res[f"{name} fwd ms (28 blocks)"] = round(timed(lambda m=m, kw=kw: m(x, t, y, **kw)), 2)
-        m.train()
-        plan = {"iters": IterationPlan(3, 3)} if name.startswith("FPDM") else {}
+    for compiled in (False, True):
+        for name in ("DiT-XL/2", "FPDM-XL/2"):
+            torch.manual_seed(0)
+            m = fpdm.create_model(name, input_size=32, in_channels=4, num_classes=1000).to(dev)
+            is_fpdm = name.startswith("FPDM")
+            res = {"check": "xl_timings", "model": name, "batch": batch, "dtype": "bf16 autocast",
+                   "compiled": compiled, "device": torch.cuda.get_device_name()}
+            if compiled:
+                t0 = time.perf_counter()
+                fpdm.compile_blocks(m)
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+                    m(x, t, y, **({"iters": 26} if is_fpdm else {}))
+                torch.cuda.synchronize()
+                res["first compiled forward s"] = round(time.perf_counter() - t0, 1)
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+                m.eval()
+                kw = {"iters": 26} if is_fpdm else {}
+                res["fwd ms (28 blocks)"] = round(timed(lambda m=m, kw=kw: m(x, t, y, **kw)), 2)
+            m.train()
+            for ckpt in (False, True):
+                gen = torch.Generator()
 
-        def step(m=m, opt=opt, plan=plan):
-            with torch.autocast("cuda", torch.bfloat16):
-                loss = m(x, t, y, **plan).float().square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                def step(m=m, opt=opt, ckpt=ckpt, gen=gen, is_fpdm=is_fpdm):
+                    kw = {"iters": draw_plan("sjfb", 10, 12, gen)} if is_fpdm else {}
+                    with torch.autocast("cuda", torch.bfloat16):
+                        loss = m(x, t, y, grad_checkpoint=ckpt, **kw).float().square().mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
 
-        torch.cuda.reset_peak_memory_stats()
-        res[f"{name} train step ms"] = round(timed(step), 2)
-        res[f"{name} peak GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        del m, opt
-        torch.cuda.empty_cache()
-    print(json.dumps(res))
+                gen.manual_seed(0)
+                step()  # optimizer states exist from here on
+                torch.cuda.reset_peak_memory_stats()
+                gen.manual_seed(1)
+                res[f"train step ms ckpt={ckpt}"] = round(timed(step, reps=12, warmup=0), 2)
+                res[f"peak GiB ckpt={ckpt}"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            print(json.dumps(res), flush=True)
+            del m, opt
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    parity()
-    xl_timings()
+    for check in (parity, xl_timings):
+        try:
+            check()
+        except Exception as e:  # report and go on: one call on a lent GPU must return every check it can
+            print(json.dumps({"check": check.__name__, "error": f"{type(e).__name__}: {e}"}), flush=True)

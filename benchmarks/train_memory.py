@@ -8,7 +8,8 @@ Measured at two batches (default 1 and 4): per-sample = the slope, fixed = the r
 transients such as a weight gradient before it is accumulated); the total at `--batch` is
 state + fixed + batch × per-sample. FPDM is reported at m = M = 12 and at the mean m = 6.5 (the average of
 m = 6 and 7; activations are linear in m). No-gradient iterations are shown to cost nothing (n = 0, 5, 10).
-With `--device cuda`, a real AdamW step at `--cuda-batch` also reports torch.cuda.max_memory_allocated.
+With `--cuda-peak`, real fp32 AdamW steps at `--cuda-batch` on the GPU also report
+torch.cuda.max_memory_allocated, to check the meter's prediction against the allocator.
 
     python benchmarks/train_memory.py [--size XL/2] [--batch 64] [--device cpu] [--json PATH]
 """
@@ -85,7 +86,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,4", help="the two batches the per-sample slope is measured at")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads on CPU")
     p.add_argument("--device", default="cpu", help="where the meter runs: cpu or cuda")
-    p.add_argument("--cuda-batch", type=int, default=16, help="batch of the real step with --device cuda")
+    p.add_argument("--cuda-peak", action="store_true", help="also measure real steps' peak CUDA memory")
+    p.add_argument("--cuda-batch", type=int, default=16, help="batch of the real steps with --cuda-peak")
     p.add_argument("--json", default=None, help="output JSON (default: benchmarks/results/train_memory.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -138,13 +140,18 @@ def main() -> None:
     payload: dict[str, Any] = {"size": a.size, "batch": a.batch, "measured_at": [b1, b2], "rows": rows,
                                "ratios": ratios,
                                "no_grad_iterations_bytes": {str(n): v for n, v in no_grad.items()}}
-    if dev.type == "cuda":
+    if a.cuda_peak:
         cuda = {}
         for arch, kw in (("DiT", {}), ("FPDM", {"iters": IterationPlan(0, M)})):
             for ckpt in (False, True):
                 cuda[f"{arch}-{a.size} ckpt={ckpt}"] = cuda_peak(f"{arch}-{a.size}", a.cuda_batch,
                                                                  grad_checkpoint=ckpt, **kw)
         payload["cuda_peak_gib"] = {"batch": a.cuda_batch, **cuda}
+        # what the meter predicts for the same batch: state + fixed + batch × per-sample (fp32, m = M)
+        payload["meter_prediction_gib"] = {
+            f"{r['model']} ckpt={r['checkpointing']}": r["state_gib"] + (r["fixed_peak_mib"] + a.cuda_batch
+                                                                         * r["per_sample_peak_mib"]) / 1024
+            for r in rows if r["grad iterations"] in ("-", full)}
     print(f"\n{a.size}, latent 32×32×4, fp32; activations per sample measured, totals at batch {a.batch}\n")
     print(table(rows, ["model", "grad iterations", "checkpointing", "state_gib", "per_sample_peak_mib",
                        "per_sample_held_mib", "fixed_peak_mib", key]))

@@ -1,5 +1,6 @@
 """Fixed Point Diffusion Models in PyTorch."""
 
+from .blocks import compile_blocks
 from .config import DiffusionConfig, ModelConfig, TrainConfig
 from .diffusion import GaussianDiffusion
 from .dit import DiT
@@ -11,5 +12,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DiT", "DiffusionConfig", "FPDM", "GRADIENT_MODES", "GaussianDiffusion", "IterationPlan", "MODEL_NAMES",
-    "ModelConfig", "TrainConfig", "build_model", "create_model", "draw_plan", "model_config", "solve",
+    "ModelConfig", "TrainConfig", "build_model", "compile_blocks", "create_model", "draw_plan",
+    "model_config", "solve",
 ]
