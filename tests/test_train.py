@@ -150,3 +150,32 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
 def test_bad_precision_named():
     with pytest.raises(ValueError, match="--precision must be one of"):
         TrainConfig(precision="fp16")
+
+
+def test_non_finite_loss_stops_and_keeps_good_state(tmp_path):
+    bad = type(SUBSET).__new__(type(SUBSET))
+    bad.__dict__.update(SUBSET.__dict__)
+    bad.images = SUBSET.images.clone()
+    bad.images[:] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train(_cfg(tmp_path / "r", 4), _model("FPDM"), dataset=bad, progress=False)
+    state = load_checkpoint(tmp_path / "r" / "ckpt.pt")
+    assert state["step"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
+    train(_cfg(tmp_path / "two", 2), _model("FPDM"), dataset=SUBSET, progress=False)
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def clip(params, max_norm):
+        calls.append(1)
+        norm = real(params, max_norm)
+        return norm * float("inf") if len(calls) == 3 else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    with pytest.raises(FloatingPointError, match="gradient norm is inf at step 2"):
+        train(_cfg(tmp_path / "r", 4), _model("FPDM"), dataset=SUBSET, progress=False)
+    a, b = load_checkpoint(tmp_path / "two" / "ckpt.pt"), load_checkpoint(tmp_path / "r" / "ckpt.pt")
+    assert b["step"] == 2
+    for k in a["model"]:  # the state before the bad update, exactly
+        assert torch.equal(a["model"][k], b["model"][k])

@@ -250,6 +250,11 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             loss.backward()
             max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            if not torch.isfinite(grad_norm):  # before the update: weights and optimizer state are still good
+                checkpoint()
+                raise FloatingPointError(f"gradient norm is {grad_norm.item()} at step {step} (loss "
+                                         f"{loss.item():.4g}); last good state saved to {ckpt_path} — try a "
+                                         "lower --lr or --grad-clip")
             opt.step()
             update_ema(ema, model, ema_decay_at(step, train_cfg))
             step += 1
