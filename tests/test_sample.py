@@ -128,3 +128,28 @@ def test_parse_seeds():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10] and parse_seeds("7") == [7]
     with pytest.raises(ValueError, match="--seeds"):
         parse_seeds("a-b")
+
+
+def test_diverged_steps_rule():
+    from fpdm.sample import diverged_steps
+
+    res = [[34.6, 0.2, 0.002], [1.0, 1.05, 1.1], [1.0, float("nan")], [2.0, 1.9], [0.9, 0.8, 0.49]]
+    assert diverged_steps(res, 0.5) == [1, 2]
+
+
+def test_divergence_is_recorded_and_warned():
+    import warnings
+
+    model = build_model(ModelConfig(**CFG))
+    labels, seeds = torch.tensor([1, 2]), [0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # default init contracts: no warning
+        _, rec = sample(model, DIFF, labels, seeds, steps=3, iters=4)
+    assert rec["diverged_steps"] == [] and rec["non_finite_samples"] == 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)  # a map that does not contract: residual stays ~1
+    with pytest.warns(UserWarning, match="diverged at 3 of 3 steps"):
+        _, rec = sample(model, DIFF, labels, seeds, steps=3, iters=4)
+    assert rec["diverged_steps"] == [0, 1, 2]

@@ -9,7 +9,9 @@ Warm-start state lives in this function's loop only: it starts empty for every b
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +47,9 @@ class SamplerSettings:
     solver: str = "picard"
     anderson_window: int = 5
     clip_denoised: bool = True
+    # a step whose relative residual is non-finite, or still above this after >= 3 evaluations, is reported
+    # as diverged (record + warning): its output is not a fixed point, the samples may be noise
+    divergence_bound: float = 0.5
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -57,6 +62,8 @@ class SamplerSettings:
             raise ValueError(f"tol must be > 0, got {self.tol}")
         if self.anderson_window < 1:
             raise ValueError(f"anderson_window must be >= 1, got {self.anderson_window}")
+        if not self.divergence_bound > 0:
+            raise ValueError(f"divergence_bound must be > 0, got {self.divergence_bound}")
 
 
 def load_model(path: str | Path, use_ema: bool = True) -> tuple[DiT | FPDM, GaussianDiffusion, dict]:
@@ -178,4 +185,25 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
         "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s),
         "residuals": [st.residual_values() for st in step_stats],
     }
+    record["diverged_steps"] = diverged_steps(record["residuals"], s.divergence_bound)
+    record["non_finite_samples"] = int((~torch.isfinite(x.flatten(1)).all(dim=1)).sum())
+    if record["diverged_steps"]:
+        worst = max(abs(r[-1]) if math.isfinite(r[-1]) else math.inf for r in
+                    (record["residuals"][j] for j in record["diverged_steps"]))
+        warnings.warn(f"the fixed-point iteration diverged at {len(record['diverged_steps'])} of {n_steps} "
+                      f"steps (final relative residual up to {worst:.3g} > {s.divergence_bound}): these "
+                      "samples may be noise; see the record's diverged_steps and residuals", stacklevel=2)
+    if record["non_finite_samples"]:
+        warnings.warn(f"{record['non_finite_samples']} of {n} samples contain NaN/inf", stacklevel=2)
     return x.clamp(-1, 1).cpu(), record
+
+
+def diverged_steps(residuals: Sequence[Sequence[float]], bound: float) -> list[int]:
+    """Indices (in sampling order) of steps whose fixed-point solve did not converge: a non-finite residual,
+    or a final relative residual above `bound` after at least 3 evaluations (the first evaluations move far
+    from the initial point even when the iteration converges, so fewer are not judged)."""
+    out = []
+    for j, r in enumerate(residuals):
+        if any(not math.isfinite(v) for v in r) or (len(r) >= 3 and r[-1] > bound):
+            out.append(j)
+    return out
