@@ -201,3 +201,23 @@ def test_generator_state_helpers(tmp_path):
     set_generator_state(g2, load_checkpoint(tmp_path / "g.pt")["g"])
     assert torch.equal(torch.randn(4, generator=g2), expected)
     assert not torch.equal(saved, generator_state(g))  # saved is a snapshot, not a live view
+
+
+def test_every_torch_load_in_the_tree_is_weights_only():
+    """Loading a file must never be able to run code: every torch.load call passes weights_only=True."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    calls = 0
+    for path in [*root.joinpath("src").rglob("*.py"), *root.joinpath("benchmarks").rglob("*.py"),
+                 *root.joinpath("tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            f = getattr(node, "func", None)
+            if (isinstance(node, ast.Call) and isinstance(f, ast.Attribute) and f.attr == "load"
+                    and isinstance(f.value, ast.Name) and f.value.id == "torch"):
+                calls += 1
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                assert ok, f"{path.relative_to(root)}:{node.lineno}: torch.load without weights_only=True"
+    assert calls >= 2  # the scan sees the real call sites

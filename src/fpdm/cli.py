@@ -98,7 +98,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt)")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt), or an "
+                   "`fpdm export` folder")
     g = p.add_argument_group("compute budget (blocks per sample; guidance's doubled batch is not counted)")
     g.add_argument("--budget", type=int, default=None,
                    help="transformer-block evaluations per sample, spent exactly; give --iters (steps "
@@ -221,6 +222,26 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
     scale = a.scale or ("quick" if a.quick else "full")
     run(scale, a.out, workers=a.workers)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", formatter_class=_Formatter, help="checkpoint → safetensors + JSON config",
+                       description="Write a training checkpoint's weights as <out>/model.safetensors and its "
+                                   "configs as <out>/config.json: the form to publish (loading it cannot run "
+                                   "code). `fpdm sample --ckpt <out>` reads it.")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt)")
+    p.add_argument("--out", required=True, help="output folder (required)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_weights
+
+    cfg = export_weights(a.ckpt, a.out, use_ema=not a.no_ema)
+    print(f"wrote {Path(a.out) / 'model.safetensors'} ({cfg['weights']} weights, step {cfg['step']}) and "
+          f"{Path(a.out) / 'config.json'}")
     return 0
 
 
@@ -483,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_train_features(sub)
     _add_reproduce(sub)
+    _add_export(sub)
     return p
 
 

@@ -26,6 +26,7 @@ from .checkpoint import load_checkpoint
 from .config import DiffusionConfig, ModelConfig
 from .diffusion import GaussianDiffusion
 from .dit import DiT
+from .export import is_exported, load_exported
 from .fixed_point import SOLVERS, SolveStats, make_solver
 from .fpdm import FPDM
 from .instrument import count_block_calls
@@ -67,16 +68,38 @@ class SamplerSettings:
 
 
 def load_model(path: str | Path, use_ema: bool = True) -> tuple[DiT | FPDM, GaussianDiffusion, dict]:
-    """Rebuild the model (EMA weights by default) and its diffusion from a training checkpoint."""
-    ckpt = load_checkpoint(path)
-    for key in ("model_config", "diffusion_config", "model"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not an fpdm training checkpoint (no {key!r} entry)")
+    """Rebuild the model and its diffusion from a training checkpoint (EMA weights by default) or from an
+    `fpdm export` folder / .safetensors file (whatever weights were exported)."""
+    if is_exported(path):
+        weights, ckpt = load_exported(path)
+    else:
+        ckpt = load_checkpoint(path)
+        for key in ("model_config", "diffusion_config", "model"):
+            if key not in ckpt:
+                raise ValueError(f"{path} is not an fpdm training checkpoint (no {key!r} entry)")
+        weights = ckpt["ema" if use_ema else "model"]
     model_cfg = ModelConfig.from_dict(ckpt["model_config"])
     model = build_model(model_cfg)
-    model.load_state_dict(ckpt["ema" if use_ema else "model"])
+    load_weights(model, weights, str(path))
     diffusion = make_diffusion(DiffusionConfig.from_dict(ckpt["diffusion_config"]), model_cfg.learn_sigma)
     return model.eval(), diffusion, ckpt
+
+
+def load_weights(model: DiT | FPDM, state: dict[str, Tensor], source: str) -> None:
+    """Strict load with a one-line error that names the file, the model and the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        cfg = model.config
+        what = "; ".join(f"{name}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
+                         for name, items in (("missing", missing), ("unexpected", unexpected),
+                                             ("shape (file vs model)", shapes)) if items)
+        raise ValueError(f"{source}: weights do not fit the {cfg.arch} model (width {cfg.hidden_size}, depth "
+                         f"{cfg.depth}) its config describes — {what}")
+    model.load_state_dict(state)
 
 
 def parse_seeds(spec: str) -> list[int]:

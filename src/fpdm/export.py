@@ -1,0 +1,77 @@
+"""Released-weights format: `model.safetensors` (no code can run on load) plus `config.json`.
+
+`fpdm export` turns a training checkpoint into it; `fpdm sample --ckpt DIR` (or the .safetensors file) loads
+it like a checkpoint. Only tensors and JSON cross this boundary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from . import __version__
+from .checkpoint import atomic_write, load_checkpoint
+from .config import DiffusionConfig, ModelConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "fpdm-weights/1"
+
+
+def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = True) -> dict[str, Any]:
+    """Write `out_dir`/model.safetensors (EMA weights by default) and `out_dir`/config.json; return the
+    config written."""
+    state = load_checkpoint(ckpt_path)
+    for key in ("model_config", "diffusion_config", "model", "ema"):
+        if key not in state:
+            raise ValueError(f"{ckpt_path} is not an fpdm training checkpoint (no {key!r} entry)")
+    ModelConfig.from_dict(state["model_config"])  # refuse to export something we could not load back
+    weights = {k: v.contiguous() for k, v in state["ema" if use_ema else "model"].items()}
+    config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
+              "step": state.get("step"), "model_config": state["model_config"],
+              "diffusion_config": state["diffusion_config"]}
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    blob = save(weights, metadata={"format": FORMAT})
+    atomic_write(out / WEIGHTS_NAME, lambda f: f.write(blob))
+    atomic_write(out / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=1) + "\n").encode()))
+    return config
+
+
+def is_exported(path: str | Path) -> bool:
+    p = Path(path)
+    return p.suffix == ".safetensors" or (p / WEIGHTS_NAME).exists()
+
+
+def load_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state dict, config) from an export folder or its model.safetensors (config.json beside it)."""
+    p = Path(path)
+    weights = p if p.suffix == ".safetensors" else p / WEIGHTS_NAME
+    config_path = weights.parent / CONFIG_NAME
+    for f in (weights, config_path):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found: an exported model is a folder with {WEIGHTS_NAME} and "
+                                    f"{CONFIG_NAME} (`fpdm export`)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{config_path} is not an fpdm export config (expected format {FORMAT!r})")
+    for key in ("model_config", "diffusion_config"):
+        if key not in config:
+            raise ValueError(f"{config_path} has no {key!r} entry")
+    ModelConfig.from_dict(config["model_config"])
+    DiffusionConfig.from_dict(config["diffusion_config"])
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{weights} is not a valid safetensors file ({e})") from None
+    return state, config
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_weights", "is_exported", "load_exported"]
