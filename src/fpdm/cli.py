@@ -259,6 +259,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     out = a.out or str(Path("runs") / f"{Path(a.data).name}-{a.model.replace('/', '').lower()}")
     if a.resume:  # everything but --steps/--device comes from the checkpoint
+        _check_resume_flags(a, out)
         summary = resume(out, steps=a.steps, device=a.device, progress=not a.no_progress)
     else:
         dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels)
@@ -282,6 +283,44 @@ def _cmd_train(a: argparse.Namespace) -> int:
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0
+
+
+# flags that describe a run: on --resume each given one must agree with the run's own setting
+_RESUME_TRAIN_FLAGS = ("data", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay",
+                       "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
+                       "grad_checkpoint", "precision", "compile")
+_RESUME_MODEL_FLAGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
+                       "pre_post_timestep_conditioning", "class_dropout_prob")
+
+
+def _check_resume_flags(a: argparse.Namespace, out: str) -> None:
+    """--resume continues a run with its own settings; a flag given with another value is a mistake to
+    report, not to ignore (only --steps and --device may change)."""
+    from .checkpoint import load_checkpoint
+
+    ckpt_path = Path(out) / "ckpt.pt"
+    if not ckpt_path.exists():
+        return  # resume() names the missing checkpoint
+    defaults = vars(build_parser().parse_args(["train"]))
+    state = load_checkpoint(ckpt_path)
+    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
+    given = {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]}
+    if "model" in given:
+        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
+                                               if k in given})
+        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
+        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
+        if mine != theirs:
+            raise ValueError(f"--model {given['model']} disagrees with the run in {out} "
+                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
+                             "--resume continues a run with its own settings "
+                             "(only --steps and --device may change)")
+    checks = [(f, saved_t) for f in _RESUME_TRAIN_FLAGS] + [(f, saved_m) for f in _RESUME_MODEL_FLAGS]
+    for flag, saved in checks:
+        if flag in given and flag in saved and given[flag] != saved[flag]:
+            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out} "
+                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
+                             "(only --steps and --device may change)")
 
 
 def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:

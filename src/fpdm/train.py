@@ -153,6 +153,11 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
                 DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
 
 
+def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "") + "]"
+
+
 def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig,
          state: dict[str, Any] | None, dataset: ImageDataset | None, progress: bool) -> dict[str, Any]:
     out = Path(train_cfg.out_dir)
@@ -186,6 +191,10 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         if state.get("num_images", len(dataset)) != len(dataset):
             raise ValueError(f"data {train_cfg.data!r} now has {len(dataset)} training images, the run was "
                              f"started with {state['num_images']}: its data order cannot be resumed")
+        saved_classes = state.get("class_names", list(dataset.class_names))
+        if saved_classes != list(dataset.class_names):
+            raise ValueError(f"data {train_cfg.data!r} now has classes {_short(dataset.class_names)}, the "
+                             f"run was started with {_short(saved_classes)}: its labels would change meaning")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -208,6 +217,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             "generator": generator_state(gen),
             "batches": batches.state_dict(),
             "num_images": len(dataset),
+            "class_names": list(dataset.class_names),
             "rng": capture_rng_state(),
         })
 
