@@ -51,11 +51,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and str(path) not in str(exc):  # e.g. ENOSPC names no file
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}; it was left as it "
+                                     "was") from exc
         raise
     _fsync_dir(path.parent)
 

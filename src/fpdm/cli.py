@@ -547,14 +547,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_device(spec: str) -> None:
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device {spec!r} is not a device; expected cpu, cuda, cuda:1, mps, …") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", 0) < 0:
+        print(f"fpdm {args.command}: error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+        return 2
     if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "device", None):
+            _check_device(args.device)
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError,
-            ImportError) as e:
+    except (ValueError, OSError, FloatingPointError, ImportError) as e:  # OSError: missing, unwritable, full
         print(f"fpdm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -98,6 +99,10 @@ class TrainConfig(_DictConfig):
     compile: bool = False  # torch.compile each transformer block (fpdm.blocks.compile_blocks)
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):

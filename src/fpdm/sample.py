@@ -57,8 +57,14 @@ class SamplerSettings:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.eta < 0 or self.cfg_scale < 0:
-            raise ValueError(f"eta and cfg_scale must be >= 0, got {self.eta} and {self.cfg_scale}")
+        for name in ("eta", "cfg_scale", "tol", "divergence_bound"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        if self.eta < 0:
+            raise ValueError(f"--eta must be >= 0, got {self.eta}")
+        if self.cfg_scale < 1:
+            raise ValueError(f"--cfg-scale must be >= 1 (1 = no guidance), got {self.cfg_scale}")
         if self.tol is not None and self.tol <= 0:
             raise ValueError(f"tol must be > 0, got {self.tol}")
         if self.anderson_window < 1:
