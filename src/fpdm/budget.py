@@ -107,6 +107,8 @@ def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | Non
     if budget is None:
         if steps is None:
             raise BudgetError("give --steps or --budget")
+        if iters is not None and iters < 0:
+            raise BudgetError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
         k = max(1, cfg.depth - fixed) if iters is None else iters
         return BudgetPlan(steps, (k,) * steps, steps * (fixed + k))
     if (iters is None) == (steps is None):
@@ -116,7 +118,10 @@ def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | Non
         if iters < 1:
             raise BudgetError(f"--iters must be >= 1, got {iters}")
         cost = fixed + iters
-        if budget % cost or budget < cost:
+        if budget < cost:
+            raise BudgetError(f"budget {budget} is below one step: a step costs {cost} blocks (pre "
+                              f"{cfg.pre_depth} + {iters} iterations + post {cfg.post_depth})")
+        if budget % cost:
             lo = budget // cost
             options = [f"{n * cost} ({n} steps)" for n in (lo, lo + 1) if n >= 1]
             raise BudgetError(f"budget {budget} is not a multiple of {cost} blocks per step (pre "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -20,6 +22,13 @@ from .schedules import BETA_SCHEDULES
 
 _T = {f.name: f.default for f in fields(TrainConfig)}
 _D = {f.name: f.default for f in fields(DiffusionConfig)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the flag, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -341,6 +350,8 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if iters is not None and iters < 0:
+        raise ValueError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
     cfg = model.config
     steps_spec = a.steps if a.steps is not None else (None if a.budget is not None else "50")
     if a.budget is not None:
@@ -351,6 +362,8 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
         steps, per_step = plan.steps, (list(plan.iters) or None)
     else:
         steps = int(steps_spec) if str(steps_spec).isdigit() else steps_spec
+        if steps == 0:
+            raise ValueError("--steps must be >= 1, got 0")
         per_step = iters
     if cfg.arch == "dit" and iters is not None:
         raise ValueError("--iters applies to FPDM checkpoints only")
@@ -379,12 +392,13 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
     model.to(a.device)
-    x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters)
     parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}", a.iters and f"k{a.iters}",
              a.budget and a.steps and a.profile, a.reuse and "reuse", a.tol and f"tol{a.tol}",
              a.solver != "picard" and a.solver, a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
     tag = "-".join(str(v) for v in parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
+    _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
+    x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
     save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
@@ -407,6 +421,18 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             "eval")
     print(json.dumps({k: record[k] for k in keys if k in record}))
     return 0
+
+
+def _writable_folder(folder: Path, flag: str) -> None:
+    """Fail early, naming the flag and the obstacle, when `folder` cannot be created or written; creates
+    nothing."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"{flag}: cannot write in {parent}")
+            return
 
 
 def _digits_eval(x: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
@@ -532,7 +558,7 @@ def _cmd_plot_residuals(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpdm", formatter_class=_Formatter,
+    p = _Parser(prog="fpdm", formatter_class=_Formatter,
                                 description="Fixed Point Diffusion Models. Models: " + ", ".join(MODEL_NAMES))
     sub = p.add_subparsers(dest="command", required=True)
     _add_train(sub)

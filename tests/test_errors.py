@@ -1,0 +1,224 @@
+"""The bad-input table: each case must end in ONE line `fpdm <command>: error: …` naming the culprit and
+what was expected, exit code 2, and nothing half-written. docs/errors.md lists the same cases; regenerate
+it with `FPDM_ERRORS_DOC=docs/errors.md pytest tests/test_errors.py`."""
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fpdm.checkpoint import load_checkpoint, save_checkpoint
+from fpdm.cli import main
+
+TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
+ROWS: list[tuple[str, str, str]] = []
+
+
+def _train(out: Path, model: str, *extra: str) -> Path:
+    assert main(["train", "--model", model, *TINY, "--steps", "2", "--batch-size", "8", "--out", str(out),
+                 "--no-progress", *extra]) == 0
+    return out / "ckpt.pt"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    folder = root / "folder"
+    for cls in ("cat", "dog"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / cls / f"{i}.png")
+    return {"fpdm": _train(root / "fpdm", "FPDM-T/2"), "dit": _train(root / "dit", "DiT-T/2"),
+            "folder_run": _train(root / "folder_run", "FPDM-T/2", "--data", str(folder)), "root": root,
+            "folder": folder}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/fpdm-pwned",))
+
+
+def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
+    """Prepare the files (and faults) a case needs and return its argv."""
+    fp, dit = str(runs["fpdm"]), str(runs["dit"])
+    if case == "disk full while checkpointing":
+        import errno
+        import shutil
+
+        import fpdm.checkpoint
+
+        shutil.copytree(Path(fp).parent, tmp / "run")
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(fpdm.checkpoint.os, "fsync", full)
+        return ["train", "--resume", "--out", str(tmp / "run"), "--steps", "3", "--no-progress"]
+    if case == "unwritable output folder":
+        monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests may run as root
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "0", "--out", str(tmp / "ro" / "s")]
+    if case == "unknown model":
+        return ["train", "--model", "FPDM-Q/2", "--out", str(tmp / "o")]
+    if case == "weights of another size":
+        state = load_checkpoint(runs["fpdm"])
+        state["model_config"] = {**state["model_config"], "hidden_size": 64}
+        save_checkpoint(tmp / "other.pt", state)
+        return ["sample", "--ckpt", str(tmp / "other.pt"), "--seeds", "0-1", "--steps", "2"]
+    if case == "DiT checkpoint used as FPDM":
+        return ["sample", "--ckpt", dit, "--iters", "2", "--steps", "2", "--seeds", "0"]
+    if case == "FPDM run resumed as DiT":
+        return ["train", "--resume", "--out", str(Path(fp).parent), "--model", "DiT-T/2", *TINY]
+    if case == "truncated checkpoint":
+        (tmp / "t.pt").write_bytes(runs["fpdm"].read_bytes()[:1000])
+        return ["sample", "--ckpt", str(tmp / "t.pt")]
+    if case == "pickle checkpoint with code":
+        (tmp / "evil.pt").write_bytes(pickle.dumps(_Evil()))
+        torch.save({"x": _Evil()}, tmp / "evil2.pt")
+        return ["sample", "--ckpt", str(tmp / "evil2.pt")]
+    if case == "not a training checkpoint":
+        save_checkpoint(tmp / "w.pt", {"weights": torch.zeros(2)})
+        return ["sample", "--ckpt", str(tmp / "w.pt")]
+    if case == "missing image folder":
+        return ["train", "--data", str(tmp / "nowhere"), "--out", str(tmp / "o")]
+    if case == "empty image folder":
+        (tmp / "empty").mkdir()
+        return ["train", "--data", str(tmp / "empty"), "--out", str(tmp / "o")]
+    if case == "empty class folder":
+        (tmp / "f" / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp / "f" / "a" / "0.png")
+        (tmp / "f" / "b").mkdir()
+        return ["train", "--data", str(tmp / "f"), "--out", str(tmp / "o")]
+    if case == "corrupt image file":
+        (tmp / "c").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp / "c" / "ok.png")
+        (tmp / "c" / "bad.png").write_bytes(b"\x89PNG not really")
+        return ["train", "--data", str(tmp / "c"), "--out", str(tmp / "o")]
+    if case == "images mixed with class folders":
+        (tmp / "m" / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp / "m" / "a" / "0.png")
+        Image.new("RGB", (8, 8)).save(tmp / "m" / "top.png")
+        return ["train", "--data", str(tmp / "m"), "--out", str(tmp / "o")]
+    if case == "class folders changed since the run started":
+        for cls in ("cat", "dog"):
+            os.rename(runs["folder"] / cls, runs["folder"] / f"x{cls}")
+        return ["train", "--resume", "--out", str(runs["folder_run"].parent), "--data", str(runs["folder"])]
+    if case == "budget below the minimum":
+        return ["sample", "--ckpt", fp, "--budget", "2", "--iters", "1"]
+    if case == "budget not an integer":
+        return ["sample", "--ckpt", fp, "--budget", "1.5"]
+    if case == "DiT budget not a multiple of its depth":
+        return ["sample", "--ckpt", dit, "--budget", "10"]
+    if case == "zero sampling steps":
+        return ["sample", "--ckpt", fp, "--steps", "0"]
+    if case == "negative iterations":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--iters", "-1"]
+    if case == "empty seed range":
+        return ["sample", "--ckpt", fp, "--seeds", "5-2"]
+    if case == "malformed seeds":
+        return ["sample", "--ckpt", fp, "--seeds", "a-b"]
+    if case == "cfg scale below 1":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--cfg-scale", "0.5"]
+    if case == "class label out of range":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--label", "12"]
+    if case == "output under a file":
+        (tmp / "file").write_text("x")
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "0", "--out", str(tmp / "file" / "s")]
+    if case == "resume with a different flag":
+        return ["train", "--resume", "--out", str(Path(fp).parent), "--lr", "0.5"]
+    if case == "resume without a checkpoint":
+        return ["train", "--resume", "--out", str(tmp / "none")]
+    if case == "NaN learning rate":
+        return ["train", "--lr", "nan", "--out", str(tmp / "o")]
+    if case == "NaN tolerance":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--tol", "nan"]
+    if case == "bad device":
+        return ["sample", "--ckpt", fp, "--device", "tpu"]
+    if case == "negative threads":
+        return ["sample", "--ckpt", fp, "--threads", "-1"]
+    if case == "export over a file":
+        (tmp / "f2").write_text("x")
+        return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
+    if case == "eval of a missing samples file":
+        return ["eval", str(tmp / "missing.npz")]
+    raise KeyError(case)
+
+
+CASES = {  # case -> what the one-line message must contain
+    "unknown model": "unknown model 'FPDM-Q/2'; expected one of",
+    "weights of another size": "weights do not fit the fpdm model (width 64",
+    "DiT checkpoint used as FPDM": "--iters applies to FPDM checkpoints only",
+    "FPDM run resumed as DiT": "--model DiT-T/2 disagrees with the run",
+    "truncated checkpoint": "t.pt is not a valid fpdm checkpoint",
+    "pickle checkpoint with code": "evil2.pt is not a valid fpdm checkpoint",
+    "not a training checkpoint": "w.pt is not an fpdm training checkpoint (no 'model_config' entry)",
+    "missing image folder": "dataset path does not exist",
+    "empty image folder": "no images found in",
+    "empty class folder": "holds no images",
+    "corrupt image file": "cannot read image file",
+    "images mixed with class folders": "mixes image files",
+    "class folders changed since the run started": "now has classes [xcat, xdog], the run was started with "
+                                                    "[cat, dog]",
+    "budget below the minimum": "budget 2 is below one step: a step costs 3 blocks",
+    "budget not an integer": "argument --budget: invalid int value: '1.5'",
+    "DiT budget not a multiple of its depth": "budget 10 is not a multiple of the DiT depth 4",
+    "zero sampling steps": "--steps must be >= 1, got 0",
+    "negative iterations": "--iters must be >= 0",
+    "empty seed range": "--seeds '5-2' selects no seed",
+    "malformed seeds": "--seeds 'a-b': expected ranges and numbers",
+    "cfg scale below 1": "--cfg-scale must be >= 1",
+    "class label out of range": "--label 12 is out of range",
+    "output under a file": "file is a file, not a folder",
+    "resume with a different flag": "--lr 0.5 disagrees with the run",
+    "resume without a checkpoint": "--resume: no checkpoint at",
+    "NaN learning rate": "--lr must be a finite number, got nan",
+    "NaN tolerance": "--tol must be a finite number, got nan",
+    "bad device": "--device 'tpu' is not a device",
+    "negative threads": "--threads must be >= 0, got -1",
+    "export over a file": "exists and is not a folder",
+    "eval of a missing samples file": "missing.npz",
+    "disk full while checkpointing": "ckpt.pt: No space left on device; it was left as it was",
+    "unwritable output folder": "/ro/s: cannot write in",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_one_named_line(case, runs, tmp_path, tmp_path_factory, capsys, monkeypatch):
+    argv = _setup(case, runs, tmp_path, monkeypatch)
+    before = {p for p in tmp_path.rglob("*")}
+    kept = (tmp_path / "run" / "ckpt.pt").read_bytes() if case == "disk full while checkpointing" else None
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse usage errors
+        rc = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, (case, err)
+    assert len(err) == 1 and err[0].startswith(f"fpdm {argv[0]}: error: "), err
+    assert CASES[case] in err[0], err[0]
+    assert {p for p in tmp_path.rglob("*")} == before, "a failed command left files behind"
+    assert not Path("/tmp/fpdm-pwned").exists()
+    if kept is not None:  # the previous checkpoint survives a failed write, byte for byte
+        assert (tmp_path / "run" / "ckpt.pt").read_bytes() == kept
+    base = str(tmp_path_factory.getbasetemp())
+    def short(text: str) -> str:
+        return text.replace(str(tmp_path), "…").replace(base, "…")
+
+    ROWS.append((case, short(" ".join(argv)), short(err[0])))
+    if case == "class folders changed since the run started":
+        for cls in ("cat", "dog"):
+            os.rename(runs["folder"] / f"x{cls}", runs["folder"] / cls)
+
+
+def test_zz_write_docs_table():
+    path = os.environ.get("FPDM_ERRORS_DOC")
+    if not path:
+        pytest.skip("set FPDM_ERRORS_DOC to regenerate docs/errors.md")
+    lines = ["| case | command | message |", "|---|---|---|"]
+    lines += [f"| {c} | `{a}` | `{m}` |" for c, a, m in ROWS]
+    text = Path(path).read_text()
+    start = text.index("<!-- table -->") + len("<!-- table -->")
+    end = text.index("<!-- /table -->")
+    Path(path).write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
