@@ -179,3 +179,42 @@ def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
     assert b["step"] == 2
     for k in a["model"]:  # the state before the bad update, exactly
         assert torch.equal(a["model"][k], b["model"][k])
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
+    """Kill -9 training (also mid checkpoint write: one is written every step) several times at random
+    moments, resume each time: weights, EMA, optimizer, step and log equal an uninterrupted run's."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "fpdm.cli", "train", "--model", "FPDM-T/2", "--hidden-size", "32", "--depth",
+           "4", "--num-heads", "2", "--steps", "150", "--batch-size", "16", "--warmup-steps", "5",
+           "--ckpt-every", "1", "--log-every", "1", "--no-progress", "--threads", "1"]
+    subprocess.run([*cmd, "--out", str(tmp_path / "straight")], check=True, capture_output=True)
+    out, ckpt = tmp_path / "killed", tmp_path / "killed" / "ckpt.pt"
+    rng, kills = random.Random(0), 0
+    while True:
+        start_mtime = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        proc = subprocess.Popen([*cmd, "--out", str(out), *(["--resume"] if start_mtime else [])],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kills < 4:
+            while proc.poll() is None and (not ckpt.exists() or ckpt.stat().st_mtime_ns == start_mtime):
+                time.sleep(0.005)  # wait until this process has written a checkpoint of its own
+            time.sleep(rng.uniform(0.0, 0.25))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                kills += 1
+                continue
+        assert proc.wait() == 0
+        if load_checkpoint(ckpt)["step"] == 150:
+            break
+    assert kills == 4
+    _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(ckpt))
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "ms_per_step"}
+             for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+            for d in ("straight", "killed")]
+    assert logs[0] == logs[1]
+    assert not list(out.glob(".ckpt.pt.*.tmp"))

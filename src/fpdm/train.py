@@ -123,8 +123,13 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log records written after the checkpoint we resume from (they will be written again)."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines()
-    keep = [line for line in lines if line and json.loads(line).get("step", 0) <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a record torn by a crash mid-write
+            continue
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -222,6 +227,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         })
 
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # a checkpoint write that a crash cut short
+        stale.unlink()
     if step >= train_cfg.steps:
         print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
               file=sys.stderr)
