@@ -172,3 +172,37 @@ def test_sample_writes_adm_npz(tiny_run, tmp_path, capsys):
                  "--out", str(out), "--no-progress", "--adm-npz"]) == 0
     arr = np.load(f"{out}.adm.npz")["arr_0"]
     assert arr.shape == (3, 8, 8, 3) and arr.dtype == np.uint8
+
+
+def test_interrupted_sampling_resumes_to_the_same_samples(tiny_run, tmp_path, monkeypatch, capsys):
+    import fpdm.sample as sample_mod
+
+    args = ["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "3", "--seeds", "0-6", "--batch-size",
+            "2", "--no-progress", "--out"]
+    assert main([*args, str(tmp_path / "straight")]) == 0
+    real, calls = sample_mod.sample, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sample_mod, "sample", interrupted)
+    assert main([*args, str(tmp_path / "cut")]) == 130
+    assert "2 finished batch(es) kept" in capsys.readouterr().err
+    parts = tmp_path / "cut.parts"
+    (parts / "00003.pt").write_bytes(b"torn")  # an unreadable batch is sampled again, never counted
+    calls.clear()
+    assert main([*args, str(tmp_path / "cut")]) == 0
+    assert len(calls) == 2 and not parts.exists()  # batches 2 and 3 (of 0..3) sampled, the rest loaded
+    a, b = (np.load(tmp_path / f"{n}.npz") for n in ("straight", "cut"))
+    assert np.array_equal(a["samples"], b["samples"]) and np.array_equal(a["seeds"], b["seeds"])
+
+
+def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, capsys):
+    (tmp_path / "s.parts").mkdir()
+    (tmp_path / "s.parts" / "settings.json").write_text("{}")
+    rc = main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "3", "--seeds", "0-1",
+               "--no-progress", "--out", str(tmp_path / "s")])
+    assert rc == 2 and "holds batches of an interrupted run with other settings" in capsys.readouterr().err

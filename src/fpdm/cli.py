@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from .budget import DEFAULT_RATIO, PROFILES
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import PRECISIONS, DiffusionConfig, TrainConfig
 from .fixed_point import GRADIENT_MODES, SOLVERS
 from .registry import MODEL_NAMES, model_config
@@ -342,9 +344,12 @@ def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:
     return torch.arange(n) % n_cls
 
 
-def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
+def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, parts: Path | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
-    """Sample every seed with the CLI's settings and `iters`: images, labels, seeds and a merged record."""
+    """Sample every seed with the CLI's settings and `iters`: images, labels, seeds and a merged record.
+
+    With `parts`, each finished batch is saved there atomically and batches already there are loaded
+    instead of sampled again, so an interrupted run resumes (seeded per sample: the result is the same)."""
     from .budget import plan_budget
     from .sample import SamplerSettings, parse_seeds, sample
 
@@ -372,10 +377,22 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
     seeds = parse_seeds(a.seeds)
     labels = _labels_for(a, cfg.num_classes, len(seeds))
     chunks, records = [], []
-    for lo in range(0, len(seeds), a.batch_size):
-        x, rec = sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
-                        steps=steps, iters=per_step, settings=settings, device=a.device,
-                        progress=not a.no_progress)
+    starts = range(0, len(seeds), a.batch_size)
+    if parts is not None:
+        _open_parts(parts, {"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False), "steps": steps,
+                            "iters": per_step, "settings": asdict(settings), "seeds": seeds,
+                            "labels": labels.tolist(), "batch_size": a.batch_size})
+    for i, lo in enumerate(starts):
+        shard = parts / f"{i:05d}.pt" if parts is not None else None
+        done = _load_part(shard)
+        if done is not None:
+            x, rec = done
+        else:
+            x, rec = sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
+                            steps=steps, iters=per_step, settings=settings, device=a.device,
+                            progress=not a.no_progress)
+            if shard is not None:
+                save_checkpoint(shard, {"x": x, "record": rec})
         chunks.append(x)
         records.append(rec)
     record = dict(records[0])
@@ -384,6 +401,32 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None
                   blocks_counted_per_batch=[r["blocks_counted"] for r in records],
                   iters_run_per_batch=[r["iters_run"] for r in records])
     return torch.cat(chunks), labels, seeds, record
+
+
+def _open_parts(parts: Path, fingerprint: dict) -> None:
+    """Create the resumable-sampling folder, or check that the one there is for these very settings."""
+    spec = parts / "settings.json"
+    text = json.dumps(fingerprint, sort_keys=True)
+    if spec.exists():
+        if spec.read_text() != text:
+            raise ValueError(f"{parts} holds batches of an interrupted run with other settings; delete it or "
+                             "choose another --out")
+        n = len(list(parts.glob("[0-9]*.pt")))
+        print(f"resuming: {n} finished batch(es) in {parts}", file=sys.stderr)
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(spec, lambda f: f.write(text.encode()))
+
+
+def _load_part(shard: Path | None) -> tuple[torch.Tensor, dict] | None:
+    """A finished batch, or None (not there, or unreadable: it is sampled again and rewritten)."""
+    if shard is None or not shard.exists():
+        return None
+    try:
+        state = load_checkpoint(shard)
+        return state["x"], state["record"]
+    except (ValueError, KeyError):
+        return None
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
@@ -398,8 +441,18 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     tag = "-".join(str(v) for v in parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
-    x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    parts = Path(f"{prefix}.parts")
+    try:
+        x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters, parts=parts)
+    except KeyboardInterrupt:
+        n = len(list(parts.glob("[0-9]*.pt")))
+        print(f"fpdm sample: interrupted; {n} finished batch(es) kept in {parts}: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    except BaseException:
+        if parts.exists() and not any(parts.glob("[0-9]*.pt")):
+            shutil.rmtree(parts)  # nothing worth keeping
+        raise
     png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
     save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
     np.savez_compressed(npz, samples=x.numpy(),
@@ -417,6 +470,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
                              "digits; use `fpdm eval --inception-weights` on the .npz")
         record["eval"] = metrics
     rec_path.write_text(json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(parts)  # everything is in the .npz now
     keys = ("arch", "budget", "steps", "iters_run", "blocks_counted", "flops_per_sample", "wall_s", "png",
             "eval")
     print(json.dumps({k: record[k] for k in keys if k in record}))
