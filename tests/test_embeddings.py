@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fpdm.embeddings import LabelEmbedder, sincos_pos_embed_2d, timestep_embedding
+from fpdm.embeddings import LabelEmbedder, drop_labels, sincos_pos_embed_2d, timestep_embedding
 
 
 def test_pos_embed_closed_form():
@@ -28,12 +28,18 @@ def test_timestep_embedding_closed_form():
 
 
 def test_label_dropout_uses_null_class():
+    labels = torch.tensor([0, 1, 2])
+    assert torch.equal(drop_labels(labels, 1.0, 3), torch.tensor([3, 3, 3]))
+    assert drop_labels(labels, 0.0, 3) is labels and drop_labels(labels, 1.0, 0) is labels
+    g = torch.Generator().manual_seed(0)
+    many = drop_labels(torch.zeros(20000, dtype=torch.long), 0.1, 7, generator=g)
+    assert set(many.tolist()) == {0, 7} and abs((many == 7).float().mean().item() - 0.1) < 0.01
     emb = LabelEmbedder(num_classes=3, hidden_size=2, dropout_prob=1.0)
     with torch.no_grad():
         emb.embedding_table.weight.copy_(torch.arange(8.0).view(4, 2))
-    labels = torch.tensor([0, 1, 2])
-    assert torch.equal(emb(labels, train=True), emb.embedding_table.weight[[3, 3, 3]])
-    assert torch.equal(emb(labels, train=False), emb.embedding_table.weight[[0, 1, 2]])
+    assert torch.equal(emb(labels), emb.embedding_table.weight[[0, 1, 2]])  # the module never drops
     assert emb.null_class == 3
+    uncond = LabelEmbedder(0, 2, 0.1)
+    assert torch.equal(uncond(labels), uncond.embedding_table.weight[[0, 0, 0]])  # all the null class
     with pytest.raises(ValueError):
         LabelEmbedder(3, 2, 1.5)

@@ -63,7 +63,7 @@ class DiffusionTransformer(nn.Module):
                 f"expected t and y of shape ({x.shape[0]},), got {tuple(t.shape)} and {tuple(y.shape)}"
             )
         tokens = self.x_embedder(x) + self.pos_embed  # (N, T, D)
-        return tokens, self.t_embedder(t), self.y_embedder(y, self.training)
+        return tokens, self.t_embedder(t), self.y_embedder(y)
 
     def head(self, h: Tensor, c: Tensor) -> Tensor:
         return self.unpatchify(self.final_layer(h, c))  # (N, C_out, H, W)

@@ -65,8 +65,9 @@ class TimestepEmbedder(nn.Module):
 class LabelEmbedder(nn.Module):
     """Class embedding table with one extra row, the null class (index `num_classes`), for guidance.
 
-    With `num_classes == 0` the model is unconditional and every label is the null class.
-    Label dropout replaces a label by the null class with probability `dropout_prob` in training.
+    With `num_classes == 0` the model is unconditional and every label is the null class. Label dropout
+    (training only) is not done here but by `drop_labels` in the training loop, on the whole global batch,
+    so a run gives the same labels on 1 or N processes; `dropout_prob` is kept for the config.
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
@@ -83,13 +84,21 @@ class LabelEmbedder(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
-    def forward(self, labels: Tensor, train: bool) -> Tensor:
+    def forward(self, labels: Tensor) -> Tensor:
         if self.num_classes == 0:
             labels = torch.full_like(labels, self.null_class)
-        elif train and self.dropout_prob > 0:
-            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
         return self.embedding_table(labels)  # (N, D)
+
+
+def drop_labels(labels: Tensor, prob: float, num_classes: int,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by the null class (`num_classes`) with probability `prob` (classifier-free
+    guidance training). One uniform draw per label, in order, from `generator` (default: the global CPU
+    RNG). Unconditional models (`num_classes == 0`) draw nothing."""
+    if num_classes == 0 or prob <= 0:
+        return labels
+    drop = torch.rand(labels.shape[0], generator=generator) < prob  # (N,) on CPU: device-independent draws
+    return torch.where(drop.to(labels.device), torch.full_like(labels, num_classes), labels)
 
 
 def _sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from .config import DiffusionConfig, ModelConfig, TrainConfig
 from .data import ImageDataset, load_dataset
 from .diffusion import GaussianDiffusion
 from .ema import make_ema, update_ema
+from .embeddings import drop_labels
 from .fixed_point import GRADIENT_MODES, draw_plan
 from .registry import build_model
 
@@ -245,7 +246,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         while step < train_cfg.steps:
             idx = batches.next()
             x0 = images[idx].to(device)  # (B, C, H, W)
-            y = labels[idx].to(device)
+            # label dropout for guidance, drawn from the global RNG on the whole batch
+            y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes).to(device)
             t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             x_t = diffusion.q_sample(x0, t, noise)
