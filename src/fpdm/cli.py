@@ -17,6 +17,7 @@ import torch
 from .budget import DEFAULT_RATIO, PROFILES
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import PRECISIONS, DiffusionConfig, TrainConfig
+from .distributed import World, init_world, local_device
 from .fixed_point import GRADIENT_MODES, SOLVERS
 from .registry import MODEL_NAMES, model_config
 from .sample import SAMPLERS
@@ -291,8 +292,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
                                         prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
+        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0
 
 
@@ -344,12 +346,15 @@ def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:
     return torch.arange(n) % n_cls
 
 
-def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, parts: Path | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
+def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, parts: Path | None = None,
+                  world: World | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int], dict] | None:
     """Sample every seed with the CLI's settings and `iters`: images, labels, seeds and a merged record.
 
     With `parts`, each finished batch is saved there atomically and batches already there are loaded
-    instead of sampled again, so an interrupted run resumes (seeded per sample: the result is the same)."""
+    instead of sampled again, so an interrupted run resumes (seeded per sample: the result is the same).
+    With `world` (torchrun), batch i is sampled by process i mod N and the first process gathers them from
+    `parts`; the others return None. The batches are the same whatever N, so are the samples."""
+    world = world or World()
     from .budget import plan_budget
     from .sample import SamplerSettings, parse_seeds, sample
 
@@ -379,10 +384,16 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, pa
     chunks, records = [], []
     starts = range(0, len(seeds), a.batch_size)
     if parts is not None:
-        _open_parts(parts, {"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False), "steps": steps,
-                            "iters": per_step, "settings": asdict(settings), "seeds": seeds,
-                            "labels": labels.tolist(), "batch_size": a.batch_size})
+        if world.is_main:
+            _open_parts(parts, {"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False), "steps": steps,
+                                "iters": per_step, "settings": asdict(settings), "seeds": seeds,
+                                "labels": labels.tolist(), "batch_size": a.batch_size})
+        world.barrier()
+    elif world.size > 1:
+        raise ValueError("sampling with several processes needs an output folder for the batches")
     for i, lo in enumerate(starts):
+        if i % world.size != world.rank:
+            continue
         shard = parts / f"{i:05d}.pt" if parts is not None else None
         done = _load_part(shard)
         if done is not None:
@@ -395,6 +406,14 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, pa
                 save_checkpoint(shard, {"x": x, "record": rec})
         chunks.append(x)
         records.append(rec)
+    if world.size > 1:
+        world.barrier()  # every batch is in `parts` now
+        if not world.is_main:
+            return None
+        loaded = [_load_part(parts / f"{i:05d}.pt") for i in range(len(starts))]
+        if any(v is None for v in loaded):
+            raise RuntimeError(f"a process did not leave its batches in {parts}")
+        chunks, records = [v[0] for v in loaded], [v[1] for v in loaded]
     record = dict(records[0])
     record.update(budget=a.budget, profile=a.profile, ratio=a.ratio, num_samples=len(seeds),
                   seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
@@ -434,6 +453,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .sample import load_model
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
+    world = init_world(a.device)  # several processes under torchrun: batches are shared out
+    a.device = local_device(a.device, world)
     model.to(a.device)
     parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}", a.iters and f"k{a.iters}",
              a.budget and a.steps and a.profile, a.reuse and "reuse", a.tol and f"tol{a.tol}",
@@ -443,7 +464,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
     parts = Path(f"{prefix}.parts")
     try:
-        x, labels, seeds, record = _run_sampling(a, model, diffusion, a.iters, parts=parts)
+        result = _run_sampling(a, model, diffusion, a.iters, parts=parts, world=world)
+        if result is None:  # another process writes the outputs
+            return 0
+        x, labels, seeds, record = result
     except KeyboardInterrupt:
         n = len(list(parts.glob("[0-9]*.pt")))
         print(f"fpdm sample: interrupted; {n} finished batch(es) kept in {parts}: run the same command "
@@ -652,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError, ImportError) as e:  # OSError: missing, unwritable, full
         print(f"fpdm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if torch.distributed.is_initialized():  # under torchrun
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

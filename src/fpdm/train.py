@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import signal
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import __version__
@@ -35,6 +37,7 @@ from .checkpoint import (
 from .config import DiffusionConfig, ModelConfig, TrainConfig
 from .data import ImageDataset, load_dataset
 from .diffusion import GaussianDiffusion
+from .distributed import init_world, local_device
 from .ema import make_ema, update_ema
 from .embeddings import drop_labels
 from .fixed_point import GRADIENT_MODES, draw_plan
@@ -179,7 +182,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     if dataset.num_classes > model_cfg.num_classes:
         raise ValueError(f"data has {dataset.num_classes} classes, the model only {model_cfg.num_classes}")
 
-    device = torch.device(train_cfg.device)
+    world = init_world(train_cfg.device)
+    local = world.shard(train_cfg.batch_size)  # this process's rows of every global batch
+    device = torch.device(local_device(train_cfg.device, world))
     torch.manual_seed(train_cfg.seed)  # label dropout draws from the global RNG
     model = build_model(model_cfg).to(device)
     ema = make_ema(model)
@@ -191,6 +196,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     is_fpdm = model_cfg.arch == "fpdm"
     if train_cfg.compile:
         compile_blocks(model)
+    # DDP averages gradients over processes; weights, EMA and checkpoints stay the plain model's
+    net = model if world.size == 1 else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
 
     step = 0
     if state is not None:
@@ -208,9 +216,12 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         set_generator_state(gen, state["generator"])
         batches.load_state_dict(state["batches"])
         restore_rng_state(state["rng"])
-        _truncate_log(out / LOG_NAME, step)
+        if world.is_main:
+            _truncate_log(out / LOG_NAME, step)
 
     def checkpoint() -> None:
+        if not world.is_main:
+            return
         save_checkpoint(ckpt_path, {
             "fpdm_version": __version__,
             "model_config": model_cfg.to_dict(),
@@ -228,9 +239,10 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         })
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # a checkpoint write that a crash cut short
-        stale.unlink()
-    if step >= train_cfg.steps:
+    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp") if world.is_main else ():
+        stale.unlink()  # a checkpoint write that a crash cut short
+    world.barrier()
+    if step >= train_cfg.steps and world.is_main:
         print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
               file=sys.stderr)
     model.train()
@@ -240,26 +252,27 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     t_interval = t_start
     steps_run = 0
     interrupted = False
-    bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}", disable=not progress,
-               dynamic_ncols=True)
-    with _stop_on_signal() as flag, open(out / LOG_NAME, "a") as log:
+    bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}",
+               disable=not (progress and world.is_main), dynamic_ncols=True)
+    log_path = out / LOG_NAME if world.is_main else Path(os.devnull)
+    with _stop_on_signal() as flag, open(log_path, "a") as log:
         while step < train_cfg.steps:
+            # every process draws the whole global batch (same generators), then keeps its rows
             idx = batches.next()
-            x0 = images[idx].to(device)  # (B, C, H, W)
-            # label dropout for guidance, drawn from the global RNG on the whole batch
-            y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes).to(device)
-            t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
+            y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
+            t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
+            noise = torch.randn(images[idx].shape, generator=gen)
+            x0, y, t, noise = (v[local].to(device) for v in (images[idx], y, t, noise))  # (B/N, ...)
             x_t = diffusion.q_sample(x0, t, noise)
             kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
             if is_fpdm:
                 plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad, gen)
                 kw["iters"] = plan
             with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
-                output = model(x_t, t, y, **kw)
+                output = net(x_t, t, y, **kw)
             terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
             loss = terms["loss"].mean()
-            if not torch.isfinite(loss):
+            if world.any(not torch.isfinite(loss)):  # every process stops at the same step
                 checkpoint()
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved to "
                                          f"{ckpt_path} — try a lower --lr or --grad-clip")
@@ -286,6 +299,11 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 acc["iters"] = acc.get("iters", 0.0) + plan.total
             n_acc += 1
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                if world.size > 1:
+                    acc = {k: world.all_mean(torch.as_tensor(v)) if k not in ("iters", "grad_norm") else v
+                           for k, v in acc.items()}
+                    if is_fpdm and len(set(world.all_gather_int(round(float(acc["iters"]))))) > 1:
+                        raise RuntimeError(f"processes drew different fixed-point plans by step {step}")
                 now = time.perf_counter()
                 rec = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()},
                        "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
@@ -294,9 +312,10 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
                 acc, n_acc, t_interval = {}, 0, now
             bar.update(1)
-            if flag["stop"] or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+            stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
+            if stop or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
-            if flag["stop"]:
+            if stop:
                 interrupted = True
                 break
     bar.close()
