@@ -156,7 +156,37 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    "consistency to the record (digits-shaped models)")
     p.add_argument("--adm-npz", action="store_true", help="also write <prefix>.adm.npz (arr_0, uint8 "
                    "N×H×W×3) for the ADM evaluation suite")
+    p.add_argument("--vae", default=None, help="decode latent samples through this AutoencoderKL folder "
+                   "(default: the VAE named by the training data's latent manifest, if any)")
     p.set_defaults(func=_cmd_sample)
+
+
+def _add_extract_latents(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract-latents", formatter_class=_Formatter, help="encode images with a VAE",
+                       description="Encode an image folder (ADM centre crop, RGB) with a local diffusers "
+                                   "AutoencoderKL into latent shards + manifest.json; train on them with "
+                                   "`fpdm train --data <out>`.")
+    p.add_argument("--data", required=True, help="image folder (class = sub-folder) (required)")
+    p.add_argument("--vae", required=True, help="local AutoencoderKL folder, e.g. the SD VAE (required)")
+    p.add_argument("--out", required=True, help="output folder for shards and manifest (required)")
+    p.add_argument("--image-size", type=int, default=256, help="centre-crop size in pixels")
+    p.add_argument("--flip", action="store_true", help="also encode each image's mirror image")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--shard-size", type=int, default=4096, help="latents per shard file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, …")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_extract_latents)
+
+
+def _cmd_extract_latents(a: argparse.Namespace) -> int:
+    from .latents import extract_latents
+
+    m = extract_latents(a.data, a.vae, a.out, a.image_size, flip=a.flip, batch_size=a.batch_size,
+                        shard_size=a.shard_size, seed=a.seed, device=a.device, progress=not a.no_progress)
+    print(f"wrote {m['num_samples']} latents of shape {m['latent_shape']} in {len(m['shards'])} shard(s) "
+          f"and {Path(a.out) / 'manifest.json'}")
+    return 0
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -422,6 +452,16 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, pa
     return torch.cat(chunks), labels, seeds, record
 
 
+def _training_vae(ckpt: dict) -> str | None:
+    """The VAE that encoded the model's training latents, when that folder is still where it was."""
+    from .latents import is_latent_folder, read_manifest
+
+    data = ckpt.get("train_config", {}).get("data")
+    if data and data != "digits" and is_latent_folder(data):
+        return read_manifest(data)["vae"]
+    return None
+
+
 def _open_parts(parts: Path, fingerprint: dict) -> None:
     """Create the resumable-sampling folder, or check that the one there is for these very settings."""
     spec = parts / "settings.json"
@@ -453,6 +493,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .sample import load_model
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
+    vae_path = a.vae or _training_vae(ckpt)
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
     model.to(a.device)
@@ -478,9 +519,15 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             shutil.rmtree(parts)  # nothing worth keeping
         raise
     png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
+    latents = None
+    if vae_path:
+        from .latents import decode, load_vae
+
+        latents, x = x, decode(load_vae(vae_path, a.device), x)  # (N, 3, H, W) in [-1, 1]
+        record["vae"] = vae_path
     save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
-    np.savez_compressed(npz, samples=x.numpy(),
-                        labels=labels.numpy(), seeds=np.array(seeds))
+    np.savez_compressed(npz, samples=x.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
+                        **({"latents": latents.numpy()} if latents is not None else {}))
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
                   png=str(png), npz=str(npz))
     if a.adm_npz:
@@ -648,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_features(sub)
     _add_reproduce(sub)
     _add_export(sub)
+    _add_extract_latents(sub)
     return p
 
 

@@ -138,6 +138,15 @@ def load_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if str(name_or_path) == "digits":
         return load_digits(split=split, image_size=image_size, channels=channels)
+    if (Path(name_or_path) / "manifest.json").exists():  # latents written by `fpdm extract-latents`
+        from .latents import load_latents
+
+        data = load_latents(name_or_path)
+        if (image_size, channels) != (None, None) and (image_size, channels) != (data.image_size,
+                                                                                  data.channels):
+            raise ValueError(f"latents in {name_or_path} are {data.channels}×{data.image_size}²; "
+                             f"--image-size/--channels cannot change them")
+        return data
     return load_image_folder(name_or_path, split=split, image_size=image_size, channels=channels)
 
 
