@@ -1,11 +1,14 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fpdm.cli import build_parser, main
+from fpdm.registry import model_config
 
 TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 
@@ -206,3 +209,31 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
     rc = main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "3", "--seeds", "0-1",
                "--no-progress", "--out", str(tmp_path / "s")])
     assert rc == 2 and "holds batches of an interrupted run with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_shipped_presets_are_valid(preset):
+    from fpdm.cli import _apply_preset, build_parser
+
+    a = build_parser().parse_args(["train"])
+    _apply_preset(a, str(preset))
+    cfg = model_config(a.model, input_size=32, in_channels=4, num_classes=1000)
+    assert cfg.hidden_size == 1152 and cfg.depth == 28 and a.batch_size == 512 and a.lr == 1e-4
+    assert a.ema_decay == 0.9999 and a.device == "cuda"
+    if cfg.arch == "fpdm":
+        assert (a.fp_mode, a.fp_max_no_grad, a.fp_max_with_grad) == ("sjfb", 10, 12)
+
+
+def test_preset_with_command_line_override(tmp_path, capsys):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"_comment": "tiny", "model": "DiT-T/2", "hidden_size": 32, "depth": 4,
+                                  "num_heads": 2, "batch_size": 8, "lr": 0.002, "steps": 3}))
+    assert main(["train", "--config", str(preset), "--steps", "2", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    state = torch.load(tmp_path / "r" / "ckpt.pt", weights_only=True)
+    assert state["model_config"]["arch"] == "dit" and state["model_config"]["hidden_size"] == 32
+    assert state["train_config"]["lr"] == 0.002 and state["step"] == 2  # --steps beat the preset's 3
+    preset.write_text(json.dumps({"learning_rate": 1}))
+    assert main(["train", "--config", str(preset), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown option 'learning_rate'" in capsys.readouterr().err

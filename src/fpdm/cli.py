@@ -52,6 +52,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description="Train a DiT or FPDM on the built-in digits or an image folder. "
                                    "Ctrl-C finishes the step, writes a checkpoint and stops; "
                                    "--resume continues.")
+    p.add_argument("--config", default=None, help="JSON preset of these options (e.g. configs/imagenet256-"
+                   "fpdm-xl2.json); options given on the command line win")
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default=_T["data"], help="'digits' (built in) or an image folder "
                    "(class = sub-folder, or unconditional when images lie directly in it)")
@@ -299,6 +301,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .data import load_dataset
     from .train import resume, train
 
+    if a.config:
+        _apply_preset(a, a.config)
     out = a.out or str(Path("runs") / f"{Path(a.data).name}-{a.model.replace('/', '').lower()}")
     if a.resume:  # everything but --steps/--device comes from the checkpoint
         _check_resume_flags(a, out)
@@ -326,6 +330,31 @@ def _cmd_train(a: argparse.Namespace) -> int:
         (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0
+
+
+def _apply_preset(a: argparse.Namespace, path: str) -> None:
+    """Fill the options not given on the command line from a JSON preset (keys = option names with
+    underscores; keys starting with '_' are comments)."""
+    try:
+        preset = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path} is not valid JSON ({e})") from None
+    if not isinstance(preset, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of option names and values")
+    defaults = vars(build_parser().parse_args(["train"]))
+    allowed = set(defaults) - {"config", "resume", "func", "command"}
+    for key, value in preset.items():
+        if key.startswith("_"):
+            continue
+        if key not in allowed:
+            raise ValueError(f"--config {path}: unknown option {key!r}; expected train options such as "
+                             "'model', 'batch_size', 'lr' (see fpdm train --help)")
+        default = defaults[key]
+        if default is not None and not isinstance(value, type(default)) and not (
+                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"--config {path}: {key} should be a {type(default).__name__}, got {value!r}")
+        if getattr(a, key) == default:  # not given on the command line
+            setattr(a, key, float(value) if isinstance(default, float) else value)
 
 
 # flags that describe a run: on --resume each given one must agree with the run's own setting
