@@ -21,8 +21,8 @@ from fpdm.registry import create_model
 from fpdm.sample import SamplerSettings, sample
 from fpdm.train import make_diffusion
 
-SETTINGS = {"tiny (digits)": dict(size="T/2", input_size=8, channels=1, classes=10, num=100, iters=(1, 2, 4)),
-            "S/2, 256 tokens": dict(size="S/2", input_size=32, channels=4, classes=1000, num=8,
+SETTINGS = {"tiny": dict(size="T/2", input_size=8, channels=1, classes=10, num=100, iters=(1, 2, 4)),
+            "S/2-256": dict(size="S/2", input_size=32, channels=4, classes=1000, num=8,
                                     iters=(1, 4, 10))}
 
 

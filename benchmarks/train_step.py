@@ -22,8 +22,8 @@ from fpdm.ema import make_ema, update_ema
 from fpdm.registry import create_model
 from fpdm.train import make_diffusion
 
-SETTINGS = {"tiny (digits)": dict(size="T/2", input_size=8, channels=1, classes=10, batch=64, N=3, M=3),
-            "S/2, 256 tokens": dict(size="S/2", input_size=32, channels=4, classes=1000, batch=8, N=10, M=12)}
+SETTINGS = {"tiny": dict(size="T/2", input_size=8, channels=1, classes=10, batch=64, N=3, M=3),
+            "S/2-256": dict(size="S/2", input_size=32, channels=4, classes=1000, batch=8, N=10, M=12)}
 
 
 def stepper(arch: str, s: dict[str, Any], steps: int, grad_checkpoint: bool = False):
