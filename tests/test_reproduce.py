@@ -24,8 +24,12 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
     assert all(c["blocks"] == c["settings"]["budget"] for c in out["cells"])  # exact budgets
     readme = (tmp_path / "README.md").read_text()
     for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5",
-                    "seed 0 vs 1", "(paired)", "dit-eqwall"):
+                    "seed 0 vs 1", "(paired)", "dit-eqwall", "− constant (paired)",
+                    "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)"):
         assert section in readme
+    increasing = next(line for line in readme.splitlines() if line.startswith("| 12 | increasing |"))
+    assert increasing.rstrip(" |").split("|")[-1].strip()[0] in "+-"  # a paired difference, not '–'
+
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}
     again = run("tiny", tmp_path, workers=1, log=lambda s: None)  # everything cached: nothing recomputed

@@ -402,20 +402,35 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
             diff = _paired(entries[0][2], rows) if entries[0][0] == "fpdm" and name != "fpdm" else "–"
             lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {diff} | {gflops:.3f} | {per:.2f} |")
     lines.append("")
-    for title, exp, keys in (("Training-seed repeat (seed 0 vs 1, DDPM)", "training_seeds",
-                              ("train", "budget", "iters")),
-                             ("Allocation profiles (Table 5)", "allocation", ("budget", "profile")),
-                             ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive",
-                              ("budget", "tol", "solver")),
-                             ("S-JFB training iterations (Table 3)", "table3", ("train", "budget", "iters")),
-                             ("JFB vs multi-step JFB vs S-JFB (Table 4)", "table4",
-                              ("train", "budget", "iters"))):
+    # Every other table with a paired column against its natural reference (same noise and labels)
+    alloc = _group(results, "allocation", ("budget", "profile"))
+    t4_sjfb = {k[0]: rows for k, rows in _group(results, "table4", ("train",)).items()}
+    seeds = _group(results, "training_seeds", ("train", "budget", "iters"))
+    seed0 = {"fpdm-seed1": "fpdm", "dit-seed1": "dit"}
+    keys_t3 = ("train", "budget", "iters")
+    sections = (
+        ("Training-seed repeat (seed 0 vs 1, DDPM)", "training_seeds", ("train", "budget", "iters"),
+         "the seed-0 model",
+         lambda key: next((rows for k, rows in seeds.items() if k[0] == seed0.get(key[0]) and k[1] == key[1]),
+                          None)),
+        ("Allocation profiles (Table 5)", "allocation", ("budget", "profile"), "constant",
+         lambda key: alloc.get((key[0], "constant"))),
+        ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive", ("budget", "tol", "solver"),
+         "constant allocation, plain iteration", lambda key: alloc.get((key[0], "constant"))),
+        ("S-JFB training iterations (Table 3)", "table3", ("train", "budget", "iters"), "S-JFB N = M = 3",
+         lambda key: next((rows for k, rows in _group(results, "table3", keys_t3).items()
+                           if k[0] == "sjfb-N3-M3"), None)),
+        ("JFB vs multi-step JFB vs S-JFB (Table 4)", "table4", ("train", "budget", "iters"),
+         "S-JFB at the same N", lambda key: t4_sjfb.get(("sjfb-" + key[0].split("-", 1)[1],))),
+    )
+    for title, exp, keys, ref_name, ref in sections:
         groups = _group(results, exp, keys)
-        lines += [f"## {title}", "", "| " + " | ".join(keys) + " | digits-FID | class consistency |",
-                  "|" + "---|" * (len(keys) + 2)]
+        lines += [f"## {title}", "", "| " + " | ".join(keys) + f" | digits-FID | class consistency | "
+                  f"− {ref_name} (paired) |", "|" + "---|" * (len(keys) + 3)]
         for key, rows in groups.items():
+            base = ref(key)
             lines.append("| " + " | ".join(str(v) for v in key) + f" | {_fmt(rows)} | "
-                         f"{_fmt(rows, 'class_consistency')} |")
+                         f"{_fmt(rows, 'class_consistency')} | {_paired(rows, base) if base else '–'} |")
         lines.append("")
     grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
     if grids:
