@@ -5,6 +5,7 @@ repeat, and reported as the ratio of medians."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -67,3 +68,14 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def parser(name: str, settings: dict[str, Any] | None = None, repeats: int = 5) -> argparse.ArgumentParser:
+    """The options every timing benchmark takes: --repeats, --threads, --json (and --settings)."""
+    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=repeats, help="interleaved repeats (median reported)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    if settings:
+        p.add_argument("--settings", default=",".join(settings), help="comma-separated settings")
+    p.add_argument("--json", default=None, help=f"output JSON (default: benchmarks/results/{name}.json)")
+    return p

@@ -14,12 +14,11 @@ process, 1 thread, so ratios are comparable even on a noisy machine.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import interleaved, median_ms, table, write_json
+from common import interleaved, median_ms, parser, table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpdm import solve
@@ -44,14 +43,11 @@ def flops(fn) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser("iteration", repeats=7)
     p.add_argument("--size", default="S/2", help="model size/patch")
     p.add_argument("--input-size", type=int, default=32, help="latent side (32 → 256 tokens at patch 2)")
     p.add_argument("--batch", type=int, default=8, help="batch size")
     p.add_argument("--iters", type=int, default=8, help="iterations per timed call")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
-    p.add_argument("--json", default=None, help="output JSON (default: benchmarks/results/iteration.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

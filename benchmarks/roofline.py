@@ -10,10 +10,8 @@ torch.utils.flop_counter divided by the median time. Below 50% the script profil
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from common import interleaved, median_ms, table, write_json
+from common import interleaved, median_ms, parser, table, write_json
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,15 +28,12 @@ def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser("roofline", repeats=7)
     p.add_argument("--width", type=int, default=384, help="hidden size (S: 384)")
     p.add_argument("--heads", type=int, default=6, help="attention heads (S: 6)")
     p.add_argument("--tokens", type=int, default=256, help="tokens per sample")
     p.add_argument("--batch", type=int, default=8, help="batch size")
-    p.add_argument("--repeats", type=int, default=7, help="timing repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
     p.add_argument("--profile", action="store_true", help="profile the block even above 50%% of peak")
-    p.add_argument("--json", default=None, help="output JSON (default: benchmarks/results/roofline.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

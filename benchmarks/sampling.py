@@ -8,11 +8,10 @@ on them. DDIM, no guidance, 1 thread, medians of interleaved repeats.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
-from common import interleaved, median_ms, table, write_json
+from common import interleaved, median_ms, parser, table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpdm import DiffusionConfig
@@ -48,12 +47,8 @@ def runner(arch: str, s: dict[str, Any], budget: int, iters: int | None):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser("sampling", SETTINGS, repeats=3)
     p.add_argument("--budget", type=int, default=120, help="blocks per sample (DiT-T: 20 steps, DiT-S: 10)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
-    p.add_argument("--json", default=None, help="output JSON (default: benchmarks/results/sampling.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     rows = []

@@ -10,12 +10,11 @@ Settings: the tiny digits size (T/2 on 8×8×1, batch 64, N = M = 3 as `fpdm tra
 
 from __future__ import annotations
 
-import argparse
 import math
 from typing import Any
 
 import torch
-from common import interleaved, median_ms, table, write_json
+from common import interleaved, median_ms, parser, table, write_json
 
 from fpdm import DiffusionConfig, draw_plan
 from fpdm.ema import make_ema, update_ema
@@ -58,12 +57,8 @@ def stepper(arch: str, s: dict[str, Any], steps: int, grad_checkpoint: bool = Fa
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser("train_step", SETTINGS, repeats=5)
     p.add_argument("--steps", type=int, default=5, help="training steps per timed call")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
-    p.add_argument("--json", default=None, help="output JSON (default: benchmarks/results/train_step.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
