@@ -27,8 +27,9 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
                     "seed 0 vs 1", "(paired)", "dit-eqwall", "− constant (paired)",
                     "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)"):
         assert section in readme
-    increasing = next(line for line in readme.splitlines() if line.startswith("| 12 | increasing |"))
-    assert increasing.rstrip(" |").split("|")[-1].strip()[0] in "+-"  # a paired difference, not '–'
+    for row in ("| 12 | increasing |", "| jfb-N2-M4 |", "| sjfb-N1-M1 |", "| fpdm-seed1 |"):
+        line = next(line for line in readme.splitlines() if line.startswith(row))
+        assert line.rstrip(" |").split("|")[-1].strip()[0] in "+-", line  # a paired difference, not '–'
 
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}

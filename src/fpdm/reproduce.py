@@ -421,7 +421,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
          lambda key: next((rows for k, rows in _group(results, "table3", keys_t3).items()
                            if k[0] == "sjfb-N3-M3"), None)),
         ("JFB vs multi-step JFB vs S-JFB (Table 4)", "table4", ("train", "budget", "iters"),
-         "S-JFB at the same N", lambda key: t4_sjfb.get(("sjfb-" + key[0].split("-", 1)[1],))),
+         "S-JFB at the same N", lambda key: t4_sjfb.get("sjfb-" + key[0].split("-", 1)[1])),
     )
     for title, exp, keys, ref_name, ref in sections:
         groups = _group(results, exp, keys)
