@@ -27,7 +27,7 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
                     "seed 0 vs 1", "(paired)", "dit-eqwall", "− constant (paired)",
                     "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)"):
         assert section in readme
-    for row in ("| 12 | increasing |", "| jfb-N2-M4 |", "| sjfb-N1-M1 |", "| fpdm-seed1 |"):
+    for row in ("| 12 | increasing |", "| jfb-N2-M4 | 12 |", "| sjfb-N1-M1 | 12 |", "| fpdm-seed1 | 12 |"):
         line = next(line for line in readme.splitlines() if line.startswith(row))
         assert line.rstrip(" |").split("|")[-1].strip()[0] in "+-", line  # a paired difference, not '–'
 
