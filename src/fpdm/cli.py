@@ -332,6 +332,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+def _train_defaults() -> dict:
+    """`fpdm train`'s option defaults, to tell options given on the command line from the rest."""
+    return vars(build_parser().parse_args(["train"]))
+
+
 def _apply_preset(a: argparse.Namespace, path: str) -> None:
     """Fill the options not given on the command line from a JSON preset (keys = option names with
     underscores; keys starting with '_' are comments)."""
@@ -341,7 +346,7 @@ def _apply_preset(a: argparse.Namespace, path: str) -> None:
         raise ValueError(f"--config {path} is not valid JSON ({e})") from None
     if not isinstance(preset, dict):
         raise ValueError(f"--config {path}: expected a JSON object of option names and values")
-    defaults = vars(build_parser().parse_args(["train"]))
+    defaults = _train_defaults()
     allowed = set(defaults) - {"config", "resume", "func", "command"}
     for key, value in preset.items():
         if key.startswith("_"):
@@ -368,12 +373,10 @@ _RESUME_MODEL_FLAGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_d
 def _check_resume_flags(a: argparse.Namespace, out: str) -> None:
     """--resume continues a run with its own settings; a flag given with another value is a mistake to
     report, not to ignore (only --steps and --device may change)."""
-    from .checkpoint import load_checkpoint
-
     ckpt_path = Path(out) / "ckpt.pt"
     if not ckpt_path.exists():
         return  # resume() names the missing checkpoint
-    defaults = vars(build_parser().parse_args(["train"]))
+    defaults = _train_defaults()
     state = load_checkpoint(ckpt_path)
     saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
     given = {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]}
@@ -440,7 +443,7 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, pa
                                reuse=a.reuse, tol=a.tol, solver=a.solver, anderson_window=a.anderson_window)
     seeds = parse_seeds(a.seeds)
     labels = _labels_for(a, cfg.num_classes, len(seeds))
-    chunks, records = [], []
+    done: dict[int, tuple[torch.Tensor, dict]] = {}  # this process's batches, by index
     starts = range(0, len(seeds), a.batch_size)
     if parts is not None:
         if world.is_main:
@@ -454,25 +457,26 @@ def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, pa
         if i % world.size != world.rank:
             continue
         shard = parts / f"{i:05d}.pt" if parts is not None else None
-        done = _load_part(shard)
-        if done is not None:
-            x, rec = done
+        kept = _load_part(shard)
+        if kept is not None:
+            x, rec = kept
         else:
             x, rec = sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
                             steps=steps, iters=per_step, settings=settings, device=a.device,
                             progress=not a.no_progress)
             if shard is not None:
                 save_checkpoint(shard, {"x": x, "record": rec})
-        chunks.append(x)
-        records.append(rec)
+        done[i] = (x, rec)
     if world.size > 1:
         world.barrier()  # every batch is in `parts` now
         if not world.is_main:
             return None
-        loaded = [_load_part(parts / f"{i:05d}.pt") for i in range(len(starts))]
-        if any(v is None for v in loaded):
+        for i in range(len(starts)):  # the other processes' batches
+            if i not in done and (part := _load_part(parts / f"{i:05d}.pt")) is not None:
+                done[i] = part
+        if len(done) != len(starts):
             raise RuntimeError(f"a process did not leave its batches in {parts}")
-        chunks, records = [v[0] for v in loaded], [v[1] for v in loaded]
+    chunks, records = [done[i][0] for i in range(len(starts))], [done[i][1] for i in range(len(starts))]
     record = dict(records[0])
     record.update(budget=a.budget, profile=a.profile, ratio=a.ratio, num_samples=len(seeds),
                   seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
@@ -526,10 +530,11 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
     model.to(a.device)
-    parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}", a.iters and f"k{a.iters}",
-             a.budget and a.steps and a.profile, a.reuse and "reuse", a.tol and f"tol{a.tol}",
-             a.solver != "picard" and a.solver, a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
-    tag = "-".join(str(v) for v in parts if v)
+    tag_parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}",
+                 a.iters and f"k{a.iters}", a.budget and a.steps and a.profile, a.reuse and "reuse",
+                 a.tol and f"tol{a.tol}", a.solver != "picard" and a.solver,
+                 a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
+    tag = "-".join(str(v) for v in tag_parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
     parts = Path(f"{prefix}.parts")

@@ -138,9 +138,9 @@ def load_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if str(name_or_path) == "digits":
         return load_digits(split=split, image_size=image_size, channels=channels)
-    if (Path(name_or_path) / "manifest.json").exists():  # latents written by `fpdm extract-latents`
-        from .latents import load_latents
+    from .latents import is_latent_folder, load_latents
 
+    if is_latent_folder(name_or_path):  # written by `fpdm extract-latents`
         data = load_latents(name_or_path)
         if (image_size, channels) != (None, None) and (image_size, channels) != (data.image_size,
                                                                                   data.channels):

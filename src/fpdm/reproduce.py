@@ -407,7 +407,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     t4_sjfb = {k[0]: rows for k, rows in _group(results, "table4", ("train",)).items()}
     seeds = _group(results, "training_seeds", ("train", "budget", "iters"))
     seed0 = {"fpdm-seed1": "fpdm", "dit-seed1": "dit"}
-    keys_t3 = ("train", "budget", "iters")
+    t3_ref = _group(results, "table3", ("train",)).get(("sjfb-N3-M3",))
     sections = (
         ("Training-seed repeat (seed 0 vs 1, DDPM)", "training_seeds", ("train", "budget", "iters"),
          "the seed-0 model",
@@ -418,8 +418,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
         ("Adaptive tolerance and Anderson (beyond the paper)", "adaptive", ("budget", "tol", "solver"),
          "constant allocation, plain iteration", lambda key: alloc.get((key[0], "constant"))),
         ("S-JFB training iterations (Table 3)", "table3", ("train", "budget", "iters"), "S-JFB N = M = 3",
-         lambda key: next((rows for k, rows in _group(results, "table3", keys_t3).items()
-                           if k[0] == "sjfb-N3-M3"), None)),
+         lambda key: t3_ref),
         ("JFB vs multi-step JFB vs S-JFB (Table 4)", "table4", ("train", "budget", "iters"),
          "S-JFB at the same N", lambda key: t4_sjfb.get("sjfb-" + key[0].split("-", 1)[1])),
     )
