@@ -238,3 +238,18 @@ def test_same_seed_same_curve_and_samples(tmp_path, arch):
     train(_cfg(tmp_path / "c", 5, seed=1), _model(arch), dataset=SUBSET, progress=False)
     other = [json.loads(line)["loss"] for line in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
     assert other != [r["loss"] for r in logs[0]]  # the seed matters, so the equality above is not vacuous
+
+
+def test_keep_every_keeps_the_checkpoints_of_a_shorter_run(tmp_path):
+    # the kept step-2 checkpoint of a 4-step run is the 2-step run's final one (a FID-vs-step curve needs it)
+    train(_cfg(tmp_path / "long", 4, keep_every=2), _model("FPDM"), dataset=SUBSET, progress=False)
+    train(_cfg(tmp_path / "short", 2), _model("FPDM"), dataset=SUBSET, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "long").glob("ckpt-*.pt"))
+    assert kept == ["ckpt-0000002.pt", "ckpt-0000004.pt"]
+    two = load_checkpoint(tmp_path / "long" / "ckpt-0000002.pt")
+    assert two["step"] == 2
+    _states_equal(two, load_checkpoint(tmp_path / "short" / "ckpt.pt"))
+    assert load_checkpoint(tmp_path / "long" / "ckpt-0000004.pt")["step"] == 4
+    assert not list((tmp_path / "short").glob("ckpt-*.pt"))  # off by default
+    with pytest.raises(ValueError, match="--keep-every"):
+        TrainConfig(keep_every=-1)

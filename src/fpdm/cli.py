@@ -96,6 +96,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=_T["seed"], help="seeds init, data order, noise, plans")
     g.add_argument("--log-every", type=int, default=_T["log_every"], help="steps per JSONL log record")
     g.add_argument("--ckpt-every", type=int, default=_T["ckpt_every"], help="steps between checkpoints")
+    g.add_argument("--keep-every", type=int, default=_T["keep_every"],
+                   help="also keep ckpt-<step>.pt every this many steps, for quality-vs-step curves (0: only "
+                        "the latest ckpt.pt)")
     g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
                    "--resume, the run's own)")
     g.add_argument("--grad-checkpoint", action="store_true", help="recompute activations of every block "
@@ -258,14 +261,22 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="explicit scale (default: full, or quick with --quick)")
     p.add_argument("--out", default="results", help="output and cache directory")
     p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
+    p.add_argument("--study", choices=("all", "digits", "ratio"), default="all",
+                   help="digits: the first study (DiT of depth 6, <out>/README.md); ratio: FPDM against DiTs "
+                        "of depth 28 and 12 (<out>/ratio/README.md); all: both")
+    p.add_argument("--device", default="cpu",
+                   help="where trainings and sampling run (e.g. cuda); the cache is keyed by settings only")
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import run
+    from . import reproduce, reproduce_ratio
 
     scale = a.scale or ("quick" if a.quick else "full")
-    run(scale, a.out, workers=a.workers)
+    if a.study in ("all", "digits"):
+        reproduce.run(scale, a.out, workers=a.workers, device=a.device)
+    if a.study in ("all", "ratio"):
+        reproduce_ratio.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
     return 0
 
 
@@ -321,7 +332,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
             weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
             ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
             fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every,
-            ckpt_every=a.ckpt_every, device=a.device or _T["device"], grad_checkpoint=a.grad_checkpoint,
+            ckpt_every=a.ckpt_every, keep_every=a.keep_every, device=a.device or _T["device"],
+            grad_checkpoint=a.grad_checkpoint,
             precision=a.precision, compile=a.compile)
         diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
                                         prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
@@ -365,7 +377,7 @@ def _apply_preset(a: argparse.Namespace, path: str) -> None:
 # flags that describe a run: on --resume each given one must agree with the run's own setting
 _RESUME_TRAIN_FLAGS = ("data", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay",
                        "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
-                       "grad_checkpoint", "precision", "compile")
+                       "keep_every", "grad_checkpoint", "precision", "compile")
 _RESUME_MODEL_FLAGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
                        "pre_post_timestep_conditioning", "class_dropout_prob")
 

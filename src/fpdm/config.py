@@ -93,6 +93,7 @@ class TrainConfig(_DictConfig):
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 500
+    keep_every: int = 0  # also keep ckpt-<step>.pt every this many steps (0: only the latest ckpt.pt)
     device: str = "cpu"
     grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
     precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)
@@ -112,6 +113,9 @@ class TrainConfig(_DictConfig):
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.keep_every < 0:
+            raise ValueError(f"--keep-every must be >= 0 (0 keeps only the latest checkpoint), got "
+                             f"{self.keep_every}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 

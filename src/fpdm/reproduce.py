@@ -84,12 +84,15 @@ class EvalSpec:
     tol: float | None = None
     solver: str = "picard"
     seed_block: int = 0
+    snapshot: int | None = None  # evaluate the training's kept checkpoint of this step, not its last one
     labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("labels")
         d["train"] = d["train"]["name"]
+        if d["snapshot"] is None:  # cells without it keep the cache keys they had before it existed
+            d.pop("snapshot")
         return d
 
 
@@ -161,24 +164,33 @@ def base_depth(spec: TrainSpec) -> int:
 # ------------------------------------------------------------------------------------------------ workers
 
 
-def _train_task(args: tuple[TrainSpec, Scale, int, str]) -> dict[str, Any]:
-    spec, scale, steps, root = args
+def _one_thread() -> None:
+    """One intra-op thread for torch and for numpy's BLAS: with two workers on two cores, a second BLAS
+    thread made a 128×128 eigh in the metrics 25× slower."""
     import torch
+    from threadpoolctl import threadpool_limits
 
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _train_task(args: tuple) -> dict[str, Any]:
+    spec, scale, steps, root, *rest = args  # (..., device) optionally
+    device = rest[0] if rest else "cpu"
     from .config import TrainConfig
     from .registry import model_config
     from .train import CHECKPOINT_NAME, resume, train
 
-    torch.set_num_threads(1)
+    _one_thread()
     out = Path(root) / "train" / spec.key(scale, steps)
     summary_path = out / "summary.json"
     if summary_path.exists():  # the name is a label: equal settings under two names share one training
         return json.loads(summary_path.read_text()) | {"name": spec.name}
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
                       warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
-                      ckpt_every=max(1, steps // 10), **dict(spec.train))
+                      ckpt_every=max(1, steps // 10), device=device, **dict(spec.train))
     if (out / CHECKPOINT_NAME).exists():
-        summary = resume(out, progress=False)
+        summary = resume(out, device=device, progress=False)
     else:
         mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
         summary = train(cfg, mc, progress=False)
@@ -188,26 +200,32 @@ def _train_task(args: tuple[TrainSpec, Scale, int, str]) -> dict[str, Any]:
     return summary
 
 
-def _eval_task(args: tuple[EvalSpec, Scale, str]) -> dict[str, Any]:
-    spec, scale, root = args
+def _eval_task(args: tuple) -> dict[str, Any]:
+    spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
+    device = rest[0] if rest else "cpu"
     import torch
 
     from .budget import plan_budget
     from .evaluate import digits_metrics
     from .sample import SamplerSettings, load_model, sample
 
-    torch.set_num_threads(1)
+    _one_thread()
     path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
     if path.exists():
         return json.loads(path.read_text())
-    ckpt = Path(root) / "train" / spec.train.key(scale, spec.train_steps) / "ckpt.pt"
+    from .train import CHECKPOINT_NAME, snapshot_path
+
+    folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
+    ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
     model, diffusion, _ = load_model(ckpt)
+    model.to(device)
     plan = plan_budget(model.config, spec.budget, iters=spec.iters, steps=spec.steps, profile=spec.profile)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = torch.arange(len(seeds)) % 10
     settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
     x, rec = sample(model, diffusion, labels, seeds, steps=plan.steps, iters=list(plan.iters) or None,
-                    settings=settings)
+                    settings=settings, device=device)
+    x = x.cpu()
     metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
     result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
               "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],
@@ -245,8 +263,70 @@ def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[st
         pool.join()
 
 
-def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print
-        ) -> dict[str, Any]:
+def _run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
+               workers: int, log: Callable[[str], None], device: str = "cpu"
+               ) -> tuple[list[dict], list[dict]]:
+    """Run the trainings (in the given order) and the cells on `workers` processes, each cell as soon as
+    its training has finished, so no worker waits at a barrier. Returns (summaries, results) in input order.
+    A cell whose training is not in `trains` must have been trained already."""
+    jobs: list[tuple[str, int, tuple]] = [("train", i, (spec, scale, n, str(root), device))
+                                          for i, (spec, n) in enumerate(trains)]
+    index = {t: i for i, t in enumerate(trains)}
+    waiting = list(enumerate(cells))
+    summaries: list[Any] = [None] * len(trains)
+    results: list[Any] = [None] * len(cells)
+
+    def ready() -> tuple[str, int, tuple] | None:
+        if jobs:
+            return jobs.pop(0)
+        for pos, (i, c) in enumerate(waiting):
+            t = index.get((c.train, c.train_steps))
+            if t is None or summaries[t] is not None:
+                del waiting[pos]
+                return ("eval", i, (c, scale, str(root), device))
+        return None
+
+    def finished(kind: str, i: int, res: dict) -> None:
+        if kind == "train":
+            if res.get("interrupted"):
+                raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
+            summaries[i] = res
+            log(f"trained {res['name']} ({sum(s is not None for s in summaries)}/{len(trains)})")
+        else:
+            results[i] = res
+            n = sum(r is not None for r in results)
+            if n % 20 == 0 or n == len(cells):
+                log(f"eval {n}/{len(cells)}")
+
+    fns = {"train": _train_task, "eval": _eval_task}
+    if workers <= 1:
+        while (job := ready()) is not None:
+            finished(job[0], job[1], fns[job[0]](job[2]))
+        return summaries, results
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        flight: list[tuple[Any, str, int]] = []
+        while True:
+            while len(flight) < workers and (job := ready()) is not None:
+                flight.append((pool.apply_async(fns[job[0]], (job[2],)), job[0], job[1]))
+            if not flight:
+                break
+            done = [f for f in flight if f[0].ready()]
+            if not done:
+                time.sleep(0.1)
+                continue
+            for f in done:
+                flight.remove(f)
+                finished(f[1], f[2], f[0].get())
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    return summaries, results
+
+
+def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print,
+        device: str = "cpu") -> dict[str, Any]:
     """Train what is missing, evaluate every cell, write `<root>/README.md` and plots; return the results."""
     scale = SCALES[scale_name]
     root = Path(root)
@@ -258,7 +338,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     # and DiT train first (their measured times are cached, so the step count is stable across re-runs);
     # the equal-wall-clock DiT then trains alongside everything else, keeping both workers busy.
     first = [t for t in trainings if t[0] in (FPDM, DIT)]
-    summaries = _run_parallel(_train_task, [(s, scale, n, str(root)) for s, n in first], workers,
+    summaries = _run_parallel(_train_task, [(s, scale, n, str(root), device) for s, n in first], workers,
                               lambda p: log(f"train FPDM and DiT {p}"))
     if any(s.get("interrupted") for s in summaries):
         raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
@@ -267,12 +347,12 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     eq_cells = [replace(c, train=DIT_EQ_WALL, train_steps=eq_steps) for c in cells
                 if c.experiment == "smoothing" and c.train == DIT and c.sampler == "ddpm"]
     rest = [(DIT_EQ_WALL, eq_steps)] + [t for t in trainings if t[0] not in (FPDM, DIT)]
-    summaries += _run_parallel(_train_task, [(s, scale, n, str(root)) for s, n in rest], workers,
+    summaries += _run_parallel(_train_task, [(s, scale, n, str(root), device) for s, n in rest], workers,
                                lambda p: log(f"train the rest (equal wall-clock DiT: {eq_steps} steps) {p}"))
     if any(s.get("interrupted") for s in summaries):
         raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
     cells = cells + eq_cells
-    results = _run_parallel(_eval_task, [(c, scale, str(root)) for c in cells], workers,
+    results = _run_parallel(_eval_task, [(c, scale, str(root), device) for c in cells], workers,
                             lambda p: log(f"eval {p}") if int(p.split("/")[0]) % 20 == 0 or
                             p == f"{len(cells)}/{len(cells)}" else None)
     report = write_report(root, scale_name, scale, summaries, results, time.perf_counter() - t0)

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from . import __version__
 from .blocks import compile_blocks
 from .checkpoint import (
+    atomic_write,
     capture_rng_state,
     generator_state,
     load_checkpoint,
@@ -45,6 +47,15 @@ from .registry import build_model
 
 CHECKPOINT_NAME = "ckpt.pt"
 LOG_NAME = "log.jsonl"
+
+
+def _write_bytes(data: bytes, f: IO[bytes]) -> None:
+    f.write(data)
+
+
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where `keep_every` keeps the checkpoint of `step` (beside the latest `ckpt.pt`)."""
+    return Path(out_dir) / f"ckpt-{step:07d}.pt"
 
 
 class BatchStream:
@@ -313,8 +324,11 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 acc, n_acc, t_interval = {}, 0, now
             bar.update(1)
             stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
-            if stop or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+            keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
+            if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
+            if keep and world.is_main:  # numbered copies for quality-vs-step curves
+                atomic_write(snapshot_path(out, step), partial(_write_bytes, ckpt_path.read_bytes()))
             if stop:
                 interrupted = True
                 break
