@@ -58,6 +58,10 @@ def test_allocation_examples_and_errors():
     assert allocate(13, 5) == [3, 2, 3, 2, 3]
     assert allocate(40, 8, "increasing") == [3, 4, 4, 5, 5, 6, 6, 7]
     assert allocate(40, 8, "released") == allocate(40, 8, "decreasing", 3.0)[::1] == [7, 6, 6, 5, 5, 4, 4, 3]
+    # a tie: 3 extra iterations on weights 1, 2, 3 are targets 0.5, 1, 1.5; floors 0, 1, 1 leave one
+    # iteration for two equal remainders (0.5), and it goes to the larger weight, keeping the ramp monotone
+    assert allocate(6, 3, "increasing") == [1, 2, 3]
+    assert allocate(6, 3, "decreasing") == [3, 2, 1]
     with pytest.raises(BudgetError, match="at least one"):
         allocate(3, 4)
     with pytest.raises(ValueError, match="profile"):

@@ -159,3 +159,44 @@ def test_iterations_never_sync_with_the_host(monkeypatch):
         model(x, t, y, iters=5)
     monkeypatch.undo()
     assert stats.evals == 4 and len(stats.residual_values()) == 4
+
+
+def _counting(f):
+    calls = []
+
+    def g(z):
+        calls.append(1)
+        return f(z)
+    return g, calls
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson"])
+@pytest.mark.parametrize("tol", [None, 1e-3])
+def test_solvers_evaluate_f_exactly_as_often_as_they_record(solver, tol):
+    # the budget counts recorded evaluations: an unrecorded call of f would be compute the budget hides
+    for max_evals in (1, 2, 5, 9):
+        f, calls = _counting(_contraction(2))
+        stats = SolveStats()
+        make_solver(solver, max_evals, tol, stats)(f, torch.zeros(3, 6))
+        assert len(calls) == stats.evals == len(stats.residuals) <= max_evals
+        if tol is None:
+            assert stats.evals == max_evals
+
+
+def test_anderson_solves_a_linear_map_exactly():
+    # Anderson type II with a window beyond the dimension is GMRES on z = Az + b: exact after d + 1 steps,
+    # where plain iteration is still far off. Oracle: z* = (I - A)^-1 b.
+    g = torch.Generator().manual_seed(0)
+    d = 4
+    a = 0.9 * torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]  # slow contraction
+    b = torch.randn(2, d, generator=g, dtype=torch.float64)
+    z_star = torch.linalg.solve(torch.eye(d, dtype=torch.float64) - a, b.T).T
+
+    def f(z):
+        return z @ a.T + b
+
+    z0 = torch.zeros(2, d, dtype=torch.float64)
+    z = anderson(f, z0, d + 2, None, SolveStats(), window=d + 2, lam=1e-12)
+    torch.testing.assert_close(z, z_star, atol=1e-8, rtol=0)
+    far = picard(f, torch.zeros(2, d, dtype=torch.float64), d + 2)
+    assert (far - z_star).abs().max() > 0.1

@@ -40,13 +40,15 @@ def test_no_grad_iterations_cost_no_memory():
     model = build_model(ModelConfig(arch="fpdm", input_size=8, patch_size=2, in_channels=1, hidden_size=32,
                                     depth=6, num_heads=4, num_classes=10)).train()
     x, t, y = torch.randn(4, 1, 8, 8), torch.randint(0, 1000, (4,)), torch.randint(0, 10, (4,))
-    held = {}
+    held, peak = {}, {}
     for n in (0, 5, 10):
         with MemoryMeter() as meter:
             out = model(x, t, y, iters=IterationPlan(n, 2))
-            held[n] = meter.current
+            held[n], peak[n] = meter.current, meter.peak
         del out
     assert held[0] == held[5] == held[10] > 0
+    # not even transiently: a graph built and then dropped (iterate with grad, then detach) raises the peak
+    assert peak[0] == peak[5] == peak[10]
 
 
 @pytest.mark.parametrize("ema", [True, False])

@@ -82,3 +82,34 @@ def test_precision_recall_blocks_do_not_change_the_result(monkeypatch):
     whole = precision_recall(a, b)
     monkeypatch.setattr(m, "_row_chunks", lambda n_cols, max_elems=0: 3)  # many 3-row blocks
     assert precision_recall(a, b) == whole and 0 < whole[0] < 1
+
+
+def _spd(d, seed):
+    a = np.random.default_rng(seed).normal(size=(d, 2 * d))
+    return a @ a.T / (2 * d)
+
+
+def test_frechet_against_scipy_sqrtm_on_non_commuting_covariances():
+    from scipy.linalg import sqrtm
+
+    s1, s2 = _spd(16, 5), _spd(16, 6)
+    assert np.abs(s1 @ s2 - (s1 @ s2).T).max() > 0.1  # S1 S2 not symmetric: the matrices do not commute
+    m1, m2 = np.random.default_rng(7).normal(size=(2, 16))
+    want = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2)).real
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(want, rel=1e-9)
+
+
+def test_kid_equals_the_unbiased_mmd_written_out():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(25, 5)), rng.normal(loc=0.3, size=(25, 5))
+
+    def k(u, v):  # cubic polynomial kernel
+        return (u @ v / 5 + 1) ** 3
+
+    n = len(x)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / (n * n)
+    # subsets as large as the sets are permutations of them, and MMD ignores the order
+    mean, std = kid(x, y, subset_size=25, subsets=3)
+    assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == pytest.approx(0, abs=1e-12)
