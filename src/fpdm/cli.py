@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
 import torch
 
 from .budget import DEFAULT_RATIO, PROFILES
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import PRECISIONS, DiffusionConfig, TrainConfig
 from .distributed import World, init_world, local_device
 from .fixed_point import GRADIENT_MODES, SOLVERS
@@ -350,195 +347,57 @@ def _train_defaults() -> dict:
 
 
 def _apply_preset(a: argparse.Namespace, path: str) -> None:
-    """Fill the options not given on the command line from a JSON preset (keys = option names with
-    underscores; keys starting with '_' are comments)."""
-    try:
-        preset = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path} is not valid JSON ({e})") from None
-    if not isinstance(preset, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of option names and values")
+    """Fill the options not given on the command line from a JSON preset."""
+    from .config import read_preset
+
     defaults = _train_defaults()
-    allowed = set(defaults) - {"config", "resume", "func", "command"}
-    for key, value in preset.items():
-        if key.startswith("_"):
-            continue
-        if key not in allowed:
-            raise ValueError(f"--config {path}: unknown option {key!r}; expected train options such as "
-                             "'model', 'batch_size', 'lr' (see fpdm train --help)")
-        default = defaults[key]
-        if default is not None and not isinstance(value, type(default)) and not (
-                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
-            raise ValueError(f"--config {path}: {key} should be a {type(default).__name__}, got {value!r}")
-        if getattr(a, key) == default:  # not given on the command line
-            setattr(a, key, float(value) if isinstance(default, float) else value)
-
-
-# flags that describe a run: on --resume each given one must agree with the run's own setting
-_RESUME_TRAIN_FLAGS = ("data", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay",
-                       "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
-                       "keep_every", "grad_checkpoint", "precision", "compile")
-_RESUME_MODEL_FLAGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
-                       "pre_post_timestep_conditioning", "class_dropout_prob")
+    allowed = {k: v for k, v in defaults.items() if k not in ("config", "resume", "func", "command")}
+    for key, value in read_preset(path, allowed).items():
+        if getattr(a, key) == defaults[key]:  # not given on the command line
+            setattr(a, key, value)
 
 
 def _check_resume_flags(a: argparse.Namespace, out: str) -> None:
-    """--resume continues a run with its own settings; a flag given with another value is a mistake to
-    report, not to ignore (only --steps and --device may change)."""
-    ckpt_path = Path(out) / "ckpt.pt"
-    if not ckpt_path.exists():
-        return  # resume() names the missing checkpoint
+    """--resume continues a run with its own settings: a flag given with another value is an error."""
+    from .train import check_resume_settings
+
     defaults = _train_defaults()
-    state = load_checkpoint(ckpt_path)
-    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
-    given = {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]}
-    if "model" in given:
-        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
-                                               if k in given})
-        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
-        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
-        if mine != theirs:
-            raise ValueError(f"--model {given['model']} disagrees with the run in {out} "
-                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
-                             "--resume continues a run with its own settings "
-                             "(only --steps and --device may change)")
-    checks = [(f, saved_t) for f in _RESUME_TRAIN_FLAGS] + [(f, saved_m) for f in _RESUME_MODEL_FLAGS]
-    for flag, saved in checks:
-        if flag in given and flag in saved and given[flag] != saved[flag]:
-            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out} "
-                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
-                             "(only --steps and --device may change)")
+    check_resume_settings(out, {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]})
 
 
-def _labels_for(a: argparse.Namespace, n_cls: int, n: int) -> torch.Tensor:
-    if a.label is not None and not 0 <= a.label < max(n_cls, 1):
-        raise ValueError(f"--label {a.label} is out of range: the model has {n_cls} classes")
-    if n_cls == 0:
-        return torch.zeros(n, dtype=torch.long)
-    if a.label is not None:
-        return torch.full((n,), a.label, dtype=torch.long)
-    return torch.arange(n) % n_cls
+def _sampler_settings(a: argparse.Namespace):
+    from .sample import SamplerSettings
+
+    return SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
+                           reuse=a.reuse, tol=a.tol, solver=a.solver, anderson_window=a.anderson_window)
 
 
-def _run_sampling(a: argparse.Namespace, model, diffusion, iters: int | None, parts: Path | None = None,
-                  world: World | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int], dict] | None:
-    """Sample every seed with the CLI's settings and `iters`: images, labels, seeds and a merged record.
-
-    With `parts`, each finished batch is saved there atomically and batches already there are loaded
-    instead of sampled again, so an interrupted run resumes (seeded per sample: the result is the same).
-    With `world` (torchrun), batch i is sampled by process i mod N and the first process gathers them from
-    `parts`; the others return None. The batches are the same whatever N, so are the samples."""
-    world = world or World()
-    from .budget import plan_budget
-    from .sample import SamplerSettings, parse_seeds, sample
+def _sample_seeds(a: argparse.Namespace, model, diffusion, iters: int | None, parts: Path | None = None,
+                  world: World | None = None):
+    """`sample_seeds` with the command line's sampling options."""
+    from .sample import parse_seeds
+    from .sample_many import class_labels, resolve_steps, sample_seeds
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
-    if iters is not None and iters < 0:
-        raise ValueError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
-    cfg = model.config
-    steps_spec = a.steps if a.steps is not None else (None if a.budget is not None else "50")
-    if a.budget is not None:
-        if steps_spec is not None and not str(steps_spec).isdigit():
-            raise ValueError(f"--steps {steps_spec!r}: with --budget give a plain number of steps")
-        plan = plan_budget(cfg, a.budget, iters=iters, steps=int(steps_spec) if steps_spec else None,
-                           profile=a.profile, ratio=a.ratio)
-        steps, per_step = plan.steps, (list(plan.iters) or None)
-    else:
-        steps = int(steps_spec) if str(steps_spec).isdigit() else steps_spec
-        if steps == 0:
-            raise ValueError("--steps must be >= 1, got 0")
-        per_step = iters
-    if cfg.arch == "dit" and iters is not None:
-        raise ValueError("--iters applies to FPDM checkpoints only")
-    settings = SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
-                               reuse=a.reuse, tol=a.tol, solver=a.solver, anderson_window=a.anderson_window)
+    resolve_steps(model, a.budget, a.steps, iters, a.profile, a.ratio)  # its errors first, as always
+    settings = _sampler_settings(a)
     seeds = parse_seeds(a.seeds)
-    labels = _labels_for(a, cfg.num_classes, len(seeds))
-    done: dict[int, tuple[torch.Tensor, dict]] = {}  # this process's batches, by index
-    starts = range(0, len(seeds), a.batch_size)
-    if parts is not None:
-        if world.is_main:
-            _open_parts(parts, {"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False), "steps": steps,
-                                "iters": per_step, "settings": asdict(settings), "seeds": seeds,
-                                "labels": labels.tolist(), "batch_size": a.batch_size})
-        world.barrier()
-    elif world.size > 1:
-        raise ValueError("sampling with several processes needs an output folder for the batches")
-    for i, lo in enumerate(starts):
-        if i % world.size != world.rank:
-            continue
-        shard = parts / f"{i:05d}.pt" if parts is not None else None
-        kept = _load_part(shard)
-        if kept is not None:
-            x, rec = kept
-        else:
-            x, rec = sample(model, diffusion, labels[lo:lo + a.batch_size], seeds[lo:lo + a.batch_size],
-                            steps=steps, iters=per_step, settings=settings, device=a.device,
-                            progress=not a.no_progress)
-            if shard is not None:
-                save_checkpoint(shard, {"x": x, "record": rec})
-        done[i] = (x, rec)
-    if world.size > 1:
-        world.barrier()  # every batch is in `parts` now
-        if not world.is_main:
-            return None
-        for i in range(len(starts)):  # the other processes' batches
-            if i not in done and (part := _load_part(parts / f"{i:05d}.pt")) is not None:
-                done[i] = part
-        if len(done) != len(starts):
-            raise RuntimeError(f"a process did not leave its batches in {parts}")
-    chunks, records = [done[i][0] for i in range(len(starts))], [done[i][1] for i in range(len(starts))]
-    record = dict(records[0])
-    record.update(budget=a.budget, profile=a.profile, ratio=a.ratio, num_samples=len(seeds),
-                  seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
-                  blocks_counted_per_batch=[r["blocks_counted"] for r in records],
-                  iters_run_per_batch=[r["iters_run"] for r in records])
-    return torch.cat(chunks), labels, seeds, record
-
-
-def _training_vae(ckpt: dict) -> str | None:
-    """The VAE that encoded the model's training latents, when that folder is still where it was."""
-    from .latents import is_latent_folder, read_manifest
-
-    data = ckpt.get("train_config", {}).get("data")
-    if data and data != "digits" and is_latent_folder(data):
-        return read_manifest(data)["vae"]
-    return None
-
-
-def _open_parts(parts: Path, fingerprint: dict) -> None:
-    """Create the resumable-sampling folder, or check that the one there is for these very settings."""
-    spec = parts / "settings.json"
-    text = json.dumps(fingerprint, sort_keys=True)
-    if spec.exists():
-        if spec.read_text() != text:
-            raise ValueError(f"{parts} holds batches of an interrupted run with other settings; delete it or "
-                             "choose another --out")
-        n = len(list(parts.glob("[0-9]*.pt")))
-        print(f"resuming: {n} finished batch(es) in {parts}", file=sys.stderr)
-        return
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write(spec, lambda f: f.write(text.encode()))
-
-
-def _load_part(shard: Path | None) -> tuple[torch.Tensor, dict] | None:
-    """A finished batch, or None (not there, or unreadable: it is sampled again and rewritten)."""
-    if shard is None or not shard.exists():
-        return None
-    try:
-        state = load_checkpoint(shard)
-        return state["x"], state["record"]
-    except (ValueError, KeyError):
-        return None
+    labels = class_labels(model.config.num_classes, len(seeds), a.label)
+    return sample_seeds(model, diffusion, seeds, labels=labels, budget=a.budget, steps=a.steps, iters=iters,
+                        profile=a.profile, ratio=a.ratio, settings=settings, batch_size=a.batch_size,
+                        device=a.device, parts=parts, world=world, progress=not a.no_progress,
+                        identity={"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False)})
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from .images import save_image_grid
+    from .evaluate import digits_eval
+    from .latents import training_vae
     from .sample import load_model
+    from .sample_many import count_parts, discard_empty_parts, parts_folder, remove_parts, write_samples
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
-    vae_path = a.vae or _training_vae(ckpt)
+    vae_path = a.vae or training_vae(ckpt)
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
     model.to(a.device)
@@ -549,45 +408,40 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     tag = "-".join(str(v) for v in tag_parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
-    parts = Path(f"{prefix}.parts")
+    parts = parts_folder(prefix)
     try:
-        result = _run_sampling(a, model, diffusion, a.iters, parts=parts, world=world)
-        if result is None:  # another process writes the outputs
+        run = _sample_seeds(a, model, diffusion, a.iters, parts=parts, world=world)
+        if run is None:  # another process writes the outputs
             return 0
-        x, labels, seeds, record = result
     except KeyboardInterrupt:
-        n = len(list(parts.glob("[0-9]*.pt")))
-        print(f"fpdm sample: interrupted; {n} finished batch(es) kept in {parts}: run the same command "
-              "again to resume", file=sys.stderr)
+        print(f"fpdm sample: interrupted; {count_parts(parts)} finished batch(es) kept in {parts}: run the "
+              "same command again to resume", file=sys.stderr)
         return 130
     except BaseException:
-        if parts.exists() and not any(parts.glob("[0-9]*.pt")):
-            shutil.rmtree(parts)  # nothing worth keeping
+        discard_empty_parts(parts)
         raise
-    png, npz, rec_path = (Path(f"{prefix}{ext}") for ext in (".png", ".npz", ".json"))  # keeps "tol0.1"
+    x, record = run.samples, run.record
     latents = None
     if vae_path:
         from .latents import decode, load_vae
 
         latents, x = x, decode(load_vae(vae_path, a.device), x)  # (N, 3, H, W) in [-1, 1]
         record["vae"] = vae_path
-    save_image_grid(x, png, nrow=a.nrow, upscale=a.upscale)
-    np.savez_compressed(npz, samples=x.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
-                        **({"latents": latents.numpy()} if latents is not None else {}))
-    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema,
-                  png=str(png), npz=str(npz))
+    png, npz = write_samples(prefix, x, run.labels, run.seeds, latents=latents, nrow=a.nrow,
+                             upscale=a.upscale)
+    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema, png=str(png), npz=str(npz))
     if a.adm_npz:
         from .inception import export_adm_npz
 
         record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
     if a.eval:
-        metrics = _digits_eval(x, labels, model.config)
+        metrics = digits_eval(x, run.labels, model.config)
         if not metrics:
             raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
                              "digits; use `fpdm eval --inception-weights` on the .npz")
         record["eval"] = metrics
-    rec_path.write_text(json.dumps(record, indent=1) + "\n")
-    shutil.rmtree(parts)  # everything is in the .npz now
+    Path(f"{prefix}.json").write_text(json.dumps(record, indent=1) + "\n")
+    remove_parts(parts)  # everything is in the .npz now
     keys = ("arch", "budget", "steps", "iters_run", "blocks_counted", "flops_per_sample", "wall_s", "png",
             "eval")
     print(json.dumps({k: record[k] for k in keys if k in record}))
@@ -606,21 +460,9 @@ def _writable_folder(folder: Path, flag: str) -> None:
             return
 
 
-def _digits_eval(x: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
-    """Digits metrics for digits-shaped models (8×8, 1 channel); {} for anything else."""
-    if (cfg.input_size, cfg.in_channels) != (8, 1):
-        return {}
-    from .evaluate import digits_metrics
-
-    m = digits_metrics(x, labels if cfg.num_classes == 10 else None)
-    return {k: m[k] for k in ("digits_fid", "digits_fid_se", "kid", "kid_std", "precision", "recall",
-                              "class_consistency") if k in m}
-
-
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from .images import save_image_grid
     from .sample import load_model
-    from .sweep import write_table
+    from .sweep import run_sweep
 
     if a.budget is None:
         raise ValueError("fpdm sweep needs --budget")
@@ -630,26 +472,18 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema)
     model.to(a.device)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / f"budget{a.budget}"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     ks = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
-    rows = []
-    for k in ks:
-        try:
-            x, labels, _, rec = _run_sampling(a, model, diffusion, k)
-        except ValueError as e:
-            print(f"k={k}: skipped: {e}", file=sys.stderr)
-            continue
-        save_image_grid(x, f"{prefix}-k{k}.png", nrow=10, upscale=4)
-        np.savez_compressed(f"{prefix}-k{k}.npz", samples=x.numpy(), labels=labels.numpy())
-        metric = _digits_eval(x, labels, model.config)
-        rows.append({"iters": k, "steps": rec["steps"], "blocks_counted": rec["blocks_counted"],
-                     "flops_per_sample": rec["flops_per_sample"], "wall_s": rec["wall_s"], **metric})
-        print(json.dumps(rows[-1]))
+
+    def skipped(k: int | None, e: ValueError) -> None:
+        print(f"k={k}: skipped: {e}", file=sys.stderr)
+
+    rows = run_sweep(lambda k: _sample_seeds(a, model, diffusion, k), ks, prefix, model.config,
+                     {"ckpt": a.ckpt, "budget": a.budget, "sampler": a.sampler, "seeds": a.seeds,
+                      "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale},
+                     on_row=lambda row: print(json.dumps(row)), on_skip=skipped)
     if not rows:
         raise ValueError(f"no k in --iters-list {a.iters_list} spends budget {a.budget} exactly; see "
                          f"`fpdm budget-table --ckpt {a.ckpt} --budget {a.budget}`")
-    write_table(rows, prefix, {"ckpt": a.ckpt, "budget": a.budget, "sampler": a.sampler, "seeds": a.seeds,
-                               "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale})
     print(Path(f"{prefix}.md").read_text())
     return 0
 
@@ -677,7 +511,7 @@ def _cmd_budget_table(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .evaluate import as_digits, digits_metrics, load_samples
+    from .evaluate import as_digits, digits_metrics, load_samples, sampler_record
 
     out = Path(a.out) if a.out else Path(f"{Path(a.samples)}.eval.json")
     if a.inception_weights:
@@ -691,11 +525,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         x, labels = load_samples(a.samples)
         result = digits_metrics(as_digits(x), labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
         result["samples"] = a.samples
-        sidecar = Path(str(a.samples).removesuffix(".npz") + ".json")  # the sampler's record, if any
-        if sidecar.exists():
-            rec = json.loads(sidecar.read_text())
-            result["sampler"] = {k: rec.get(k) for k in ("ckpt", "budget", "steps", "iters_run", "settings",
-                                                          "seeds") if k in rec}
+        sampler = sampler_record(a.samples)
+        if sampler is not None:
+            result["sampler"] = sampler
     out.write_text(json.dumps(result, indent=1) + "\n")
     for k, v in result.items():
         if isinstance(v, float):

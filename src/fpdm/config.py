@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 ARCHS = ("dit", "fpdm")
@@ -119,3 +121,27 @@ class TrainConfig(_DictConfig):
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 
+
+def read_preset(path: str | Path, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A JSON preset of options (`fpdm train --config`): option names with underscores as keys, keys
+    starting with '_' are comments. Each value is checked against the type of `defaults[key]` (ints are
+    accepted for floats and converted); an unknown key or a wrong type is a ValueError naming the file."""
+    try:
+        preset = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path} is not valid JSON ({e})") from None
+    if not isinstance(preset, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of option names and values")
+    out = {}
+    for key, value in preset.items():
+        if key.startswith("_"):
+            continue
+        if key not in defaults:
+            raise ValueError(f"--config {path}: unknown option {key!r}; expected train options such as "
+                             "'model', 'batch_size', 'lr' (see fpdm train --help)")
+        default = defaults[key]
+        if default is not None and not isinstance(value, type(default)) and not (
+                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"--config {path}: {key} should be a {type(default).__name__}, got {value!r}")
+        out[key] = float(value) if isinstance(default, float) else value
+    return out

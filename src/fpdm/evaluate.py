@@ -6,6 +6,7 @@ so a number is never separated from what it means."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import ModelConfig
 from .data import load_dataset
 from .digits_features import WEIGHTS, digits_features, reference_features
 from .metrics import bootstrap_fid, frechet_distance, gaussian_stats, kid, precision_recall
@@ -55,6 +57,24 @@ def digits_metrics(samples: Tensor, labels: Tensor | None = None, *, reference: 
     return out
 
 
+def digits_eval(x: Tensor, labels: Tensor, cfg: ModelConfig) -> dict[str, Any]:
+    """Digits metrics of samples from a digits-shaped model (8×8, 1 channel); {} for any other model."""
+    if (cfg.input_size, cfg.in_channels) != (8, 1):
+        return {}
+    m = digits_metrics(x, labels if cfg.num_classes == 10 else None)
+    return {k: m[k] for k in ("digits_fid", "digits_fid_se", "kid", "kid_std", "precision", "recall",
+                              "class_consistency") if k in m}
+
+
+def sampler_record(samples: str | Path) -> dict[str, Any] | None:
+    """The settings from the record `fpdm sample` wrote beside a samples .npz, if there is one."""
+    sidecar = Path(str(samples).removesuffix(".npz") + ".json")
+    if not sidecar.exists():
+        return None
+    rec = json.loads(sidecar.read_text())
+    return {k: rec.get(k) for k in ("ckpt", "budget", "steps", "iters_run", "settings", "seeds") if k in rec}
+
+
 def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
     """Samples (N, C, H, W) float in [-1, 1] and labels (or None) from a `.npz` written by `fpdm sample`
     (`samples`, `labels`), an ADM-style `.npz` (`arr_0`, uint8 N×H×W×C), or a folder of images."""
@@ -62,7 +82,7 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
     if not p.exists():
         raise FileNotFoundError(f"no samples at {p}")
     if p.is_dir():
-        from .data import load_image_folder
+        from .image_folder import load_image_folder
 
         ds = load_image_folder(p)
         return ds.images, None

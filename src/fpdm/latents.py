@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
-from .data import ImageDataset, _open_image, _scan_folder, _to_mode, _to_tensor, center_crop_resize
+from .image_folder import ImageDataset, _open_image, _scan_folder, _to_mode, _to_tensor, center_crop_resize
 
 MANIFEST = "manifest.json"
 FORMAT = "fpdm-latents/1"
@@ -119,6 +119,15 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def training_vae(ckpt: dict[str, Any]) -> str | None:
+    """The VAE that encoded a checkpoint's training latents, when that latent folder is still where it
+    was (sampling decodes through it); None for pixel-space training data."""
+    data = ckpt.get("train_config", {}).get("data")
+    if data and data != "digits" and is_latent_folder(data):
+        return read_manifest(data)["vae"]
+    return None
+
+
 def load_latents(path: str | Path) -> ImageDataset:
     """A latent folder as an `ImageDataset` (images = scaled latents, C = latent channels)."""
     manifest = read_manifest(path)
@@ -148,4 +157,5 @@ def decode(vae: Any, z: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     return torch.cat(out).clamp(-1, 1)
 
 
-__all__ = ["decode", "extract_latents", "is_latent_folder", "load_latents", "load_vae", "read_manifest"]
+__all__ = ["decode", "extract_latents", "is_latent_folder", "load_latents", "load_vae", "read_manifest",
+           "training_vae"]

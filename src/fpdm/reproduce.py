@@ -203,11 +203,9 @@ def _train_task(args: tuple) -> dict[str, Any]:
 def _eval_task(args: tuple) -> dict[str, Any]:
     spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
     device = rest[0] if rest else "cpu"
-    import torch
-
-    from .budget import plan_budget
     from .evaluate import digits_metrics
-    from .sample import SamplerSettings, load_model, sample
+    from .sample import SamplerSettings, load_model
+    from .sample_many import class_labels, sample_seeds
 
     _one_thread()
     path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
@@ -219,13 +217,13 @@ def _eval_task(args: tuple) -> dict[str, Any]:
     ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
     model, diffusion, _ = load_model(ckpt)
     model.to(device)
-    plan = plan_budget(model.config, spec.budget, iters=spec.iters, steps=spec.steps, profile=spec.profile)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
-    labels = torch.arange(len(seeds)) % 10
+    labels = class_labels(10, len(seeds))
     settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
-    x, rec = sample(model, diffusion, labels, seeds, steps=plan.steps, iters=list(plan.iters) or None,
-                    settings=settings, device=device)
-    x = x.cpu()
+    run = sample_seeds(model, diffusion, seeds, labels=labels, budget=spec.budget, iters=spec.iters,
+                       steps=spec.steps, profile=spec.profile, settings=settings, batch_size=len(seeds),
+                       device=device)
+    x, rec = run.samples, run.record
     metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
     result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
               "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],

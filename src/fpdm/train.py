@@ -43,7 +43,7 @@ from .distributed import init_world, local_device
 from .ema import make_ema, update_ema
 from .embeddings import drop_labels
 from .fixed_point import GRADIENT_MODES, draw_plan
-from .registry import build_model
+from .registry import build_model, model_config
 
 CHECKPOINT_NAME = "ckpt.pt"
 LOG_NAME = "log.jsonl"
@@ -171,6 +171,41 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
                         device=saved.device if device is None else device)
     return _run(train_cfg, ModelConfig.from_dict(state["model_config"]),
                 DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
+
+
+# settings that describe a run: on resume, each one given must agree with the run's own
+RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay",
+                         "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
+                         "keep_every", "grad_checkpoint", "precision", "compile")
+RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
+                         "pre_post_timestep_conditioning", "class_dropout_prob")
+
+
+def check_resume_settings(out_dir: str | Path, given: dict[str, Any]) -> None:
+    """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
+    {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
+    (only the step count and the device may change). Nothing to check without a checkpoint."""
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+    if not ckpt_path.exists():
+        return  # resume() names the missing checkpoint
+    state = load_checkpoint(ckpt_path)
+    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
+    if "model" in given:
+        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
+                                               if k in given})
+        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
+        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
+        if mine != theirs:
+            raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
+                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
+                             "--resume continues a run with its own settings "
+                             "(only --steps and --device may change)")
+    checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
+    for flag, saved in checks:
+        if flag in given and flag in saved and given[flag] != saved[flag]:
+            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
+                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
+                             "(only --steps and --device may change)")
 
 
 def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:

@@ -1,0 +1,202 @@
+"""Sampling many seeds: a budget or step spec turned into a plan, batches, a resumable parts folder and
+torchrun sharding — the one library call behind `fpdm sample`, `fpdm sweep` and `fpdm reproduce`.
+
+    run = sample_seeds(model, diffusion, range(1000), budget=120, iters=2, parts="out/x.parts")
+    run.samples, run.labels, run.seeds, run.record
+
+With `parts`, each finished batch is kept there atomically and batches already there are loaded instead of
+sampled again, so an interrupted run resumes with the same result (every sample has its own seeded
+generator). Under torchrun (`world`), batch i is sampled by process i mod N and the first process gathers
+the batches from `parts`; the others get None. The batches are the same whatever N, so are the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import sample as sampling  # looked up at call time, so a patched sampler (tests) is the one used
+from .budget import DEFAULT_RATIO, plan_budget
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .diffusion import GaussianDiffusion
+from .distributed import World
+from .dit import DiT
+from .fpdm import FPDM
+from .sample import SamplerSettings
+
+__all__ = ["SampleRun", "class_labels", "count_parts", "discard_empty_parts", "parts_folder", "remove_parts",
+           "resolve_steps", "sample_seeds", "write_samples"]
+
+
+@dataclass
+class SampleRun:
+    samples: Tensor  # (N, C, H, W) in [-1, 1]
+    labels: Tensor  # (N,) int64
+    seeds: list[int]
+    record: dict[str, Any]  # what ran: settings, steps, iterations and blocks per batch, FLOPs, wall time
+
+
+def class_labels(num_classes: int, n: int, label: int | None = None) -> Tensor:
+    """`label` for every sample, or the classes in turn (0, 1, …); zeros for an unconditional model."""
+    if label is not None and not 0 <= label < max(num_classes, 1):
+        raise ValueError(f"--label {label} is out of range: the model has {num_classes} classes")
+    if num_classes == 0:
+        return torch.zeros(n, dtype=torch.long)
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long)
+    return torch.arange(n) % num_classes
+
+
+def resolve_steps(model: DiT | FPDM, budget: int | None, steps: int | str | None, iters: int | None,
+                  profile: str = "constant", ratio: float = DEFAULT_RATIO
+                  ) -> tuple[int | str, list[int] | int | None]:
+    """(steps for the sampler, iterations per step) from a budget with `iters` or `steps`, or from a step
+    spec ("50", "ddim25", "10,20"; default 50) and a constant `iters` without one."""
+    if iters is not None and iters < 0:
+        raise ValueError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
+    cfg = model.config
+    spec = steps if steps is not None else (None if budget is not None else "50")
+    if budget is not None:
+        if spec is not None and not str(spec).isdigit():
+            raise ValueError(f"--steps {spec!r}: with --budget give a plain number of steps")
+        plan = plan_budget(cfg, budget, iters=iters, steps=int(spec) if spec else None, profile=profile,
+                           ratio=ratio)
+        n_steps, per_step = plan.steps, (list(plan.iters) or None)
+    else:
+        n_steps = int(spec) if str(spec).isdigit() else spec
+        if n_steps == 0:
+            raise ValueError("--steps must be >= 1, got 0")
+        per_step = iters
+    if cfg.arch == "dit" and iters is not None:
+        raise ValueError("--iters applies to FPDM checkpoints only")
+    return n_steps, per_step
+
+
+def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequence[int], *,
+                 labels: Tensor | None = None, budget: int | None = None, steps: int | str | None = None,
+                 iters: int | None = None, profile: str = "constant", ratio: float = DEFAULT_RATIO,
+                 settings: SamplerSettings | None = None, batch_size: int = 256, device: str = "cpu",
+                 parts: str | Path | None = None, world: World | None = None, progress: bool = False,
+                 identity: dict[str, Any] | None = None) -> SampleRun | None:
+    """Sample every seed (labels: default `class_labels`) in batches and merge the batches' records.
+
+    `identity` (e.g. the checkpoint and whether EMA weights are used) joins the settings that a parts
+    folder must match to be resumed; the folder stays until the caller has written the samples out and
+    calls `remove_parts`. Returns None on the processes of a torchrun world other than the first."""
+    world = world or World()
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    n_steps, per_step = resolve_steps(model, budget, steps, iters, profile, ratio)
+    settings = settings or SamplerSettings()
+    seeds = [int(s) for s in seeds]
+    labels = class_labels(model.config.num_classes, len(seeds)) if labels is None else labels
+    parts = Path(parts) if parts is not None else None
+    done: dict[int, tuple[Tensor, dict]] = {}  # this process's batches, by index
+    starts = range(0, len(seeds), batch_size)
+    if parts is not None:
+        if world.is_main:
+            _open_parts(parts, {**(identity or {}), "steps": n_steps, "iters": per_step,
+                                "settings": asdict(settings), "seeds": seeds, "labels": labels.tolist(),
+                                "batch_size": batch_size})
+        world.barrier()
+    elif world.size > 1:
+        raise ValueError("sampling with several processes needs an output folder for the batches")
+    for i, lo in enumerate(starts):
+        if i % world.size != world.rank:
+            continue
+        shard = parts / f"{i:05d}.pt" if parts is not None else None
+        kept = _load_part(shard)
+        if kept is not None:
+            x, rec = kept
+        else:
+            x, rec = sampling.sample(model, diffusion, labels[lo:lo + batch_size], seeds[lo:lo + batch_size],
+                                     steps=n_steps, iters=per_step, settings=settings, device=device,
+                                     progress=progress)
+            if shard is not None:
+                save_checkpoint(shard, {"x": x, "record": rec})
+        done[i] = (x, rec)
+    if world.size > 1:
+        world.barrier()  # every batch is in `parts` now
+        if not world.is_main:
+            return None
+        for i in range(len(starts)):  # the other processes' batches
+            if i not in done and (part := _load_part(parts / f"{i:05d}.pt")) is not None:
+                done[i] = part
+        if len(done) != len(starts):
+            raise RuntimeError(f"a process did not leave its batches in {parts}")
+    chunks, records = [done[i][0] for i in range(len(starts))], [done[i][1] for i in range(len(starts))]
+    record = dict(records[0])
+    record.update(budget=budget, profile=profile, ratio=ratio, num_samples=len(seeds),
+                  seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
+                  blocks_counted_per_batch=[r["blocks_counted"] for r in records],
+                  iters_run_per_batch=[r["iters_run"] for r in records])
+    return SampleRun(torch.cat(chunks), labels, seeds, record)
+
+
+def parts_folder(prefix: str | Path) -> Path:
+    """The resumable parts folder kept beside an output prefix while its batches are sampled."""
+    return Path(f"{prefix}.parts")
+
+
+def remove_parts(parts: str | Path) -> None:
+    """Remove a parts folder once its batches are written out."""
+    shutil.rmtree(parts)
+
+
+def count_parts(parts: str | Path) -> int:
+    """Finished batches kept in a parts folder."""
+    return len(list(Path(parts).glob("[0-9]*.pt")))
+
+
+def discard_empty_parts(parts: str | Path) -> None:
+    """Remove a parts folder that holds no finished batch (nothing worth keeping)."""
+    parts = Path(parts)
+    if parts.exists() and not count_parts(parts):
+        shutil.rmtree(parts)
+
+
+def write_samples(prefix: str | Path, samples: Tensor, labels: Tensor, seeds: Sequence[int], *,
+                  latents: Tensor | None = None, nrow: int = 10, upscale: int = 4) -> tuple[Path, Path]:
+    """`<prefix>.png` (grid) and `<prefix>.npz` (samples, labels, seeds[, latents]); returns both paths.
+    The suffix is appended, not substituted, so a prefix like "…-tol0.1" keeps its dot."""
+    from .images import save_image_grid
+
+    png, npz = Path(f"{prefix}.png"), Path(f"{prefix}.npz")
+    save_image_grid(samples, png, nrow=nrow, upscale=upscale)
+    np.savez_compressed(npz, samples=samples.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
+                        **({"latents": latents.numpy()} if latents is not None else {}))
+    return png, npz
+
+
+def _open_parts(parts: Path, fingerprint: dict) -> None:
+    """Create the resumable-sampling folder, or check that the one there is for these very settings."""
+    spec = parts / "settings.json"
+    text = json.dumps(fingerprint, sort_keys=True)
+    if spec.exists():
+        if spec.read_text() != text:
+            raise ValueError(f"{parts} holds batches of an interrupted run with other settings; delete it or "
+                             "choose another --out")
+        print(f"resuming: {count_parts(parts)} finished batch(es) in {parts}", file=sys.stderr)
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(spec, lambda f: f.write(text.encode()))
+
+
+def _load_part(shard: Path | None) -> tuple[Tensor, dict] | None:
+    """A finished batch, or None (not there, or unreadable: it is sampled again and rewritten)."""
+    if shard is None or not shard.exists():
+        return None
+    try:
+        state = load_checkpoint(shard)
+        return state["x"], state["record"]
+    except (ValueError, KeyError):
+        return None

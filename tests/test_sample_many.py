@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+import fpdm
+import fpdm.sample_many as ss
+from fpdm.budget import allocate
+from fpdm.config import ModelConfig
+from fpdm.diffusion import GaussianDiffusion
+from fpdm.registry import build_model
+from fpdm.sample import SamplerSettings, sample
+
+CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
+DIFF = GaussianDiffusion.make(learn_sigma=True)
+
+
+def _model(arch="fpdm"):
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(arch=arch, **CFG))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.05)
+    return m.eval()
+
+
+def test_class_labels():
+    assert ss.class_labels(10, 12).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert ss.class_labels(10, 3, label=7).tolist() == [7, 7, 7]
+    assert ss.class_labels(0, 2).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="--label 10 is out of range"):
+        ss.class_labels(10, 2, label=10)
+
+
+def test_resolve_steps():
+    m = _model()  # pre 1 + k + post 1
+    assert ss.resolve_steps(m, 60, None, 4, "constant") == (10, [4] * 10)
+    steps, per_step = ss.resolve_steps(m, 60, 10, None, "increasing")  # 60 - 10 × (1 + 1) = 40 iterations
+    assert steps == 10 and per_step == allocate(40, 10, "increasing") and sum(per_step) == 40
+    assert ss.resolve_steps(m, None, "ddim5", 3) == ("ddim5", 3)
+    assert ss.resolve_steps(m, None, None, None) == (50, None)
+    with pytest.raises(ValueError, match="plain number"):
+        ss.resolve_steps(m, 60, "ddim5", None)
+    with pytest.raises(ValueError, match="FPDM checkpoints only"):
+        ss.resolve_steps(_model("dit"), None, 5, 2)
+
+
+def test_budgeted_batches_equal_one_call_of_the_sampler():
+    m = _model()
+    run = fpdm.sample_seeds(m, DIFF, range(5), budget=30, iters=1, batch_size=2)
+    labels = torch.arange(5) % 10
+    x, rec = sample(m, DIFF, labels, list(range(5)), steps=10, iters=[1] * 10)
+    assert torch.equal(run.samples, x) and torch.equal(run.labels, labels) and run.seeds == [0, 1, 2, 3, 4]
+    assert run.record["blocks_counted_per_batch"] == [30, 30, 30] and run.record["budget"] == 30
+    assert run.record["num_samples"] == 5 and run.record["seeds"] == [0, 4]
+
+
+def test_interrupted_run_resumes_from_its_parts(tmp_path, monkeypatch):
+    m, parts = _model(), tmp_path / "x.parts"
+    kw = dict(budget=30, iters=1, batch_size=2, settings=SamplerSettings(reuse=True), identity={"ckpt": "a"})
+    straight = fpdm.sample_seeds(m, DIFF, range(7), **kw)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(fpdm.sample, "sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ss.sample_seeds(m, DIFF, range(7), parts=parts, **kw)
+    assert ss.count_parts(parts) == 2
+    calls.clear()
+    resumed = ss.sample_seeds(m, DIFF, range(7), parts=parts, **kw)
+    assert len(calls) == 2  # only the two missing batches of four
+    assert torch.equal(resumed.samples, straight.samples)
+    with pytest.raises(ValueError, match="other settings"):  # another checkpoint: not these batches
+        ss.sample_seeds(m, DIFF, range(7), parts=parts, **{**kw, "identity": {"ckpt": "b"}})
+    ss.remove_parts(parts)
+    assert not parts.exists()
+
+
+def test_discard_empty_parts(tmp_path):
+    parts = ss.parts_folder(tmp_path / "run")
+    assert parts == tmp_path / "run.parts"
+    parts.mkdir()
+    (parts / "settings.json").write_text("{}")
+    ss.discard_empty_parts(parts)
+    assert not parts.exists()
