@@ -84,3 +84,17 @@ def test_compile_blocks_keeps_outputs_names_and_block_counting():
     assert torch.equal(out, ref) and counted["blocks"] == 1 + 3 + 1
     assert again.shape == ref.shape and list(model.state_dict()) == keys
     assert "apply_modulated" in model.block_fixed_point.__dict__  # counting restored the compiled override
+
+
+def test_checkpointing_is_skipped_without_autograd(monkeypatch):
+    # sampling under no_grad must not pay for checkpoint's bookkeeping (it would recompute nothing anyway)
+    import fpdm.blocks as blocks
+
+    calls = []
+    monkeypatch.setattr(blocks, "checkpoint", lambda fn, *a, **kw: calls.append(1) or fn(*a))
+    fn = blocks.checkpointed(lambda x: 2 * x, enabled=True)
+    x = torch.ones(3, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(fn(x), 2 * torch.ones(3)) and calls == []
+    fn(x)
+    assert calls == [1]

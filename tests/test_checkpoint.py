@@ -221,3 +221,30 @@ def test_every_torch_load_in_the_tree_is_weights_only():
                 ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
                 assert ok, f"{path.relative_to(root)}:{node.lineno}: torch.load without weights_only=True"
     assert calls >= 2  # the scan sees the real call sites
+
+
+def test_atomic_write_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    # the order that makes a power cut safe: data on disk, then the name switched, then the name on disk
+    import fpdm.checkpoint as ck
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        path = os.path.realpath(f"/proc/self/fd/{fd}")  # what the descriptor is open on
+        events.append(("fsync", True if os.path.isdir(path) else path))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "fsync", fsync)
+    monkeypatch.setattr(ck.os, "replace", replace)
+    target = tmp_path / "state.pt"
+    ck.atomic_write(target, lambda f: f.write(b"x" * 100))
+    kinds = [e[0] for e in events]
+    assert kinds == ["fsync", "replace", "fsync"], events
+    assert str(events[0][1]).startswith(str(tmp_path / ".state.pt."))  # the temp file's data first
+    assert events[2][1] is True  # then the folder (the rename itself)
+    assert target.read_bytes() == b"x" * 100

@@ -196,7 +196,26 @@ def test_anderson_solves_a_linear_map_exactly():
         return z @ a.T + b
 
     z0 = torch.zeros(2, d, dtype=torch.float64)
-    z = anderson(f, z0, d + 2, None, SolveStats(), window=d + 2, lam=1e-12)
+    z = anderson(f, z0, d + 2, None, SolveStats(), window=d + 1, lam=1e-12)
     torch.testing.assert_close(z, z_star, atol=1e-8, rtol=0)
-    far = picard(f, torch.zeros(2, d, dtype=torch.float64), d + 2)
+    far = picard(f, z0, d + 2)
     assert (far - z_star).abs().max() > 0.1
+    # the window is the number of (x, f(x)) pairs kept: one fewer is no longer exact at d + 2 evaluations
+    short = anderson(f, z0, d + 2, None, SolveStats(), window=d, lam=1e-12)
+    assert (short - z_star).abs().max() > 1e-6
+
+
+def test_tol_waits_for_the_slowest_sample():
+    # f(z) = a z + b from z0 = 0: z_k = z*(1 - a^k), so the relative residual at evaluation n is
+    # a^(n-1) (1 - a) / (1 - a^n), in closed form; the solve stops once every sample is below tol
+    a = torch.tensor([[0.5], [0.9]])
+    b = torch.ones(2, 1)
+    tol = 1e-3
+
+    def res(av, n):
+        return av ** (n - 1) * (1 - av) / (1 - av ** n)
+
+    want = next(n for n in range(1, 500) if max(res(0.5, n), res(0.9, n)) < tol)
+    stats = SolveStats()
+    picard(lambda z: a * z + b, torch.zeros(2, 1), 500, tol, stats)
+    assert stats.evals == want > next(n for n in range(1, 500) if res(0.5, n) < tol)

@@ -113,3 +113,10 @@ def test_kid_equals_the_unbiased_mmd_written_out():
     # subsets as large as the sets are permutations of them, and MMD ignores the order
     mean, std = kid(x, y, subset_size=25, subsets=3)
     assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == pytest.approx(0, abs=1e-12)
+
+
+def test_knn_balls_are_closed():
+    # 1-d reals 0, 1, 2, 3: every 1-NN radius is exactly 1, so fakes at 4 and -1 lie on the balls around
+    # 3 and 0 (inside, closed), 1.5 is well inside and 4.5 outside: precision 3/4 (open balls: 1/4)
+    real = np.arange(4.0)[:, None]
+    assert precision_recall(real, np.array([[4.0], [4.5], [-1.0], [1.5]]), k=1)[0] == 0.75

@@ -153,3 +153,20 @@ def test_divergence_is_recorded_and_warned():
     with pytest.warns(UserWarning, match="diverged at 3 of 3 steps"):
         _, rec = sample(model, DIFF, labels, seeds, steps=3, iters=4)
     assert rec["diverged_steps"] == [0, 1, 2]
+
+
+def test_ddim_with_eta_equals_hand_loop_with_fresh_noise():
+    # eta > 0 makes DDIM stochastic: every step draws noise from the sample's own generator
+    m = _model()
+    labels, seeds = torch.tensor([2, 5]), [0, 1]
+    ddim = SamplerSettings(sampler="ddim", eta=0.7)
+    got, _ = sample(m, DIFF, labels, seeds, steps=4, iters=3, settings=ddim)
+    spaced = DIFF.respace(space_timesteps(1000, 4))
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    x = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
+    with torch.no_grad():
+        for i in (3, 2, 1, 0):
+            out = m(x, torch.full((2,), int(spaced.timesteps[i])), labels, iters=3)
+            noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
+            x, _ = spaced.ddim_step(out, x, i, eta=0.7, noise=noise, clip_denoised=True)
+    torch.testing.assert_close(got, x.clamp(-1, 1))

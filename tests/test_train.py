@@ -360,3 +360,17 @@ def test_the_drawn_plan_is_what_the_model_runs(tmp_path, monkeypatch, mode):
         assert {p.with_grad for p in drawn} == {1 if mode == "jfb" else 4}
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iters"] for r in log] == [p.total for p in drawn]  # log_every = 1
+
+
+def test_ema_after_one_step_is_the_warm_up_average(tmp_path):
+    # step 0's decay is min(0.999, 1/10) = 0.1: EMA = 0.1 · initial weights + 0.9 · weights after the step
+    from fpdm.registry import build_model
+
+    cfg = _cfg(tmp_path, 1)
+    train(cfg, _model("DiT"), dataset=SUBSET, progress=False)
+    torch.manual_seed(cfg.seed)  # training initialises the model right after seeding the global RNG
+    init = build_model(_model("DiT")).state_dict()
+    state = load_checkpoint(tmp_path / "ckpt.pt")
+    for k, v in state["ema"].items():
+        torch.testing.assert_close(v, 0.1 * init[k] + 0.9 * state["model"][k], rtol=0, atol=1e-6)
+    assert any(not torch.equal(init[k], state["model"][k]) for k in init)  # the step moved the weights
