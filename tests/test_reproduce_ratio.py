@@ -10,6 +10,7 @@ from fpdm.reproduce_ratio import (
     equal_cost_budgets,
     experiments,
     feasible_iters,
+    link_section,
     models,
     run,
     trainings,
@@ -80,7 +81,19 @@ def test_best_k_and_equal_cost_budgets_closed_form():
     assert got["flops"]["ratio"] == pytest.approx(0.8) and got["wall"]["ratio"] == pytest.approx(0.5)
 
 
+def test_link_section_replaces_its_own_section_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# first study\n\nits tables\n")
+    link_section(readme, ["## ratio", "a"])
+    link_section(readme, ["## ratio", "b"])
+    text = readme.read_text()
+    assert text.startswith("# first study\n\nits tables\n") and text.count("## ratio") == 1
+    assert "\nb\n" in text and "\na\n" not in text
+
+
 def test_tiny_study_end_to_end_and_cached(tmp_path):
+    (tmp_path / "README.md").write_text("# the first study\n")  # the ratio study runs in <out>/ratio
+    tmp_path = tmp_path / "ratio"
     out = run("tiny", tmp_path, workers=2, log=lambda s: None)
     cells = out["cells"]
     grid = [c for c in cells if c["settings"]["experiment"] != "equal_cost"]
@@ -95,6 +108,8 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     head = next(line for line in readme.splitlines() if line.startswith("| 56 | dit28 | ddpm |"))
     assert head.split("|")[7].strip()[0] in "+-"  # a paired FPDM − DiT difference
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
+    parent = (tmp_path.parent / "README.md").read_text()
+    assert parent.startswith("# the first study") and "| 56 | dit28 | ddpm |" in parent
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}
     again = run("tiny", tmp_path, workers=1, log=lambda s: None)  # everything cached: nothing recomputed
     assert {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")} == before

@@ -478,8 +478,22 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         results += more
     path = write_report(root, scale_name, scale, summaries, results)
     log(f"wrote {path}")
+    parent = root.parent / "README.md"
+    if parent.exists():  # the first study's report gets this study's headline, linked
+        link_section(parent, [f"## Paper-ratio study ({root.name}/README.md)", "",
+                              f"FPDM against DiTs of depth 28 and 12; details in [{root.name}/README.md]"
+                              f"({root.name}/README.md).", "", *headline(results, scale)])
     return {"trainings": summaries, "cells": results}
 
 
-__all__ = ["RATIO_FULL", "RATIO_QUICK", "RATIO_SCALES", "RATIO_TINY", "RatioScale", "best_fpdm",
+def link_section(readme: Path, lines: list[str]) -> None:
+    """Put `lines` at the end of `readme` between markers, replacing what an earlier run put there."""
+    begin, end = "<!-- paper-ratio study -->", "<!-- /paper-ratio study -->"
+    text = readme.read_text()
+    if begin in text and end in text:
+        text = text[:text.index(begin)].rstrip("\n") + text[text.index(end) + len(end):]
+    readme.write_text(text.rstrip("\n") + "\n\n" + "\n".join([begin, *lines, end]) + "\n")
+
+
+__all__ = ["RATIO_FULL", "RATIO_QUICK", "RATIO_SCALES", "RATIO_TINY", "RatioScale", "best_fpdm", "link_section",
            "equal_cost_budgets", "experiments", "feasible_iters", "models", "run", "trainings"]
