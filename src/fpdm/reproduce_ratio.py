@@ -495,5 +495,5 @@ def link_section(readme: Path, lines: list[str]) -> None:
     readme.write_text(text.rstrip("\n") + "\n\n" + "\n".join([begin, *lines, end]) + "\n")
 
 
-__all__ = ["RATIO_FULL", "RATIO_QUICK", "RATIO_SCALES", "RATIO_TINY", "RatioScale", "best_fpdm", "link_section",
-           "equal_cost_budgets", "experiments", "feasible_iters", "models", "run", "trainings"]
+__all__ = ["RATIO_FULL", "RATIO_QUICK", "RATIO_SCALES", "RATIO_TINY", "RatioScale", "best_fpdm",
+           "equal_cost_budgets", "experiments", "feasible_iters", "link_section", "models", "run", "trainings"]
