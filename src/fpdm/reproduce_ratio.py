@@ -496,4 +496,5 @@ def link_section(readme: Path, lines: list[str]) -> None:
 
 
 __all__ = ["RATIO_FULL", "RATIO_QUICK", "RATIO_SCALES", "RATIO_TINY", "RatioScale", "best_fpdm",
-           "equal_cost_budgets", "experiments", "feasible_iters", "link_section", "models", "run", "trainings"]
+           "equal_cost_budgets", "experiments", "feasible_iters", "link_section", "models", "run",
+           "trainings"]
