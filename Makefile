@@ -24,7 +24,7 @@ test: venv
 	$(PY) -m pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests tools benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -307,7 +307,7 @@ def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .train import resume, train
+    from .train import resume, train, write_summary
 
     if a.config:
         _apply_preset(a, a.config)
@@ -336,7 +336,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                         prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
-        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_summary(out, summary)
         print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0
 
@@ -394,7 +394,14 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .evaluate import digits_eval
     from .latents import training_vae
     from .sample import load_model
-    from .sample_many import count_parts, discard_empty_parts, parts_folder, remove_parts, write_samples
+    from .sample_many import (
+        count_parts,
+        discard_empty_parts,
+        parts_folder,
+        remove_parts,
+        write_record,
+        write_samples,
+    )
 
     model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
     vae_path = a.vae or training_vae(ckpt)
@@ -440,7 +447,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
                              "digits; use `fpdm eval --inception-weights` on the .npz")
         record["eval"] = metrics
-    Path(f"{prefix}.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_record(prefix, record)
     remove_parts(parts)  # everything is in the .npz now
     keys = ("arch", "budget", "steps", "iters_run", "blocks_counted", "flops_per_sample", "wall_s", "png",
             "eval")
@@ -511,7 +518,7 @@ def _cmd_budget_table(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .evaluate import as_digits, digits_metrics, load_samples, sampler_record
+    from .evaluate import as_digits, digits_metrics, load_samples, sampler_record, write_result
 
     out = Path(a.out) if a.out else Path(f"{Path(a.samples)}.eval.json")
     if a.inception_weights:
@@ -528,7 +535,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         sampler = sampler_record(a.samples)
         if sampler is not None:
             result["sampler"] = sampler
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(out, result)
     for k, v in result.items():
         if isinstance(v, float):
             print(f"{k:>20}  {v:.6g}")

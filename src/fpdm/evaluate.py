@@ -75,6 +75,11 @@ def sampler_record(samples: str | Path) -> dict[str, Any] | None:
     return {k: rec.get(k) for k in ("ckpt", "budget", "steps", "iters_run", "settings", "seeds") if k in rec}
 
 
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """An evaluation's numbers and settings as indented JSON."""
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
     """Samples (N, C, H, W) float in [-1, 1] and labels (or None) from a `.npz` written by `fpdm sample`
     (`samples`, `labels`), an ADM-style `.npz` (`arr_0`, uint8 N×H×W×C), or a folder of images."""

@@ -34,7 +34,7 @@ from .fpdm import FPDM
 from .sample import SamplerSettings
 
 __all__ = ["SampleRun", "class_labels", "count_parts", "discard_empty_parts", "parts_folder", "remove_parts",
-           "resolve_steps", "sample_seeds", "write_samples"]
+           "resolve_steps", "sample_seeds", "write_record", "write_samples"]
 
 
 @dataclass
@@ -175,6 +175,13 @@ def write_samples(prefix: str | Path, samples: Tensor, labels: Tensor, seeds: Se
     np.savez_compressed(npz, samples=samples.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
                         **({"latents": latents.numpy()} if latents is not None else {}))
     return png, npz
+
+
+def write_record(prefix: str | Path, record: dict[str, Any]) -> Path:
+    """`<prefix>.json`: the record of what ran, beside the samples."""
+    path = Path(f"{prefix}.json")
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def _open_parts(parts: Path, fingerprint: dict) -> None:

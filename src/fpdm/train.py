@@ -53,6 +53,11 @@ def _write_bytes(data: bytes, f: IO[bytes]) -> None:
     f.write(data)
 
 
+def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> None:
+    """`<out_dir>/summary.json`: the run's wall time, speed and memory (`fpdm train` writes it)."""
+    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def snapshot_path(out_dir: str | Path, step: int) -> Path:
     """Where `keep_every` keeps the checkpoint of `step` (beside the latest `ckpt.pt`)."""
     return Path(out_dir) / f"ckpt-{step:07d}.pt"
