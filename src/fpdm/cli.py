@@ -112,8 +112,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt), or an "
-                   "`fpdm export` folder")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt), an "
+                   "`fpdm export` folder, or an official DiT/FPDM checkpoint")
+    _add_official_options(p)
     g = p.add_argument_group("compute budget (blocks per sample; guidance's doubled batch is not counted)")
     g.add_argument("--budget", type=int, default=None,
                    help="transformer-block evaluations per sample, spent exactly; give --iters (steps "
@@ -288,6 +289,44 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _add_official_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--num-heads", type=int, default=None, help="official checkpoints: attention heads, when "
+                   "neither the width (S/B/L/XL) nor args.json tells (default: from the file)")
+    p.add_argument("--pre-post-timestep-conditioning", action="store_const", const=True, default=None,
+                   help="official FPDM checkpoints: pre/post/final layers see t + y (default: args.json, or "
+                        "the released y only)")
+
+
+def _official_kw(a: argparse.Namespace) -> dict:
+    return {"num_heads": a.num_heads, "pre_post_timestep_conditioning": a.pre_post_timestep_conditioning}
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", formatter_class=_Formatter, help="official DiT/FPDM checkpoint → our format",
+                       description="Read an official DiT/FPDM checkpoint (a bare state dict such as "
+                                   "DiT-XL-2-256x256.pt, or the official trainer's checkpoint with args.json "
+                                   "in its run folder), infer its architecture, and write "
+                                   "<out>/model.safetensors + config.json with the provenance. `fpdm sample "
+                                   "--ckpt` also reads official files directly.")
+    p.add_argument("src", help="official .pt/.pth/.safetensors file")
+    p.add_argument("--out", required=True, help="output folder (required)")
+    p.add_argument("--no-ema", action="store_true", help="trainer checkpoints: the raw weights, not the EMA")
+    _add_official_options(p)
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(a: argparse.Namespace) -> int:
+    from .export import import_official
+
+    cfg = import_official(a.src, a.out, use_ema=not a.no_ema, num_heads=a.num_heads,
+                          pre_post_timestep_conditioning=a.pre_post_timestep_conditioning)
+    m = cfg["model_config"]
+    print(f"wrote {Path(a.out) / 'model.safetensors'} and config.json: {m['arch']} width {m['hidden_size']}, "
+          f"depth {m['depth']}, heads {m['num_heads']}, patch {m['patch_size']}, input {m['input_size']}, "
+          f"{m['num_classes']} classes ({cfg['weights']})")
+    return 0
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from .export import export_weights
 
@@ -403,7 +442,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         write_samples,
     )
 
-    model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema)
+    model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
     vae_path = a.vae or training_vae(ckpt)
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
@@ -476,7 +515,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     if a.steps is not None or a.iters is not None:
         raise ValueError("fpdm sweep derives the steps from --budget and each k of --iters-list; drop "
                          "--steps/--iters")
-    model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema)
+    model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
     model.to(a.device)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / f"budget{a.budget}"
     ks = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
@@ -580,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_features(sub)
     _add_reproduce(sub)
     _add_export(sub)
+    _add_import(sub)
     _add_extract_latents(sub)
     return p
 

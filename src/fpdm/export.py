@@ -33,13 +33,43 @@ def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = T
     config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
               "step": state.get("step"), "model_config": state["model_config"],
               "diffusion_config": state["diffusion_config"]}
+    _write(out_dir, weights, config)
+    return config
+
+
+def import_official(src: str | Path, out_dir: str | Path, *, use_ema: bool = True,
+                    num_heads: int | None = None, pre_post_timestep_conditioning: bool | None = None
+                    ) -> dict[str, Any]:
+    """An official DiT/FPDM checkpoint (`fpdm.official`) written in our export format, with where it came
+    from and how its architecture was read recorded in config.json; returns that config."""
+    from .official import load_official
+    from .registry import build_model
+
+    off = load_official(src, use_ema=use_ema, num_heads=num_heads,
+                        pre_post_timestep_conditioning=pre_post_timestep_conditioning)
+    try:  # refuse to write what would not load back
+        build_model(off["model_config"]).load_state_dict(off["weights"], strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"{src}: its tensors do not fit the architecture read from them ({first})") from None
+    config = {"format": FORMAT, "fpdm_version": __version__, "weights": off["provenance"]["kind"],
+              "step": off["provenance"]["train_steps"], "model_config": off["model_config"].to_dict(),
+              "diffusion_config": off["diffusion_config"].to_dict(),
+              "provenance": {**off["provenance"],
+                             "num_heads": "given" if num_heads else "from the model size",
+                             "pre_post_timestep_conditioning": "given" if pre_post_timestep_conditioning
+                             is not None else "from args.json or the released default (off)"}}
+    _write(out_dir, {k: v.contiguous() for k, v in off["weights"].items()}, config)
+    return config
+
+
+def _write(out_dir: str | Path, weights: dict[str, Any], config: dict[str, Any]) -> None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     blob = save(weights, metadata={"format": FORMAT})
     atomic_write(out / WEIGHTS_NAME, lambda f: f.write(blob))
     atomic_write(out / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=1) + "\n").encode()))
-    return config
 
 
 def is_exported(path: str | Path) -> bool:
@@ -74,4 +104,4 @@ def load_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, config
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_weights", "is_exported", "load_exported"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_weights", "import_official", "is_exported", "load_exported"]

@@ -26,10 +26,11 @@ from .checkpoint import load_checkpoint
 from .config import DiffusionConfig, ModelConfig
 from .diffusion import GaussianDiffusion
 from .dit import DiT
-from .export import is_exported, load_exported
+from .export import CONFIG_NAME, is_exported, load_exported
 from .fixed_point import SOLVERS, SolveStats, make_solver
 from .fpdm import FPDM
 from .instrument import count_block_calls
+from .official import is_official, load_official
 from .registry import build_model
 from .schedules import space_timesteps
 from .train import make_diffusion
@@ -73,22 +74,42 @@ class SamplerSettings:
             raise ValueError(f"divergence_bound must be > 0, got {self.divergence_bound}")
 
 
-def load_model(path: str | Path, use_ema: bool = True) -> tuple[DiT | FPDM, GaussianDiffusion, dict]:
-    """Rebuild the model and its diffusion from a training checkpoint (EMA weights by default) or from an
-    `fpdm export` folder / .safetensors file (whatever weights were exported)."""
-    if is_exported(path):
+def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None = None,
+               pre_post_timestep_conditioning: bool | None = None
+               ) -> tuple[DiT | FPDM, GaussianDiffusion, dict]:
+    """Rebuild the model and its diffusion from a training checkpoint (EMA weights by default), an
+    `fpdm export` folder / .safetensors file (whatever weights were exported), or an official DiT/FPDM file
+    (bare state dict or the official trainer's checkpoint; `num_heads` and `pre_post_timestep_conditioning`
+    fill in what its tensors do not say — see `fpdm.official`)."""
+    p = Path(path)
+    official_kw = dict(use_ema=use_ema, num_heads=num_heads,
+                       pre_post_timestep_conditioning=pre_post_timestep_conditioning)
+    if is_exported(p) and not (p.suffix == ".safetensors" and not (p.parent / CONFIG_NAME).exists()):
         weights, ckpt = load_exported(path)
+    elif p.suffix == ".safetensors":  # a bare state dict without our config.json: the official layout
+        weights, ckpt = _official(load_official(p, **official_kw))
     else:
         ckpt = load_checkpoint(path)
-        for key in ("model_config", "diffusion_config", "model"):
-            if key not in ckpt:
-                raise ValueError(f"{path} is not an fpdm training checkpoint (no {key!r} entry)")
-        weights = ckpt["ema" if use_ema else "model"]
+        if "model_config" not in ckpt and is_official(ckpt):
+            weights, ckpt = _official(load_official(p, state=ckpt, **official_kw))
+        else:
+            for key in ("model_config", "diffusion_config", "model"):
+                if key not in ckpt:
+                    raise ValueError(f"{path} is not an fpdm training checkpoint (no {key!r} entry)")
+            weights = ckpt["ema" if use_ema else "model"]
     model_cfg = ModelConfig.from_dict(ckpt["model_config"])
     model = build_model(model_cfg)
     load_weights(model, weights, str(path))
     diffusion = make_diffusion(DiffusionConfig.from_dict(ckpt["diffusion_config"]), model_cfg.learn_sigma)
     return model.eval(), diffusion, ckpt
+
+
+def _official(off: dict) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(weights, checkpoint-like dict) of an official file, so the rest of fpdm sees one shape."""
+    ckpt = {"model_config": off["model_config"].to_dict(),
+            "diffusion_config": off["diffusion_config"].to_dict(),
+            "step": off["provenance"]["train_steps"], "official": off["provenance"]}
+    return off["weights"], ckpt
 
 
 def load_weights(model: DiT | FPDM, state: dict[str, Tensor], source: str) -> None:
