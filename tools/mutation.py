@@ -1,0 +1,611 @@
+"""Curated mutation testing for fpdm: does the test suite notice realistic one-line bugs in the core modules?
+
+Each mutant in `MUTANTS` is an exact text substitution that models a plausible bug. The runner copies the
+working tree into a temporary directory once per worker, applies one mutant at a time there (never to the
+real `src/`, which a running experiment may be importing), runs the mutant's scoped tests with
+`PYTHONPATH=<copy>/src`, restores the file, and writes a Markdown report. A failing test run kills the
+mutant; a passing one means the suite would not have noticed that bug.
+
+    .venv/bin/python tools/mutation.py --list
+    .venv/bin/python tools/mutation.py --only ema --report /tmp/ema.md
+    .venv/bin/python tools/mutation.py --jobs 2            # everything; report in docs/mutation.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "src/fpdm"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str  # path relative to the repository root
+    old: str  # must occur exactly once in the module, so a stale entry fails loudly instead of no-op'ing
+    new: str
+    description: str
+    tests: tuple[str, ...]  # pytest arguments: test files or node ids that exercise this code
+    equivalent: str | None = None  # why this mutant cannot change behaviour (excluded from the kill rate)
+
+    @property
+    def name(self) -> str:
+        return Path(self.module).name
+
+
+def M(module: str, old: str, new: str, description: str, tests: Sequence[str],
+      equivalent: str | None = None) -> Mutant:
+    return Mutant(f"{PKG}/{module}", old, new, description, tuple(tests), equivalent)
+
+
+FP, FPDM_T, PARITY = "tests/test_fixed_point.py", "tests/test_fpdm.py", "tests/test_official_parity.py"
+BLOCKS, TRAIN, EMA = "tests/test_blocks.py", "tests/test_train.py", "tests/test_ema.py"
+SAMPLE = "tests/test_sample.py"
+BUDGET, DIFF, SCHED = "tests/test_budget.py", "tests/test_diffusion.py", "tests/test_schedules.py"
+METRICS, CKPT, MEMORY = "tests/test_metrics.py", "tests/test_checkpoint.py", "tests/test_memory.py"
+PR_BY_HAND = "tests/test_inception.py::test_precision_recall_by_hand"
+
+MUTANTS: list[Mutant] = [
+    # ------------------------------------------------------------------------------------- fixed_point.py
+    M("fixed_point.py",
+      "        with torch.no_grad():\n            z = iterate(f, z, plan.no_grad)",
+      "        z = iterate(f, z, plan.no_grad).detach()",
+      "no-grad iterations run with autograd on, then detached (same values, a graph built and dropped)",
+      [FP, MEMORY]),
+    M("fixed_point.py", "    return fz\n", "    return f(x) if max_evals > 1 else fz\n",
+      "anderson makes one extra, unrecorded evaluation of f at the end (hidden compute)", [FP]),
+    M("fixed_point.py", "torch.randint(low, high + 1, (1,)", "torch.randint(low, high, (1,)",
+      "plan draws exclude the upper bound (randint's exclusive high)", [FP]),
+    M("fixed_point.py", "return IterationPlan(0, n + m, detach_init=False)", "return IterationPlan(0, n + m)",
+      "backprop mode detaches z0, so no gradient reaches the pre blocks through the initial point", [FP]),
+    M("fixed_point.py", "        return IterationPlan(n, 1)", "        return IterationPlan(n, m)",
+      "jfb uses the random m with-grad iterations (S-JFB) instead of exactly one", [FP]),
+    M("fixed_point.py", "z = z0.detach() if plan.detach_init else z0", "z = z0",
+      "the initial point is never detached: JFB gradient leaks into z0", [FP]),
+    M("fixed_point.py", "return diff / fz.flatten(1).norm(dim=1).clamp_min(1e-12)",
+      "return diff / z.flatten(1).norm(dim=1).clamp_min(1e-12)",
+      "relative residual normalised by ||z|| instead of ||f(z)||", [FP]),
+    M("fixed_point.py", "res = relative_residual(fz, z).max()", "res = relative_residual(fz, z).mean()",
+      "early stop when the batch-mean residual converges, not every sample", [FP, SAMPLE]),
+    M("fixed_point.py", "        if len(xs) > window:", "        if len(xs) >= window:",
+      "anderson keeps window - 1 past iterates (off-by-one history)", [FP]),
+    M("fixed_point.py", "alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)", "alpha = w.to(X.dtype)",
+      "anderson mixing weights not normalised to sum to one", [FP]),
+    # ------------------------------------------------------------------------------------------- fpdm.py
+    M("fpdm.py", "u_fc1 = F.linear(u, fc1.weight[:, d:], fc1.bias)",
+      "u_fc1 = F.linear(u, fc1.weight[:, :d], fc1.bias)",
+      "injection multiplied by the z-half of fc1 (wrong slice of the concatenated weight)", [FPDM_T, PARITY]),
+    M("fpdm.py", "w_z = fc1.weight[:, :d]", "w_z = fc1.weight[:, d:]",
+      "z multiplied by the injection half of fc1 (concat order [u ; z] vs [z ; u])", [FPDM_T, PARITY]),
+    M("fpdm.py", "c_pp = c if self.config.pre_post_timestep_conditioning else y_emb",
+      "c_pp = y_emb if self.config.pre_post_timestep_conditioning else c",
+      "pre/post-block conditioning flag inverted", [FPDM_T, PARITY]),
+    M("fpdm.py", "f = checkpointed(self.fixed_point_map(h, c), grad_checkpoint)",
+      "f = checkpointed(self.fixed_point_map(h, c_pp), grad_checkpoint)",
+      "fixed-point block conditioned on c_pp (label only) instead of t + y", [FPDM_T, PARITY]),
+    M("fpdm.py", "return max(1, self.config.depth - self.config.pre_depth - self.config.post_depth)",
+      "return max(1, self.config.depth - self.config.pre_depth)",
+      "default iterations forget the post blocks (budget not equal to the DiT's)", [FPDM_T]),
+    M("fpdm.py", "z = solve(f, h if z_init is None else z_init,", "z = solve(f, h,",
+      "warm start ignored: z_init silently dropped", [FPDM_T, PARITY]),
+    M("fpdm.py", 'return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), mod)',
+      "return block.apply_modulated(fc2(F.gelu(a)), mod)",
+      "exact GELU in the fixed-point projection where the released model uses the tanh approximation",
+      [FPDM_T, PARITY]),
+    # -------------------------------------------------------------------------------------------- dit.py
+    M("dit.py", "        c = t_emb + y_emb  # (N, D)", "        c = y_emb  # (N, D)",
+      "DiT blocks lose the timestep conditioning", [PARITY, BLOCKS]),
+    M("dit.py", "        for block in self.blocks:", "        for block in self.blocks[:-1]:",
+      "last DiT block skipped (off-by-one over the stack)", [PARITY, BLOCKS]),
+    M("dit.py", "h = checkpointed(block, grad_checkpoint)(h, c)",
+      "h = checkpointed(block, not grad_checkpoint)(h, c)",
+      "activation-checkpointing flag inverted (same values, memory the other way round)", [BLOCKS, PARITY]),
+    # ----------------------------------------------------------------------------------------- blocks.py
+    M("blocks.py", "return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)",
+      "return x * scale.unsqueeze(1) + shift.unsqueeze(1)",
+      "adaLN modulate without the 1 + scale (zero-init blocks would zero their input)", [PARITY, BLOCKS]),
+    M("blocks.py", "F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])",
+      "F.scaled_dot_product_attention(qkv[1], qkv[0], qkv[2])",
+      "queries and keys swapped in attention (transposed score matrix)", [BLOCKS, PARITY]),
+    M("blocks.py", "shift, scale = batch_invariant(self.adaLN_modulation, c).chunk(2, dim=1)",
+      "scale, shift = batch_invariant(self.adaLN_modulation, c).chunk(2, dim=1)",
+      "final layer's shift and scale chunks swapped", [PARITY, BLOCKS]),
+    M("blocks.py", "        if not torch.is_grad_enabled():\n            return fn(*args)",
+      "        pass",
+      "checkpoint() wraps calls even without autograd (sampling pays for the wrapper)", [BLOCKS]),
+    M("blocks.py", "MIN_ROWS = 16", "MIN_ROWS = 1",
+      "batch-invariance padding disabled: per-sample linears run at the batch's own row count",
+      [SAMPLE, "tests/test_blocks.py"]),
+    M("blocks.py", "self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))",
+      "self.mlp(modulate(self.norm1(x), shift_mlp, scale_mlp))",
+      "MLP branch normalised by norm1 instead of norm2", [PARITY, BLOCKS],
+      equivalent="norm1 and norm2 are identical parameter-free LayerNorms (no affine, same eps)"),
+    # ------------------------------------------------------------------------------------------ train.py
+    M("train.py", 'kw["iters"] = plan', "pass",
+      "the drawn S-JFB plan is never passed to the model (it runs its default iteration count)", [TRAIN]),
+    M("train.py", "return cfg.lr * (step + 1) / cfg.warmup_steps", "return cfg.lr * step / cfg.warmup_steps",
+      "warm-up starts at lr 0 (off-by-one: the first step does not train)", [TRAIN]),
+    M("train.py", "return min(cfg.ema_decay, (1 + step) / (10 + step))",
+      "return max(cfg.ema_decay, (1 + step) / (10 + step))",
+      "EMA warm-up uses max instead of min (no warm-up at all)", [TRAIN]),
+    M("train.py",
+      "                self.epoch_start_state = generator_state(self.generator)\n                self.perm",
+      "                self.perm",
+      "batch stream does not record the new epoch's generator state (resume after a wrap replays an epoch)",
+      [TRAIN]),
+    M("train.py", "opt.zero_grad(set_to_none=True)", "pass",
+      "gradients never cleared between steps (they accumulate)", [TRAIN]),
+    M("train.py", 'if json.loads(line).get("step", 0) <= step:', 'if json.loads(line).get("step", 0) < step:',
+      "resume truncates the log one record too many (the checkpoint's own step is dropped)", [TRAIN]),
+    M("train.py", "update_ema(ema, model, ema_decay_at(step, train_cfg))",
+      "update_ema(ema, model, ema_decay_at(step + 1, train_cfg))",
+      "EMA decay schedule evaluated one step late", [TRAIN]),
+    # -------------------------------------------------------------------------------------------- ema.py
+    M("ema.py", "torch._foreach_lerp_(ema_params, params, 1.0 - decay)",
+      "torch._foreach_lerp_(ema_params, params, decay)",
+      "lerp weight is decay instead of 1 - decay (the EMA follows the model almost exactly)", [EMA, TRAIN]),
+    M("ema.py", "ema = copy.deepcopy(model).eval()", "ema = copy.deepcopy(model)",
+      "EMA copy left in train mode (dropout active when sampling from it)", [EMA, TRAIN]),
+    M("ema.py", "ema.requires_grad_(False)", "ema.requires_grad_(True)",
+      "EMA parameters left trainable", [EMA, TRAIN]),
+    M("ema.py", "@torch.no_grad()\ndef update_ema", "def update_ema",
+      "update_ema without torch.no_grad()", [EMA, TRAIN],
+      equivalent="the sources are detached and make_ema froze the targets, so the in-place lerp records "
+                 "no graph either way"),
+    # ----------------------------------------------------------------------------------------- sample.py
+    M("sample.py", "range(n_steps - 1, -1, -1)", "range(n_steps - 1, 0, -1)",
+      "sampling loop stops before the final (i = 0) step", [SAMPLE]),
+    M("sample.py", "carry = allowance - stats.evals", "carry = plan[j] - stats.evals",
+      "unspent budget carried only one step (accumulated carry forgotten)", [SAMPLE]),
+    M("sample.py", "last = j == n_steps - 1", "last = j == n_steps",
+      "the last step may also stop early, so the total budget is not spent exactly", [SAMPLE]),
+    M("sample.py", "z_init=z_prev if s.reuse else None", "z_init=z_prev",
+      "warm start always on, even without --reuse", [SAMPLE]),
+    M("sample.py", "return torch.cat([mixed, cond[:, channels:]], dim=1)",
+      "return torch.cat([mixed, uncond[:, channels:]], dim=1)",
+      "unguided channels (learned variance) taken from the unconditional half", [SAMPLE]),
+    M("sample.py", "(len(r) >= 3 and r[-1] > bound)", "(len(r) > 3 and r[-1] > bound)",
+      "divergence judged only after 4 evaluations (off-by-one)", [SAMPLE]),
+    M("sample.py", 'if (s.sampler == "ddpm" or s.eta > 0)', 'if (s.sampler == "ddpm")',
+      "DDIM with eta > 0 gets no noise", [SAMPLE]),
+    # ----------------------------------------------------------------------------------------- budget.py
+    M("budget.py", "order = np.lexsort((-weights, -(target - alloc)))",
+      'order = np.argsort(-(target - alloc), kind="stable")',
+      "largest-remainder tie-break by weight dropped (ties go to the earlier step)", [BUDGET]),
+    M("budget.py", "picks[((np.arange(count) + 0.5) * n / count)", "picks[(np.arange(count) * n / count)",
+      "constant profile's remainder not centred (piled toward the first steps)", [BUDGET]),
+    M("budget.py", "alloc = np.floor(target).astype(np.int64)", "alloc = np.round(target).astype(np.int64)",
+      "ramp rounded instead of floored before handing out the remainder", [BUDGET]),
+    M("budget.py", 'if profile in ("decreasing", "released"):', 'if profile == "decreasing":',
+      "released profile not reversed (most iterations last instead of first)", [BUDGET]),
+    M("budget.py", "else cfg.pre_depth + iters + cfg.post_depth", "else cfg.pre_depth + iters",
+      "FPDM step cost forgets the post blocks", [BUDGET]),
+    M("budget.py", "total = budget - steps * fixed", "total = budget - fixed",
+      "fixed pre/post cost subtracted once instead of per step", [BUDGET]),
+    M("budget.py", "for k in range(1, top + 1) if budget", "for k in range(1, top) if budget",
+      "feasible pairs miss the largest k (off-by-one range)", [BUDGET]),
+    M("budget.py", "per_iter = block_tokens + 8 * t * d * d", "per_iter = block_tokens",
+      "FLOPs per iteration omit the injection MLP's z-half", [BUDGET]),
+    # -------------------------------------------------------------------------------------- diffusion.py
+    M("diffusion.py", "self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)",
+      "self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(abar) / (1.0 - abar)",
+      "posterior mean coefficient of x_t uses sqrt(alpha_bar) instead of sqrt(alpha)", [DIFF]),
+    M("diffusion.py", "self.posterior_mean_coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)",
+      "self.posterior_mean_coef1 = betas * np.sqrt(abar) / (1.0 - abar)",
+      "posterior mean coefficient of x_0 uses alpha_bar_t instead of alpha_bar_{t-1}", [DIFF]),
+    M("diffusion.py", "new_betas = 1.0 - abar / np.append(1.0, abar[:-1])",
+      "new_betas = 1.0 - abar / np.append(1.0, abar[1:])",
+      "respaced betas divide by the next kept alpha_bar instead of the previous (off-by-one)", [DIFF]),
+    M("diffusion.py", "first = self.posterior_variance[1] if n > 1 else betas[0]",
+      "first = self.posterior_variance[0] if n > 1 else betas[0]",
+      "log posterior variance clipped with the t = 0 value (log 0)", [DIFF]),
+    M("diffusion.py", "log_variance = frac * max_log + (1.0 - frac) * min_log",
+      "log_variance = frac * min_log + (1.0 - frac) * max_log",
+      "learned-range interpolation endpoints swapped", [DIFF]),
+    M("diffusion.py", "pred_eps = sqrt_abar * pred + sqrt_one_minus * x_t",
+      "pred_eps = sqrt_abar * pred - sqrt_one_minus * x_t",
+      "eps from v-prediction with the wrong sign", [DIFF]),
+    M("diffusion.py", "frozen = torch.cat([pred.detach(), var_values], dim=1)",
+      "frozen = torch.cat([pred, var_values], dim=1)",
+      "vb term not detached from the mean prediction (vb trains the mean)", [DIFF]),
+    M("diffusion.py", "direction = np.sqrt(np.clip(1.0 - abar_prev - sigma**2, 0.0, None))",
+      "direction = np.sqrt(np.clip(1.0 - abar - sigma**2, 0.0, None))",
+      "DDIM direction term uses alpha_bar_t instead of alpha_bar_{t-1}", [DIFF]),
+    M("diffusion.py", 'torch.exp(0.5 * out["log_variance"]) * noise',
+      'torch.exp(out["log_variance"]) * noise',
+      "DDPM noise scaled by the variance instead of the standard deviation", [DIFF]),
+    M("diffusion.py", 'terms["vb"] = vb * (self.num_timesteps / 1000.0)', 'terms["vb"] = vb',
+      "vb term not rescaled by num_timesteps / 1000", [DIFF]),
+    # --------------------------------------------------------------------------------------- schedules.py
+    M("schedules.py", "np.linspace(scale * 1e-4, scale * 0.02, num_timesteps",
+      "np.linspace(1e-4, 0.02, num_timesteps",
+      "linear schedule not rescaled for chains shorter than 1000", [SCHED]),
+    M("schedules.py", "grid = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps",
+      "grid = np.arange(num_timesteps, dtype=np.float64) / num_timesteps",
+      "cosine grid one point short (T - 1 betas)", [SCHED]),
+    M("schedules.py", "picked.append(start + round(position))", "picked.append(start + int(position))",
+      "respacing truncates instead of ADM's round-half-even", [SCHED, DIFF]),
+    M("schedules.py", "size = base + (1 if index < extra else 0)",
+      "size = base + (1 if index <= extra else 0)",
+      "section sizes off by one (one section too many gets the extra step)", [SCHED]),
+    M("schedules.py", "sqrt_abar = (sqrt_abar - last) * (first / (first - last))",
+      "sqrt_abar = sqrt_abar - last",
+      "zero-terminal-SNR shift without the rescale (first alpha_bar changes)", [SCHED]),
+    # ----------------------------------------------------------------------------------------- metrics.py
+    M("metrics.py", "np.linalg.eigvalsh((middle + middle.T) / 2)", "np.linalg.eigvalsh(s1 @ s2)",
+      "Fréchet cross term from eigvalsh of the non-symmetric S1 S2 (reads one triangle only)", [METRICS]),
+    M("metrics.py", "np.cov(f, rowvar=False)", "np.cov(f)",
+      "covariance over samples instead of features (wrong dim)", [METRICS]),
+    M("metrics.py", "(kxx.sum() - np.trace(kxx)) / (m * (m - 1))", "kxx.mean()",
+      "KID's MMD estimate keeps the diagonal (biased)", [METRICS]),
+    M("metrics.py", "radii[rows] = d.kthvalue(k + 1, dim=1).values",
+      "radii[rows] = d.kthvalue(k, dim=1).values",
+      "k-NN radius counts the point itself as a neighbour", [METRICS, PR_BY_HAND]),
+    M("metrics.py", "(d <= radii[None]).any(dim=1)", "(d < radii[None]).any(dim=1)",
+      "manifold balls open instead of closed (a point on the radius is outside)", [METRICS, PR_BY_HAND]),
+    M("metrics.py", "np.trace(s2) - 2 * tr_cross)", "np.trace(s2) - tr_cross)",
+      "Fréchet cross term not doubled", [METRICS]),
+    # -------------------------------------------------------------------------------------- checkpoint.py
+    M("checkpoint.py", "            os.fsync(f.fileno())", "            pass",
+      "atomic write skips the fsync before the rename (a power cut can leave an empty file)", [CKPT]),
+    M("checkpoint.py",
+      "            f.flush()\n            os.fsync(f.fileno())\n        os.replace(tmp, path)",
+      "            os.replace(tmp, path)\n            f.flush()\n            os.fsync(f.fileno())",
+      "rename before the data is flushed and fsynced", [CKPT]),
+    M("checkpoint.py", "            os.unlink(tmp)", "            pass",
+      "failed save leaves its temp file behind", [CKPT]),
+    M("checkpoint.py", "        os.chmod(tmp, 0o666 & ~_current_umask())", "        pass",
+      "checkpoint keeps mkstemp's private 0600 mode", [CKPT]),
+    M("checkpoint.py", "if type(obj) in (list, tuple, torch.Size):", "if type(obj) in (list, tuple):",
+      "safety check refuses torch.Size", [CKPT]),
+    M("checkpoint.py", 'tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))',
+      'tuple(int(v) for v in py["state"].tolist()), None))',
+      "Python RNG restore drops the cached gauss_next", [CKPT]),
+    M("checkpoint.py", "torch.load(path, map_location=map_location, weights_only=True)",
+      "torch.load(path, map_location=map_location, weights_only=False)",
+      "checkpoints loaded with full unpickling (code execution on load)", [CKPT]),
+]
+
+
+# ------------------------------------------------------------------------------------------------- runner
+
+@dataclass
+class Result:
+    mutant: Mutant
+    status: str  # killed | survived | timeout | error
+    seconds: float
+    detail: str = ""  # first failing test, or why it errored
+
+
+def validate(mutants: Sequence[Mutant], root: Path) -> list[str]:
+    """Every `old` must occur exactly once and every mutated module must still compile: a stale or
+    ambiguous snippet, or a mutant that is only a syntax error, would make the numbers meaningless."""
+    problems = []
+    for m in mutants:
+        path = root / m.module
+        if not path.is_file():
+            problems.append(f"{m.module}: file missing ({m.description})")
+            continue
+        text = path.read_text()
+        count = text.count(m.old)
+        if count != 1:
+            problems.append(f"{m.module}: old snippet occurs {count} times, expected exactly 1: {m.old!r}")
+            continue
+        if m.old == m.new:
+            problems.append(f"{m.module}: mutant changes nothing: {m.old!r}")
+            continue
+        try:
+            compile(text.replace(m.old, m.new), str(path), "exec")
+        except SyntaxError as exc:
+            problems.append(f"{m.module}: mutant does not compile ({exc.msg}, line {exc.lineno}): {m.new!r}")
+    return problems
+
+
+def tree_files(root: Path) -> list[str]:
+    """Tracked plus untracked-but-not-ignored files: what the tests can see in a fresh checkout, including
+    tests that another engineer has not committed yet."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         check=True, capture_output=True).stdout.decode()
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def make_copy(root: Path, dest: Path, files: Sequence[str]) -> None:
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+
+
+def test_env(copy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy / "src"), env.get("PYTHONPATH")) if p)
+    # One BLAS thread: the machine is shared, and thread count changes rounding in some tests.
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # No .pyc: a mutant and its restore can share an mtime second and size, and a stale .pyc would then
+    # silently run the wrong source.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_import(copy: Path) -> None:
+    """The venv's editable install points at the real src/; PYTHONPATH must win or we would test it."""
+    r = subprocess.run([sys.executable, "-c", "import fpdm; print(fpdm.__file__)"], cwd=copy,
+                       env=test_env(copy), capture_output=True, text=True)
+    where = r.stdout.strip()
+    if r.returncode != 0 or not Path(where).resolve().is_relative_to((copy / "src").resolve()):
+        sys.exit(f"error: in the copy {copy}, `import fpdm` resolves to {where or r.stderr.strip()!r}, not "
+                 f"{copy / 'src'}; the mutants would not be tested (check PYTHONPATH and the editable "
+                 "install)")
+
+
+def run_pytest(copy: Path, args: Sequence[str], timeout: float,
+               stop_first: bool = True) -> tuple[int | None, str]:
+    """Run pytest in its own process group, so a timeout also ends the subprocesses tests start."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-x"] if stop_first else []),
+           *args]
+    proc = subprocess.Popen(cmd, cwd=copy, env=test_env(copy), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+_FAILED = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+
+
+def first_failure(output: str) -> str:
+    hit = _FAILED.search(output)
+    if hit:
+        return hit.group(2)
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def baseline_args(mutants: Sequence[Mutant]) -> list[str]:
+    """Union of the scoped tests; node ids are dropped when their whole file is already in."""
+    args = sorted({t for m in mutants for t in m.tests})
+    files = {a for a in args if "::" not in a}
+    return [a for a in args if "::" not in a or a.split("::")[0] not in files]
+
+
+@contextmanager
+def applied(copy: Path, mutant: Mutant) -> Iterator[None]:
+    path = copy / mutant.module
+    original = path.read_text()
+    stat = path.stat()
+    path.write_text(original.replace(mutant.old, mutant.new, 1))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def run_mutant(copies: queue.Queue[Path], mutant: Mutant, timeout: float) -> Result:
+    copy = copies.get()
+    start = time.perf_counter()
+    try:
+        with applied(copy, mutant):
+            rc, out = run_pytest(copy, mutant.tests, timeout)
+        seconds = time.perf_counter() - start
+        if rc is None:
+            return Result(mutant, "timeout", seconds, f"no result within {timeout:g} s")
+        if rc in (2, 3, 4):  # interrupted, internal error, usage error: not a test verdict
+            return Result(mutant, "error", seconds, f"pytest exit {rc}: {first_failure(out)}")
+        return Result(mutant, "killed" if rc else "survived", seconds, first_failure(out) if rc else "")
+    finally:
+        copies.put(copy)
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+def verdict(r: Result) -> str:
+    if r.mutant.equivalent:
+        return "equivalent (survived)" if r.status == "survived" else f"**{r.status}, but marked equivalent**"
+    return {"killed": "killed", "timeout": "killed (timeout)", "survived": "**SURVIVED**",
+            "error": "**ERROR**"}[r.status]
+
+
+def counts(results: Sequence[Result]) -> tuple[int, int, int, int, int]:
+    """(mutants, killed incl. timeouts, survived, equivalent, errors); equivalents are counted apart."""
+    live = [r for r in results if not r.mutant.equivalent]
+    killed = sum(r.status in ("killed", "timeout") for r in live)
+    survived = sum(r.status == "survived" for r in live)
+    errors = sum(r.status == "error" for r in live)
+    return len(results), killed, survived, len(results) - len(live), errors
+
+
+def rate(killed: int, survived: int) -> str:
+    return f"{100 * killed / (killed + survived):.0f}%" if killed + survived else "–"
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def snippet(code: str, width: int = 90) -> str:
+    """A multi-line snippet on one line (⏎ between lines), so it fits in inline Markdown code."""
+    one = " ⏎ ".join(line.strip() for line in code.strip().splitlines())
+    return one if len(one) <= width else one[:width - 1] + "…"
+
+
+def write_report(path: Path, results: Sequence[Result], command: str, baseline_s: float,
+                 wall_s: float) -> None:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    n, killed, survived, equivalent, errors = counts(results)
+    lines = [
+        "# Mutation testing",
+        "",
+        "Curated one-line mutants of the core modules (`tools/mutation.py`), each run against the tests that "
+        "exercise that code. A mutant is *killed* when its tests fail, *survived* when they all pass. "
+        "Equivalent mutants cannot change behaviour and are left out of the kill rate.",
+        "",
+        f"- Command: `{command}`",
+        f"- Finished: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- Source: commit `{head}`" + (" plus uncommitted changes in the working tree" if dirty else ""),
+        f"- Time: baseline {baseline_s:.0f} s, whole run {wall_s / 60:.1f} min",
+        "",
+        f"**Kill rate: {rate(killed, survived)}** ({killed} killed of {killed + survived} non-equivalent "
+        f"mutants; {equivalent} equivalent" + (f"; {errors} errors not counted" if errors else "") + ")",
+        "",
+    ]
+    surviving = [r for r in results if r.status == "survived" and not r.mutant.equivalent]
+    lines += ["## Surviving mutants", ""]
+    if surviving:
+        lines += ["These bugs would go unnoticed by the tests listed:", ""]
+        lines += [f"- `{r.mutant.name}`: {r.mutant.description} — `{snippet(r.mutant.old)}` → "
+                  f"`{snippet(r.mutant.new)}` (tests: {', '.join(r.mutant.tests)})" for r in surviving]
+    else:
+        lines.append("None.")
+    odd = [r for r in results if r.status == "error" or (r.mutant.equivalent and r.status != "survived")]
+    if odd:
+        lines += ["", "## Needs a look", ""]
+        lines += [f"- `{r.mutant.name}`: {r.mutant.description} — {verdict(r)}: {r.detail}" for r in odd]
+    lines += ["", "## Per module", "", "| module | mutants | killed | survived | equivalent | kill rate |",
+              "|---|---:|---:|---:|---:|---:|"]
+    modules = sorted({r.mutant.module for r in results}, key=lambda m: [x.module for x in MUTANTS].index(m))
+    for module in modules:
+        n_m, k_m, s_m, e_m, _ = counts([r for r in results if r.mutant.module == module])
+        lines.append(f"| `{Path(module).name}` | {n_m} | {k_m} | {s_m} | {e_m} | {rate(k_m, s_m)} |")
+    lines.append(f"| **all** | {n} | {killed} | {survived} | {equivalent} | **{rate(killed, survived)}** |")
+    lines += ["", "## Every mutant", "", "| # | module | bug modelled | result | s | killed by / note |",
+              "|---:|---|---|---|---:|---|"]
+    for i, r in enumerate(results, 1):
+        note = r.mutant.equivalent if r.mutant.equivalent and r.status == "survived" else r.detail
+        lines.append(f"| {i} | `{r.mutant.name}` | {cell(r.mutant.description)} | {verdict(r)} | "
+                     f"{r.seconds:.1f} | {cell(note)} |")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--jobs", type=int, default=1, help="parallel workers, each with its own temporary copy")
+    p.add_argument("--only", help="run the mutants of modules whose path contains this (any case); if no "
+                   "module matches, those whose description contains it")
+    p.add_argument("--list", action="store_true", help="list (and validate) the mutants, run nothing")
+    p.add_argument("--report", type=Path, default=ROOT / "docs" / "mutation.md", help="Markdown report")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout is a kill)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary copies (for debugging)")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    needle = (args.only or "").lower()
+    # Module names first: "ema" should mean ema.py, not every description that says "remainder".
+    mutants = [m for m in MUTANTS if needle in m.module.lower()] or \
+        [m for m in MUTANTS if needle in m.description.lower()]
+    if not mutants:
+        sys.exit(f"error: no mutant matches --only {args.only!r}")
+    problems = validate(mutants, ROOT)
+    if problems:
+        sys.exit("error: the mutant list no longer matches the source:\n  " + "\n  ".join(problems))
+    if args.list:
+        for i, m in enumerate(mutants, 1):
+            eq = f"  [equivalent: {m.equivalent}]" if m.equivalent else ""
+            print(f"{i:3d}  {m.name:15s} {m.description}{eq}\n     tests: {' '.join(m.tests)}")
+        per = {}
+        for m in mutants:
+            per[m.name] = per.get(m.name, 0) + 1
+        print(f"\n{len(mutants)} mutants: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+        return 0
+
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = "python tools/mutation.py" + (" " + shlex.join(given) if given else "")
+    t_start = time.perf_counter()
+    workdirs = [Path(tempfile.mkdtemp(prefix=f"fpdm-mutation-{i}-")) for i in range(args.jobs)]
+    try:
+        # One snapshot of the working tree, cloned per worker, so all workers test the same source even while
+        # someone edits the real tree.
+        first = workdirs[0]
+        make_copy(ROOT, first, tree_files(ROOT))
+        for other in workdirs[1:]:
+            shutil.copytree(first, other, dirs_exist_ok=True)
+        problems = validate(mutants, first)
+        if problems:
+            sys.exit("error: the snapshot no longer matches the mutant list:\n  " + "\n  ".join(problems))
+        check_import(first)
+        print(f"copies: {', '.join(map(str, workdirs))}", flush=True)
+
+        base = baseline_args(mutants)
+        print(f"baseline: pytest {' '.join(base)}", flush=True)
+        t0 = time.perf_counter()
+        rc, out = run_pytest(first, base, timeout=args.timeout * max(3, len(base)), stop_first=False)
+        baseline_s = time.perf_counter() - t0
+        if rc != 0:
+            failing = sorted({f.split("::")[0] for _, f in _FAILED.findall(out)})
+            sys.stderr.write(out[-3000:] + "\n")
+            sys.exit("error: the unmutated tests do not pass" + (" (timeout)" if rc is None else "")
+                     + (": " + ", ".join(failing) if failing else f" (pytest exit {rc})")
+                     + "; fix them before measuring mutants")
+        print(f"baseline passed in {baseline_s:.0f} s; {len(mutants)} mutants, {args.jobs} job(s)",
+              flush=True)
+
+        copies: queue.Queue[Path] = queue.Queue()
+        for d in workdirs:
+            copies.put(d)
+        results: list[Result | None] = [None] * len(mutants)
+        done = [0]
+        lock = threading.Lock()
+
+        def task(i: int) -> None:
+            r = run_mutant(copies, mutants[i], args.timeout)
+            results[i] = r
+            with lock:
+                done[0] += 1
+                print(f"[{done[0]:3d}/{len(mutants)}] {verdict(r).replace('*', ''):24s} {r.mutant.name:15s} "
+                      f"{r.seconds:6.1f}s  {r.mutant.description[:70]}"
+                      + (f"  <- {r.detail}" if r.detail else ""), flush=True)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for f in [pool.submit(task, i) for i in range(len(mutants))]:
+                f.result()
+        final = [r for r in results if r is not None]
+        write_report(args.report, final, command, baseline_s, time.perf_counter() - t_start)
+        n, killed, survived, equivalent, errors = counts(final)
+        print(f"\nkill rate {rate(killed, survived)}: {killed} killed, {survived} survived, {equivalent} "
+              f"equivalent, {errors} errors of {n}; report: {args.report}")
+        return 1 if errors else 0
+    finally:
+        if not args.keep:
+            for d in workdirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
