@@ -14,7 +14,7 @@ TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "sweep", "budget-table", "plot-residuals", "eval",
-                                     "train-features", "reproduce", "export", "extract-latents"])
+                                     "train-features", "reproduce", "export", "extract-latents", "import"])
 def test_help_shows_every_default(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
@@ -237,3 +237,18 @@ def test_preset_with_command_line_override(tmp_path, capsys):
     preset.write_text(json.dumps({"learning_rate": 1}))
     assert main(["train", "--config", str(preset), "--out", str(tmp_path / "x")]) == 2
     assert "unknown option 'learning_rate'" in capsys.readouterr().err
+
+
+def test_sample_and_train_end_with_a_short_human_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "2", "--batch-size", "8", "--out", str(run),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "parameters" in text and str(run / "ckpt.pt") in text and not text.lstrip().startswith("{")
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run / "ckpt.pt"), "--budget", "12", "--iters", "2", "--seeds", "0-3",
+                 "--out", str(out), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) <= 8 and not lines[0].lstrip().startswith("{")
+    assert any("budget 12, counted 12 per sample" in ln for ln in lines)
+    assert any(f"{out}.png" in ln for ln in lines) and any("GFLOP" in ln for ln in lines)

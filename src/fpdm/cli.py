@@ -346,7 +346,7 @@ def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .train import resume, train, write_summary
+    from .train import resume, train, train_summary_lines, write_summary
 
     if a.config:
         _apply_preset(a, a.config)
@@ -376,7 +376,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
         write_summary(out, summary)
-        print(json.dumps(summary))
+        print("\n".join(train_summary_lines(summary, out)))
     return 130 if summary["interrupted"] else 0
 
 
@@ -438,6 +438,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         discard_empty_parts,
         parts_folder,
         remove_parts,
+        summary_lines,
         write_record,
         write_samples,
     )
@@ -488,9 +489,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         record["eval"] = metrics
     write_record(prefix, record)
     remove_parts(parts)  # everything is in the .npz now
-    keys = ("arch", "budget", "steps", "iters_run", "blocks_counted", "flops_per_sample", "wall_s", "png",
-            "eval")
-    print(json.dumps({k: record[k] for k in keys if k in record}))
+    print("\n".join(summary_lines(record, prefix)))
     return 0
 
 

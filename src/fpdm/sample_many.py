@@ -34,7 +34,7 @@ from .fpdm import FPDM
 from .sample import SamplerSettings
 
 __all__ = ["SampleRun", "class_labels", "count_parts", "discard_empty_parts", "parts_folder", "remove_parts",
-           "resolve_steps", "sample_seeds", "write_record", "write_samples"]
+           "resolve_steps", "sample_seeds", "summary_lines", "write_record", "write_samples"]
 
 
 @dataclass
@@ -182,6 +182,36 @@ def write_record(prefix: str | Path, record: dict[str, Any]) -> Path:
     path = Path(f"{prefix}.json")
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def summary_lines(record: dict[str, Any], prefix: str | Path) -> list[str]:
+    """A short aligned account of a sampling run for people (the whole record stays in `<prefix>.json`)."""
+    s = record.get("settings", {})
+    runs = record.get("iters_run_per_batch") or [record.get("iters_run", [])]
+    per_step = sorted({k for batch in runs for k in batch})
+    iters = (f" × {per_step[0]} iterations" if len(per_step) == 1 else
+             f", {per_step[0]}–{per_step[-1]} iterations per step" if per_step else "")
+    counted = sorted(set(record.get("blocks_counted_per_batch") or [record.get("blocks_counted")]))
+    budget = f"budget {record['budget']}, " if record.get("budget") is not None else ""
+    seeds = record.get("seeds", ["?", "?"])
+    lines = [("samples", f"{record.get('num_samples')} (seeds {seeds[0]}–{seeds[-1]}), {record.get('arch')}, "
+                         f"{'EMA' if record.get('ema', True) else 'raw'} weights"),
+             ("steps", f"{record.get('steps')} {s.get('sampler', '')} steps{iters}"
+                       + (", reuse" if s.get("reuse") else "")
+                       + (f", guidance {s['cfg_scale']}" if s.get("cfg_scale", 1) != 1 else "")),
+             ("blocks", f"{budget}counted {', '.join(str(c) for c in counted)} per sample"),
+             ("FLOPs", f"{record.get('flops_per_sample', 0) / 1e9:.3f} GFLOP per sample"),
+             ("wall", f"{record.get('wall_s', 0):.1f} s")]
+    if record.get("diverged_steps"):
+        lines.append(("warning", f"the fixed point diverged at {len(record['diverged_steps'])} step(s)"))
+    ev = record.get("eval")
+    if ev:
+        lines.append(("digits", f"FID {ev['digits_fid']:.2f} ± {ev.get('digits_fid_se', float('nan')):.2f}, "
+                                f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}"
+                                + (f", class consistency {ev['class_consistency']:.3f}"
+                                   if ev.get("class_consistency") is not None else "")))
+    lines.append(("files", f"{prefix}.png, .npz, .json"))
+    return [f"{k:>8}  {v}" for k, v in lines]
 
 
 def _open_parts(parts: Path, fingerprint: dict) -> None:

@@ -58,6 +58,24 @@ def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> None:
     (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
+def train_summary_lines(summary: dict[str, Any], out_dir: str | Path) -> list[str]:
+    """A short aligned account of a training run for people (summary.json keeps every number)."""
+    log = Path(out_dir) / LOG_NAME
+    last = None
+    if log.exists():
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        last = json.loads(lines[-1]).get("loss") if lines else None
+    ms = summary.get("ms_per_step")
+    rows = [("model", f"{summary['arch']}, {summary['parameters']:,} parameters"),
+            ("steps", f"{summary['step']} ({summary['steps_this_run']} this run"
+                      f"{', interrupted' if summary.get('interrupted') else ''})"),
+            ("wall", f"{summary['wall_s']:.1f} s" + (f", {ms:.1f} ms/step" if ms else "")
+             + f", peak RSS {summary['peak_rss_mib']:.0f} MiB"),
+            ("loss", "–" if last is None else f"{last:.4f} (last log record)"),
+            ("files", f"{summary['checkpoint']}, {log}, {Path(out_dir) / 'summary.json'}")]
+    return [f"{k:>6}  {v}" for k, v in rows]
+
+
 def snapshot_path(out_dir: str | Path, step: int) -> Path:
     """Where `keep_every` keeps the checkpoint of `step` (beside the latest `ckpt.pt`)."""
     return Path(out_dir) / f"ckpt-{step:07d}.pt"
