@@ -241,8 +241,8 @@ def test_preset_with_command_line_override(tmp_path, capsys):
 
 def test_sample_and_train_end_with_a_short_human_summary(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "2", "--batch-size", "8", "--out", str(run),
-                 "--no-progress"]) == 0
+    assert main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "2", "--batch-size", "8",
+                 "--out", str(run), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "parameters" in text and str(run / "ckpt.pt") in text and not text.lstrip().startswith("{")
     out = tmp_path / "s"
