@@ -21,18 +21,21 @@ CONFIG_NAME = "config.json"
 FORMAT = "fpdm-weights/1"
 
 
-def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = True) -> dict[str, Any]:
-    """Write `out_dir`/model.safetensors (EMA weights by default) and `out_dir`/config.json; return the
-    config written."""
+def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = True, *,
+                   dtype: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `out_dir`/model.safetensors (EMA weights by default, stored as `dtype` if given, e.g.
+    torch.bfloat16; loading casts back to the model's float32) and `out_dir`/config.json (with `extra`
+    entries); return the config written."""
     state = load_checkpoint(ckpt_path)
     for key in ("model_config", "diffusion_config", "model", "ema"):
         if key not in state:
             raise ValueError(f"{ckpt_path} is not an fpdm training checkpoint (no {key!r} entry)")
     ModelConfig.from_dict(state["model_config"])  # refuse to export something we could not load back
-    weights = {k: v.contiguous() for k, v in state["ema" if use_ema else "model"].items()}
+    weights = {k: (v if dtype is None or not v.is_floating_point() else v.to(dtype)).contiguous()
+               for k, v in state["ema" if use_ema else "model"].items()}
     config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
               "step": state.get("step"), "model_config": state["model_config"],
-              "diffusion_config": state["diffusion_config"]}
+              "diffusion_config": state["diffusion_config"], **(extra or {})}
     _write(out_dir, weights, config)
     return config
 

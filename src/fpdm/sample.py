@@ -81,6 +81,9 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
     `fpdm export` folder / .safetensors file (whatever weights were exported), or an official DiT/FPDM file
     (bare state dict or the official trainer's checkpoint; `num_heads` and `pre_post_timestep_conditioning`
     fill in what its tensors do not say — see `fpdm.official`)."""
+    from .builtin import resolve
+
+    path = resolve(path)  # a built-in name, e.g. "digits-fpdm", is its folder in the package
     p = Path(path)
     official_kw = dict(use_ema=use_ema, num_heads=num_heads,
                        pre_post_timestep_conditioning=pre_post_timestep_conditioning)
