@@ -252,3 +252,15 @@ def test_sample_and_train_end_with_a_short_human_summary(tmp_path, capsys):
     assert len(lines) <= 8 and not lines[0].lstrip().startswith("{")
     assert any("budget 12, counted 12 per sample" in ln for ln in lines)
     assert any(f"{out}.png" in ln for ln in lines) and any("GFLOP" in ln for ln in lines)
+
+
+def test_reproduce_interrupted_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    import fpdm.reproduce as reproduce
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "run", interrupted)
+    assert main(["reproduce", "--scale", "tiny", "--study", "digits", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the same command again to resume" in err

@@ -271,10 +271,15 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     from . import reproduce, reproduce_ratio
 
     scale = a.scale or ("quick" if a.quick else "full")
-    if a.study in ("all", "digits"):
-        reproduce.run(scale, a.out, workers=a.workers, device=a.device)
-    if a.study in ("all", "ratio"):
-        reproduce_ratio.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
+    try:
+        if a.study in ("all", "digits"):
+            reproduce.run(scale, a.out, workers=a.workers, device=a.device)
+        if a.study in ("all", "ratio"):
+            reproduce_ratio.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
+    except KeyboardInterrupt:
+        print(f"fpdm reproduce: interrupted; finished trainings and cells are cached in {a.out} (trainings "
+              "keep their last checkpoint): run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 
