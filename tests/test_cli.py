@@ -264,3 +264,15 @@ def test_reproduce_interrupted_exits_130_with_one_line(tmp_path, monkeypatch, ca
     assert main(["reproduce", "--scale", "tiny", "--study", "digits", "--out", str(tmp_path)]) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "run the same command again to resume" in err
+
+
+def test_sampling_interrupted_before_any_batch_leaves_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    import fpdm.sample as sample_mod
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_mod, "sample", interrupted)
+    assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "2", "--seeds", "0-3",
+                 "--no-progress", "--out", str(tmp_path / "s")]) == 130
+    assert "no batch had finished" in capsys.readouterr().err and not list(tmp_path.iterdir())

@@ -144,6 +144,31 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
     if case == "eval of a missing samples file":
         return ["eval", str(tmp / "missing.npz")]
+    if case == "seed named twice":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "0-3,2-5", "--out", str(tmp / "s")]
+    if case == "seed beyond 64 bits":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "18446744073709551616",
+                "--out", str(tmp / "s")]
+    if case == "absurd thread count":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--threads", "100000", "--out", str(tmp / "s")]
+    if case == "zero grid columns":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "0", "--nrow", "0",
+                "--out", str(tmp / "s")]
+    if case == "eta with DDPM":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--eta", "0.7", "--out", str(tmp / "s")]
+    if case == "profile without budget and steps":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--profile", "increasing", "--out", str(tmp / "s")]
+    if case == "reuse on a DiT":
+        return ["sample", "--ckpt", dit, "--steps", "2", "--reuse", "--out", str(tmp / "s")]
+    if case == "DiT budget below one step":
+        return ["sample", "--ckpt", dit, "--budget", "1", "--out", str(tmp / "s")]
+    if case == "run folder as checkpoint":
+        return ["sample", "--ckpt", str(Path(fp).parent), "--out", str(tmp / "s")]
+    if case == "residual plot of a non-record":
+        (tmp / "x.npz").write_bytes(b"PK\x03\x04\xff\xfe binary")
+        return ["plot-residuals", str(tmp / "x.npz"), "--out", str(tmp / "p.png")]
+    if case == "budget far too large":
+        return ["sample", "--ckpt", fp, "--budget", "100000000000", "--steps", "10", "--out", str(tmp / "s")]
     raise KeyError(case)
 
 
@@ -182,6 +207,18 @@ CASES = {  # case -> what the one-line message must contain
     "eval of a missing samples file": "missing.npz",
     "disk full while checkpointing": "ckpt.pt: No space left on device; it was left as it was",
     "unwritable output folder": "/ro/s: cannot write in",
+    "seed named twice": "--seeds '0-3,2-5' names seed 2 more than once",
+    "seed beyond 64 bits": "seed 18446744073709551616 is outside [0, 2^63)",
+    "absurd thread count": "--threads 100000 is more than",
+    "zero grid columns": "--nrow must be >= 1, got 0",
+    "eta with DDPM": "--eta 0.7 applies to --sampler ddim only",
+    "profile without budget and steps": "--profile increasing spreads the iterations of --budget over "
+                                        "--steps",
+    "reuse on a DiT": "--reuse applies to FPDM checkpoints only",
+    "DiT budget below one step": "budget 1 is below one step of the depth-4 DiT; the smallest is 4 (1 step)",
+    "run folder as checkpoint": "is a folder: pass",
+    "residual plot of a non-record": "x.npz is not a sample record",
+    "budget far too large": "over the limit of 10,000; pass --no-limits",
 }
 
 

@@ -95,11 +95,13 @@ def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | Non
             if steps is None:
                 raise BudgetError("give --steps or --budget")
             return BudgetPlan(steps, (), steps * cfg.depth)
-        if budget % cfg.depth or budget < cfg.depth:
+        if budget < cfg.depth:
+            raise BudgetError(f"budget {budget} is below one step of the depth-{cfg.depth} DiT; the smallest "
+                              f"is {cfg.depth} (1 step)")
+        if budget % cfg.depth:
             lo, hi = budget // cfg.depth, budget // cfg.depth + 1
             raise BudgetError(f"budget {budget} is not a multiple of the DiT depth {cfg.depth}; feasible "
-                              f"nearby: {max(lo, 1) * cfg.depth} ({max(lo, 1)} steps) or {hi * cfg.depth} "
-                              f"({hi} steps)")
+                              f"nearby: {lo * cfg.depth} ({lo} steps) or {hi * cfg.depth} ({hi} steps)")
         if steps is not None and steps * cfg.depth != budget:
             raise BudgetError(f"--steps {steps} of a depth-{cfg.depth} DiT costs {steps * cfg.depth} blocks, "
                               f"not the budget {budget}")

@@ -144,6 +144,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     g.add_argument("--device", default="cpu", help="cpu, cuda, …")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-limits", action="store_true", help="allow more than 100,000 steps or 10,000 "
+                   "iterations per step (refused by default as a likely typo)")
     _add_threads(g)
 
 
@@ -452,12 +454,14 @@ def _sample_seeds(a: argparse.Namespace, model, diffusion, iters: int | None, pa
                   world: World | None = None):
     """`sample_seeds` with the command line's sampling options."""
     from .sample import parse_seeds
-    from .sample_many import class_labels, resolve_steps, sample_seeds
+    from .sample_many import check_settings, class_labels, resolve_steps, sample_seeds
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
-    resolve_steps(model, a.budget, a.steps, iters, a.profile, a.ratio)  # its errors first, as always
+    n_steps, per_step = resolve_steps(model, a.budget, a.steps, iters, a.profile, a.ratio)  # errors first
     settings = _sampler_settings(a)
+    check_settings(model, settings, budget=a.budget, steps=a.steps, profile=a.profile, label=a.label,
+                   n_steps=n_steps, per_step=per_step, limits=not a.no_limits)
     seeds = parse_seeds(a.seeds)
     labels = class_labels(model.config.num_classes, len(seeds), a.label)
     return sample_seeds(model, diffusion, seeds, labels=labels, budget=a.budget, steps=a.steps, iters=iters,
@@ -492,14 +496,19 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     tag = "-".join(str(v) for v in tag_parts if v)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
+    for flag, value in (("--nrow", a.nrow), ("--upscale", a.upscale)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     parts = parts_folder(prefix)
     try:
         run = _sample_seeds(a, model, diffusion, a.iters, parts=parts, world=world)
         if run is None:  # another process writes the outputs
             return 0
     except KeyboardInterrupt:
-        print(f"fpdm sample: interrupted; {count_parts(parts)} finished batch(es) kept in {parts}: run the "
-              "same command again to resume", file=sys.stderr)
+        discard_empty_parts(parts)  # an empty folder would only block a later run with other settings
+        kept = f"{count_parts(parts)} finished batch(es) kept in {parts}: run the same command again to " \
+            "resume" if parts.exists() else "no batch had finished"
+        print(f"fpdm sample: interrupted; {kept}", file=sys.stderr)
         return 130
     except BaseException:
         discard_empty_parts(parts)
@@ -637,7 +646,11 @@ def _cmd_plot_residuals(a: argparse.Namespace) -> int:
     if not path.exists():
         raise FileNotFoundError(f"no record at {path}")
     out = Path(a.out) if a.out else path.with_suffix(".residuals.png")
-    plot_residuals(json.loads(path.read_text()), out)
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a sample record (the .json that fpdm sample writes)") from None
+    plot_residuals(record, out)
     print(out)
     return 0
 
@@ -676,6 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "threads", 0) < 0:
         print(f"fpdm {args.command}: error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+        return 2
+    limit = 4 * (os.cpu_count() or 1)
+    if getattr(args, "threads", 0) > limit:  # torch can crash outright on absurd thread counts
+        print(f"fpdm {args.command}: error: --threads {args.threads} is more than {limit} (4 × this "
+              f"machine's {os.cpu_count()} cores)", file=sys.stderr)
         return 2
     if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)

@@ -85,6 +85,10 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
 
     path = resolve(path)  # a built-in name, e.g. "digits-fpdm", is its folder in the package
     p = Path(path)
+    if p.is_dir() and not is_exported(p):
+        hint = f"pass {p / 'ckpt.pt'} (its training checkpoint)" if (p / "ckpt.pt").exists() else \
+            "expected a checkpoint file or an `fpdm export` folder (with model.safetensors)"
+        raise ValueError(f"{p} is a folder: {hint}")
     official_kw = dict(use_ema=use_ema, num_heads=num_heads,
                        pre_post_timestep_conditioning=pre_post_timestep_conditioning)
     if is_exported(p) and not (p.suffix == ".safetensors" and not (p.parent / CONFIG_NAME).exists()):
@@ -143,6 +147,12 @@ def parse_seeds(spec: str) -> list[int]:
         raise ValueError(f"--seeds {spec!r}: expected ranges and numbers like '0-99' or '0-3,10'") from None
     if not seeds:
         raise ValueError(f"--seeds {spec!r} selects no seed")
+    bad = next((s for s in seeds if not 0 <= s < 2**63), None)
+    if bad is not None:  # a torch.Generator seed is a signed 64-bit integer
+        raise ValueError(f"--seeds {spec!r}: seed {bad} is outside [0, 2^63)")
+    if len(set(seeds)) != len(seeds):
+        twice = next(s for i, s in enumerate(seeds) if s in seeds[:i])
+        raise ValueError(f"--seeds {spec!r} names seed {twice} more than once (each seed is one sample)")
     return seeds
 
 

@@ -33,7 +33,8 @@ from .dit import DiT
 from .fpdm import FPDM
 from .sample import SamplerSettings
 
-__all__ = ["SampleRun", "class_labels", "count_parts", "discard_empty_parts", "parts_folder", "remove_parts",
+__all__ = ["MAX_ITERS", "MAX_STEPS", "SampleRun", "check_settings", "class_labels", "count_parts",
+           "discard_empty_parts", "parts_folder", "remove_parts",
            "resolve_steps", "sample_seeds", "summary_lines", "write_record", "write_samples"]
 
 
@@ -79,6 +80,39 @@ def resolve_steps(model: DiT | FPDM, budget: int | None, steps: int | str | None
     if cfg.arch == "dit" and iters is not None:
         raise ValueError("--iters applies to FPDM checkpoints only")
     return n_steps, per_step
+
+
+MAX_STEPS, MAX_ITERS = 100_000, 10_000  # beyond these a run is almost surely a typo (`--no-limits`)
+
+
+def check_settings(model: DiT | FPDM, settings: SamplerSettings, *, budget: int | None, steps: Any,
+                   profile: str, label: int | None, n_steps: int | str, per_step: Any,
+                   limits: bool = True) -> None:
+    """Refuse settings that would change nothing (and so make the record lie) or run absurdly long:
+    a ValueError naming the flag and why."""
+    cfg = model.config
+    if settings.eta != 0 and settings.sampler == "ddpm":
+        raise ValueError(f"--eta {settings.eta} applies to --sampler ddim only (DDPM's noise is set by the "
+                         "schedule)")
+    if profile != "constant" and (budget is None or steps is None):
+        raise ValueError(f"--profile {profile} spreads the iterations of --budget over --steps; without both "
+                         "it changes nothing")
+    if cfg.arch == "dit":
+        for flag, used in (("--reuse", settings.reuse), ("--tol", settings.tol is not None),
+                           (f"--solver {settings.solver}", settings.solver != "picard")):
+            if used:
+                raise ValueError(f"{flag} applies to FPDM checkpoints only: a DiT has no fixed point to "
+                                 "solve")
+    if label is not None and cfg.num_classes == 0:
+        raise ValueError(f"--label {label}: this model is unconditional (it was trained without classes)")
+    if limits:
+        if isinstance(n_steps, int) and n_steps > MAX_STEPS:
+            raise ValueError(f"{n_steps:,} sampling steps is over the limit of {MAX_STEPS:,}; pass "
+                             "--no-limits if you mean it")
+        most = max(per_step) if isinstance(per_step, list) and per_step else per_step
+        if isinstance(most, int) and most > MAX_ITERS:
+            raise ValueError(f"{most:,} fixed-point iterations in one step is over the limit of "
+                             f"{MAX_ITERS:,}; pass --no-limits if you mean it")
 
 
 def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequence[int], *,
