@@ -16,6 +16,7 @@ from .budget import DEFAULT_RATIO, PROFILES
 from .config import PRECISIONS, DiffusionConfig, TrainConfig
 from .distributed import World, init_world, local_device
 from .fixed_point import GRADIENT_MODES, SOLVERS
+from .lock import FolderInUse
 from .registry import MODEL_NAMES, model_config
 from .sample import SAMPLERS
 from .schedules import BETA_SCHEDULES
@@ -701,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "device", None):
             _check_device(args.device)
         return args.func(args)
-    except (ValueError, OSError, FloatingPointError, ImportError) as e:  # OSError: missing, unwritable, full
+    except (ValueError, OSError, FloatingPointError, ImportError, FolderInUse) as e:  # OSError: unwritable…
         print(f"fpdm {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -31,6 +31,7 @@ from .diffusion import GaussianDiffusion
 from .distributed import World
 from .dit import DiT
 from .fpdm import FPDM
+from .lock import hold
 from .sample import SamplerSettings
 
 __all__ = ["MAX_ITERS", "MAX_STEPS", "SampleRun", "check_settings", "class_labels", "count_parts",
@@ -134,6 +135,18 @@ def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequenc
     seeds = [int(s) for s in seeds]
     labels = class_labels(model.config.num_classes, len(seeds)) if labels is None else labels
     parts = Path(parts) if parts is not None else None
+    if parts is None and world.size > 1:
+        raise ValueError("sampling with several processes needs an output folder for the batches")
+    with hold(parts or ".", "fpdm sample", enabled=parts is not None and world.is_main):  # one per folder
+        return _sample_batches(model, diffusion, seeds, labels, n_steps, per_step, settings, batch_size,
+                               device, parts, world, progress, identity, budget, profile, ratio)
+
+
+def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list[int], labels: Tensor,
+                    n_steps: int | str, per_step: Any, settings: SamplerSettings, batch_size: int,
+                    device: str, parts: Path | None, world: World, progress: bool,
+                    identity: dict[str, Any] | None, budget: int | None, profile: str, ratio: float
+                    ) -> SampleRun | None:
     done: dict[int, tuple[Tensor, dict]] = {}  # this process's batches, by index
     starts = range(0, len(seeds), batch_size)
     if parts is not None:
@@ -142,8 +155,6 @@ def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequenc
                                 "settings": asdict(settings), "seeds": seeds, "labels": labels.tolist(),
                                 "batch_size": batch_size})
         world.barrier()
-    elif world.size > 1:
-        raise ValueError("sampling with several processes needs an output folder for the batches")
     for i, lo in enumerate(starts):
         if i % world.size != world.rank:
             continue

@@ -43,6 +43,7 @@ from .distributed import init_world, local_device
 from .ema import make_ema, update_ema
 from .embeddings import drop_labels
 from .fixed_point import GRADIENT_MODES, draw_plan
+from .lock import hold
 from .registry import build_model, model_config
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -308,97 +309,99 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         })
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp") if world.is_main else ():
-        stale.unlink()  # a checkpoint write that a crash cut short
-    world.barrier()
-    if step >= train_cfg.steps and world.is_main:
-        print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
-              file=sys.stderr)
-    model.train()
-    acc: dict[str, torch.Tensor | float] = {}
-    n_acc = 0
-    t_start = time.perf_counter()
-    t_interval = t_start
-    steps_run = 0
-    interrupted = False
-    bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}",
-               disable=not (progress and world.is_main), dynamic_ncols=True)
-    log_path = out / LOG_NAME if world.is_main else Path(os.devnull)
-    with _stop_on_signal() as flag, open(log_path, "a") as log:
-        while step < train_cfg.steps:
-            # every process draws the whole global batch (same generators), then keeps its rows
-            idx = batches.next()
-            y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
-            t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
-            noise = torch.randn(images[idx].shape, generator=gen)
-            x0, y, t, noise = (v[local].to(device) for v in (images[idx], y, t, noise))  # (B/N, ...)
-            x_t = diffusion.q_sample(x0, t, noise)
-            kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
-            if is_fpdm:
-                plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad, gen)
-                kw["iters"] = plan
-            with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
-                output = net(x_t, t, y, **kw)
-            terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
-            loss = terms["loss"].mean()
-            if world.any(not torch.isfinite(loss)):  # every process stops at the same step
-                checkpoint()
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved to "
-                                         f"{ckpt_path} — try a lower --lr or --grad-clip")
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, train_cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            if not torch.isfinite(grad_norm):  # before the update: weights and optimizer state are still good
-                checkpoint()
-                raise FloatingPointError(f"gradient norm is {grad_norm.item()} at step {step} (loss "
-                                         f"{loss.item():.4g}); last good state saved to {ckpt_path} — try a "
-                                         "lower --lr or --grad-clip")
-            opt.step()
-            update_ema(ema, model, ema_decay_at(step, train_cfg))
-            step += 1
-            steps_run += 1
+    with hold(out, "fpdm train", enabled=world.is_main):  # one process per run folder
+        for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp") if world.is_main else ():
+            stale.unlink()  # a checkpoint write that a crash cut short
+        world.barrier()
+        if step >= train_cfg.steps and world.is_main:
+            print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
+                  file=sys.stderr)
+        model.train()
+        acc: dict[str, torch.Tensor | float] = {}
+        n_acc = 0
+        t_start = time.perf_counter()
+        t_interval = t_start
+        steps_run = 0
+        interrupted = False
+        bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}",
+                   disable=not (progress and world.is_main), dynamic_ncols=True)
+        log_path = out / LOG_NAME if world.is_main else Path(os.devnull)
+        with _stop_on_signal() as flag, open(log_path, "a") as log:
+            while step < train_cfg.steps:
+                # every process draws the whole global batch (same generators), then keeps its rows
+                idx = batches.next()
+                y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
+                t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
+                noise = torch.randn(images[idx].shape, generator=gen)
+                x0, y, t, noise = (v[local].to(device) for v in (images[idx], y, t, noise))  # (B/N, ...)
+                x_t = diffusion.q_sample(x0, t, noise)
+                kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
+                if is_fpdm:
+                    plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad,
+                                     gen)
+                    kw["iters"] = plan
+                with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
+                    output = net(x_t, t, y, **kw)
+                terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
+                loss = terms["loss"].mean()
+                if world.any(not torch.isfinite(loss)):  # every process stops at the same step
+                    checkpoint()
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved "
+                                             f"to {ckpt_path} — try a lower --lr or --grad-clip")
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, train_cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                if not torch.isfinite(grad_norm):  # before the update: weights and optimizer are still good
+                    checkpoint()
+                    raise FloatingPointError(f"gradient norm is {grad_norm.item()} at step {step} (loss "
+                                             f"{loss.item():.4g}); last good state saved to {ckpt_path} — "
+                                             "try a lower --lr or --grad-clip")
+                opt.step()
+                update_ema(ema, model, ema_decay_at(step, train_cfg))
+                step += 1
+                steps_run += 1
 
-            for k, v in terms.items():
-                acc[k] = acc.get(k, 0.0) + v.detach().mean()  # stays on device: no sync per step
-            acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm
-            if is_fpdm:
-                acc["iters"] = acc.get("iters", 0.0) + plan.total
-            n_acc += 1
-            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                if world.size > 1:
-                    acc = {k: world.all_mean(torch.as_tensor(v)) if k not in ("iters", "grad_norm") else v
-                           for k, v in acc.items()}
-                    if is_fpdm and len(set(world.all_gather_int(round(float(acc["iters"]))))) > 1:
-                        raise RuntimeError(f"processes drew different fixed-point plans by step {step}")
-                now = time.perf_counter()
-                rec = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()},
-                       "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
-                acc, n_acc, t_interval = {}, 0, now
-            bar.update(1)
-            stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
-            keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
-            if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
-                checkpoint()
-            if keep and world.is_main:  # numbered copies for quality-vs-step curves
-                atomic_write(snapshot_path(out, step), partial(_write_bytes, ckpt_path.read_bytes()))
-            if stop:
-                interrupted = True
-                break
-    bar.close()
-    wall = time.perf_counter() - t_start
-    summary = {
-        "arch": model_cfg.arch, "parameters": model.num_parameters, "step": step,
-        "steps_this_run": steps_run, "wall_s": round(wall, 3),
-        "ms_per_step": round(1000 * wall / steps_run, 3) if steps_run else None,
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "checkpoint": str(ckpt_path), "interrupted": interrupted,
-    }
-    if interrupted:
-        print(f"interrupted at step {step}; resume with --resume --out {out}", file=sys.stderr)
-    return summary
+                for k, v in terms.items():
+                    acc[k] = acc.get(k, 0.0) + v.detach().mean()  # stays on device: no sync per step
+                acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm
+                if is_fpdm:
+                    acc["iters"] = acc.get("iters", 0.0) + plan.total
+                n_acc += 1
+                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                    if world.size > 1:
+                        acc = {k: world.all_mean(torch.as_tensor(v)) if k not in ("iters", "grad_norm") else v
+                               for k, v in acc.items()}
+                        if is_fpdm and len(set(world.all_gather_int(round(float(acc["iters"]))))) > 1:
+                            raise RuntimeError(f"processes drew different fixed-point plans by step {step}")
+                    now = time.perf_counter()
+                    rec = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()},
+                           "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
+                    acc, n_acc, t_interval = {}, 0, now
+                bar.update(1)
+                stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
+                keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
+                if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+                    checkpoint()
+                if keep and world.is_main:  # numbered copies for quality-vs-step curves
+                    atomic_write(snapshot_path(out, step), partial(_write_bytes, ckpt_path.read_bytes()))
+                if stop:
+                    interrupted = True
+                    break
+        bar.close()
+        wall = time.perf_counter() - t_start
+        summary = {
+            "arch": model_cfg.arch, "parameters": model.num_parameters, "step": step,
+            "steps_this_run": steps_run, "wall_s": round(wall, 3),
+            "ms_per_step": round(1000 * wall / steps_run, 3) if steps_run else None,
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "checkpoint": str(ckpt_path), "interrupted": interrupted,
+        }
+        if interrupted:
+            print(f"interrupted at step {step}; resume with --resume --out {out}", file=sys.stderr)
+        return summary
