@@ -86,7 +86,7 @@ FPDMS = ("fpdm", "fpdm-N10M12")
 SEED1 = {"dit28-seed1": "dit28", "fpdm-seed1": "fpdm", "fpdm-N10M12-seed1": "fpdm-N10M12"}
 
 
-def FAMILIES(scale: RatioScale) -> tuple[tuple[str, int, tuple[int, ...]], ...]:  # noqa: N802
+def families(scale: RatioScale) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
     """(DiT name, depth, the budgets counted in its steps)."""
     return ("dit28", DEEP, scale.budgets), ("dit12", SHALLOW, scale.small_budgets)
 
@@ -105,7 +105,7 @@ def experiments(scale: RatioScale) -> list[EvalSpec]:
     for b in range(scale.sampling_seeds):
         # Fig. 4 grid and the baselines: the headline needs these
         for sampler in ("ddpm", "ddim"):
-            for name, depth, budgets in FAMILIES(scale):
+            for name, depth, budgets in families(scale):
                 cells += [EvalSpec("smoothing", m[name], steps, bud, sampler=sampler, seed_block=b)
                           for bud in budgets if bud % depth == 0]
         for name in FPDMS:
@@ -239,7 +239,7 @@ def headline(results: list[dict], scale: RatioScale) -> list[str]:
              "FPDM − DiT (paired) | training-seed noise (FPDM, DiT) | GFLOPs/sample FPDM / DiT | "
              "ms/sample FPDM / DiT |", "|---|---|---|---|---|---|---|---|---|---|"]
     seeds = training_seed_noise(results, scale)
-    for family, _, budgets in FAMILIES(scale):
+    for family, _, budgets in families(scale):
         for budget in budgets:
             for sampler in ("ddpm", "ddim"):
                 dit = _smoothing(results, family, budget, sampler)
