@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -174,6 +175,21 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A finished task's result, or None if there is none — or if it is damaged (not valid JSON): then the
+    task runs again, with a warning, rather than stopping the whole study."""
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+        if isinstance(result, dict):
+            return result
+    except (ValueError, UnicodeDecodeError):
+        pass
+    warnings.warn(f"{path} is damaged; running its task again", stacklevel=2)
+    return None
+
+
 def _train_task(args: tuple) -> dict[str, Any]:
     spec, scale, steps, root, *rest = args  # (..., device) optionally
     device = rest[0] if rest else "cpu"
@@ -184,8 +200,9 @@ def _train_task(args: tuple) -> dict[str, Any]:
     _one_thread()
     out = Path(root) / "train" / spec.key(scale, steps)
     summary_path = out / "summary.json"
-    if summary_path.exists():  # the name is a label: equal settings under two names share one training
-        return json.loads(summary_path.read_text()) | {"name": spec.name}
+    cached = _cached(summary_path)
+    if cached is not None:  # the name is a label: equal settings under two names share one training
+        return cached | {"name": spec.name}
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
                       warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
                       ckpt_every=max(1, steps // 10), device=device, **dict(spec.train))
@@ -209,8 +226,9 @@ def _eval_task(args: tuple) -> dict[str, Any]:
 
     _one_thread()
     path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    cached = _cached(path)
+    if cached is not None:
+        return cached
     from .train import CHECKPOINT_NAME, snapshot_path
 
     folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
