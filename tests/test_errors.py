@@ -37,6 +37,14 @@ def runs(tmp_path_factory):
             "folder": folder}
 
 
+def _flip64(path: Path) -> None:
+    """The issue's damage: 64 bytes flipped in the middle of the file (in tensor data)."""
+    b = bytearray(path.read_bytes())
+    mid = int(len(b) * 0.6)
+    b[mid:mid + 64] = bytes(x ^ 0xFF for x in b[mid:mid + 64])
+    path.write_bytes(bytes(b))
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch /tmp/fpdm-pwned",))
@@ -167,6 +175,25 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
     if case == "residual plot of a non-record":
         (tmp / "x.npz").write_bytes(b"PK\x03\x04\xff\xfe binary")
         return ["plot-residuals", str(tmp / "x.npz"), "--out", str(tmp / "p.png")]
+    if case in ("damaged checkpoint sampled", "damaged checkpoint resumed"):
+        import shutil
+
+        shutil.copytree(Path(fp).parent, tmp / "run")
+        if case == "damaged checkpoint resumed":  # one more step, so an earlier checkpoint is kept
+            assert main(["train", "--resume", "--out", str(tmp / "run"), "--steps", "3",
+                         "--no-progress"]) == 0
+        _flip64(tmp / "run" / "ckpt.pt")
+        if case == "damaged checkpoint sampled":
+            return ["sample", "--ckpt", str(tmp / "run" / "ckpt.pt"), "--steps", "2", "--out", str(tmp / "s")]
+        return ["train", "--resume", "--out", str(tmp / "run"), "--steps", "4", "--no-progress"]
+    if case == "damaged export":
+        assert main(["export", "--ckpt", fp, "--out", str(tmp / "e")]) == 0
+        _flip64(tmp / "e" / "model.safetensors")
+        return ["sample", "--ckpt", str(tmp / "e"), "--steps", "2", "--out", str(tmp / "s")]
+    if case == "fallback without resume":
+        return ["train", "--fallback", "--out", str(tmp / "o"), "--steps", "1"]
+    if case == "negative keep-last":
+        return ["train", "--keep-last", "-1", "--out", str(tmp / "o"), "--steps", "1"]
     if case == "budget far too large":
         return ["sample", "--ckpt", fp, "--budget", "100000000000", "--steps", "10", "--out", str(tmp / "s")]
     raise KeyError(case)
@@ -219,6 +246,12 @@ CASES = {  # case -> what the one-line message must contain
     "run folder as checkpoint": "is a folder: pass",
     "residual plot of a non-record": "x.npz is not a sample record",
     "budget far too large": "over the limit of 10,000; pass --no-limits",
+    "damaged checkpoint sampled": "ckpt.pt is damaged: tensor",
+    "damaged checkpoint resumed": "(step 2) is intact: add --fallback to resume from it",
+    "damaged export": "model.safetensors is damaged: tensor",
+    "fallback without resume": "--fallback chooses the checkpoint that --resume continues from; it needs "
+                               "--resume",
+    "negative keep-last": "--keep-last must be >= 0",
 }
 
 

@@ -25,7 +25,7 @@ def _model(arch: str):
 
 def _cfg(out, steps, **kw):
     return TrainConfig(out_dir=str(out), steps=steps, batch_size=16, warmup_steps=2, log_every=1,
-                       ckpt_every=100, **kw)
+                       **{"ckpt_every": 100, **kw})
 
 
 def test_batch_stream_epochs_and_state():
@@ -94,6 +94,41 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch):
     resume(tmp_path / "cut", dataset=SUBSET, progress=False)  # the run's own 6 steps
     straight, cut = (load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "cut"))
     _states_equal(straight, cut)
+
+
+def _flip(path, at=0.6, n=64):
+    b = bytearray(path.read_bytes())
+    start = int(len(b) * at)
+    b[start:start + n] = bytes(x ^ 0xFF for x in b[start:start + n])  # the 64 flipped bytes
+    path.write_bytes(bytes(b))
+
+
+def test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked(tmp_path):
+    train(_cfg(tmp_path / "straight", 6), _model("FPDM"), dataset=SUBSET, progress=False)
+    run = tmp_path / "run"
+    train(_cfg(run, 4, ckpt_every=1, keep_last=2), _model("FPDM"), dataset=SUBSET, progress=False)
+    steps = {p.name: load_checkpoint(p)["step"] for p in run.glob("ckpt*.pt")}
+    assert steps == {"ckpt.pt": 4, "ckpt.prev1.pt": 3, "ckpt.prev2.pt": 2}
+    _flip(run / "ckpt.pt")
+    with pytest.raises(ValueError, match=r"ckpt.pt is damaged: tensor \S+ does not match .*ckpt.prev1.pt "
+                                         r"\(step 3\) is intact: add --fallback"):
+        resume(run, steps=6, dataset=SUBSET, progress=False)
+    with pytest.raises(ValueError, match="ckpt.pt is damaged"):
+        train_mod.check_resume_settings(run, {"lr": 1e-3})  # the CLI's check meets the damage first
+    resume(run, steps=6, fallback=True, dataset=SUBSET, progress=False)
+    _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(run / "ckpt.pt"))
+    steps = {p.name: load_checkpoint(p)["step"] for p in run.glob("ckpt*.pt")}
+    assert steps == {"ckpt.pt": 6, "ckpt.prev1.pt": 5, "ckpt.prev2.pt": 4}  # the damaged one not among them
+    assert (run / "ckpt.pt.damaged").exists()
+    resume(run, steps=7, keep_last=0, dataset=SUBSET, progress=False)
+    assert sorted(p.name for p in run.glob("ckpt*.pt")) == ["ckpt.pt"]
+
+
+def test_fallback_needs_an_intact_earlier_checkpoint(tmp_path):
+    train(_cfg(tmp_path, 2, ckpt_every=1, keep_last=0), _model("DiT"), dataset=SUBSET, progress=False)
+    _flip(tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="is damaged.*no earlier checkpoint is kept"):
+        resume(tmp_path, fallback=True, dataset=SUBSET, progress=False)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):

@@ -3,7 +3,6 @@ the EMA weights into the package's assets, and measure the digits-FID stated bes
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any
 import torch
 
 from .builtin import BUILTINS, builtin_folder
-from .checkpoint import atomic_write
 from .config import TrainConfig
 from .evaluate import digits_eval
-from .export import CONFIG_NAME, export_weights
+from .export import export_weights, load_exported, write_exported
 from .registry import model_config
 from .sample import load_model
 from .sample_many import sample_seeds
@@ -47,5 +45,5 @@ def build(name: str, out: str | Path | None = None, *, steps: int | None = None,
     run = sample_seeds(model, diffusion, range(100), budget=spec.budget, iters=spec.iters, batch_size=100)
     config["digits_eval"] = {"budget": spec.budget, "iters": spec.iters, "sampler": "ddpm", "seeds": "0-99",
                              **digits_eval(run.samples, run.labels, model.config)}
-    atomic_write(out / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=1) + "\n").encode()))
+    write_exported(out, load_exported(out)[0], config)  # the config's hash lives in the weights file
     return config

@@ -23,6 +23,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from .digest import DIGEST_KEY, DamagedFile, check_state, digest_state
+
 __all__ = [
     "atomic_write",
     "capture_rng_state",
@@ -109,11 +111,16 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict) -> None:
     if type(state) not in (dict, OrderedDict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
     _check_safe(state, "state")
-    atomic_write(path, lambda f: torch.save(state, f))
+    stamped = {**state, DIGEST_KEY: digest_state(state)}  # checked by load_checkpoint
+    atomic_write(path, lambda f: torch.save(stamped, f))
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; corrupt files raise ValueError naming ``path``."""
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, foreign_ok: bool = False
+                    ) -> dict:
+    """Load a checkpoint with ``weights_only=True`` and check its digest (:mod:`fpdm.digest`); corrupt or
+    damaged files raise ValueError naming ``path`` (:class:`fpdm.digest.DamagedFile` for a digest
+    mismatch, naming the first damaged tensor). `foreign_ok`: a file fpdm did not write (an official
+    checkpoint) loads without the warning that an fpdm file without a digest gets."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -129,7 +136,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     if not isinstance(state, dict):
         kind = type(state).__name__
         raise ValueError(f"{path} is not a valid fpdm checkpoint: expected a dict, got {kind}")
-    return state
+    try:
+        return check_state(state, path, foreign_ok=foreign_ok)
+    except DamagedFile as e:
+        kept = path.with_name("ckpt.prev1.pt")
+        raise e.with_hint("it changed after fpdm wrote it (a bad disk, a truncated or altered copy): use an "
+                          "intact copy" + (f", or the earlier checkpoint kept beside it ({kept.name}; "
+                                           "`fpdm train --resume --fallback` continues from it)"
+                                           if kept.exists() and kept != path else "")) from None
 
 
 # ------------------------------------------------------------------------------------------ RNG

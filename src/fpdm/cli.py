@@ -97,6 +97,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-every", type=int, default=_T["keep_every"],
                    help="also keep ckpt-<step>.pt every this many steps, for quality-vs-step curves (0: only "
                         "the latest ckpt.pt)")
+    g.add_argument("--keep-last", type=int, default=None,
+                   help=f"earlier checkpoints kept as ckpt.prev1.pt, … so a damaged latest one does not lose "
+                        f"the run (default: {_T['keep_last']}; with --resume, the run's own)")
     g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
                    "--resume, the run's own)")
     g.add_argument("--grad-checkpoint", action="store_true", help="recompute activations of every block "
@@ -107,6 +110,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile each transformer block (GPU; the first steps are slow)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
+    g.add_argument("--fallback", action="store_true", help="with --resume: if ckpt.pt is damaged, continue "
+                   "from the newest intact ckpt.prevN.pt (without it, the damage is an error that names it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads(g)
     p.set_defaults(func=_cmd_train)
@@ -391,9 +396,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.config:
         _apply_preset(a, a.config)
     out = a.out or str(Path("runs") / f"{Path(a.data).name}-{a.model.replace('/', '').lower()}")
-    if a.resume:  # everything but --steps/--device comes from the checkpoint
+    if a.fallback and not a.resume:
+        raise ValueError("--fallback chooses the checkpoint that --resume continues from; it needs --resume")
+    if a.resume:  # everything but --steps/--device/--keep-last comes from the checkpoint
         _check_resume_flags(a, out)
-        summary = resume(out, steps=a.steps, device=a.device, progress=not a.no_progress)
+        summary = resume(out, steps=a.steps, device=a.device, keep_last=a.keep_last, fallback=a.fallback,
+                         progress=not a.no_progress)
     else:
         dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels)
         overrides = {k: v for k, v in (("hidden_size", a.hidden_size), ("depth", a.depth),
@@ -409,6 +417,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
             ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
             fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every,
             ckpt_every=a.ckpt_every, keep_every=a.keep_every, device=a.device or _T["device"],
+            keep_last=_T["keep_last"] if a.keep_last is None else a.keep_last,
             grad_checkpoint=a.grad_checkpoint,
             precision=a.precision, compile=a.compile)
         diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
@@ -441,7 +450,8 @@ def _check_resume_flags(a: argparse.Namespace, out: str) -> None:
     from .train import check_resume_settings
 
     defaults = _train_defaults()
-    check_resume_settings(out, {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]})
+    check_resume_settings(out, {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]},
+                          fallback=a.fallback)
 
 
 def _sampler_settings(a: argparse.Namespace):

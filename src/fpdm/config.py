@@ -96,6 +96,7 @@ class TrainConfig(_DictConfig):
     log_every: int = 50
     ckpt_every: int = 500
     keep_every: int = 0  # also keep ckpt-<step>.pt every this many steps (0: only the latest ckpt.pt)
+    keep_last: int = 1  # earlier checkpoints kept as ckpt.prev<i>.pt, for when the latest is damaged
     device: str = "cpu"
     grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
     precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)
@@ -118,6 +119,8 @@ class TrainConfig(_DictConfig):
         if self.keep_every < 0:
             raise ValueError(f"--keep-every must be >= 0 (0 keeps only the latest checkpoint), got "
                              f"{self.keep_every}")
+        if self.keep_last < 0:
+            raise ValueError(f"--keep-last must be >= 0 (earlier checkpoints kept), got {self.keep_last}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 

@@ -10,19 +10,20 @@ same bytes.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
 from .data import load_dataset
+from .digest import check_safetensors, safetensors_metadata
 
 WEIGHTS = Path(__file__).parent / "assets" / "digits_features.safetensors"
 
@@ -91,9 +92,8 @@ def save_feature_net(net: DigitsNet, accuracy: float, cfg: FeatureTrainConfig, p
         ref = net.features(test.images)
     tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
     tensors["reference.test.features"] = ref.contiguous()
-    # One metadata key: safetensors writes several in hash order, which would change the bytes run to run.
-    meta = {"fpdm": json.dumps({"config": asdict(cfg), "test_accuracy": round(accuracy, 6),
-                                "torch": torch.__version__}, sort_keys=True)}
+    meta = safetensors_metadata(tensors, config=asdict(cfg), test_accuracy=round(accuracy, 6),
+                                torch=torch.__version__)
 
     def write(f) -> None:
         from safetensors.torch import save
@@ -109,7 +109,14 @@ def _load(path: str) -> tuple[DigitsNet, np.ndarray]:
     if not p.exists():
         raise FileNotFoundError(f"digits feature weights not found at {p}; regenerate them with "
                                 f"`fpdm train-features --out {p}`")
-    tensors = load_file(str(p))
+    try:
+        with safe_open(str(p), "pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{p} is not a valid safetensors file ({e}); regenerate it with "
+                         f"`fpdm train-features --out {p}`") from None
+    check_safetensors(p, tensors, metadata)
     net = DigitsNet()
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     return net.eval(), tensors["reference.test.features"].double().numpy()

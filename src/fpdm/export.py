@@ -9,12 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from . import __version__
 from .checkpoint import atomic_write, load_checkpoint
 from .config import DiffusionConfig, ModelConfig
+from .digest import check_safetensors, safetensors_metadata
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -36,7 +37,7 @@ def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = T
     config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
               "step": state.get("step"), "model_config": state["model_config"],
               "diffusion_config": state["diffusion_config"], **(extra or {})}
-    _write(out_dir, weights, config)
+    write_exported(out_dir, weights, config)
     return config
 
 
@@ -62,15 +63,17 @@ def import_official(src: str | Path, out_dir: str | Path, *, use_ema: bool = Tru
                              "num_heads": "given" if num_heads else "from the model size",
                              "pre_post_timestep_conditioning": "given" if pre_post_timestep_conditioning
                              is not None else "from args.json or the released default (off)"}}
-    _write(out_dir, {k: v.contiguous() for k, v in off["weights"].items()}, config)
+    write_exported(out_dir, {k: v.contiguous() for k, v in off["weights"].items()}, config)
     return config
 
 
-def _write(out_dir: str | Path, weights: dict[str, Any], config: dict[str, Any]) -> None:
+def write_exported(out_dir: str | Path, weights: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write `out_dir`/model.safetensors and `out_dir`/config.json, the hashes of both in the former (a
+    config changed later must be written through here again, or it no longer matches)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
-    blob = save(weights, metadata={"format": FORMAT})
+    blob = save(weights, metadata=safetensors_metadata(weights, config, format=FORMAT))
     atomic_write(out / WEIGHTS_NAME, lambda f: f.write(blob))
     atomic_write(out / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=1) + "\n").encode()))
 
@@ -91,20 +94,25 @@ def load_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                                     f"{CONFIG_NAME} (`fpdm export`)")
     try:
         config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path} is not valid JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{config_path} is not valid JSON ({e}); it may be damaged: use an intact copy "
+                         "or export again") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{config_path} is not an fpdm export config (expected format {FORMAT!r})")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            metadata = f.metadata()
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{weights} is not a valid safetensors file ({e})") from None
+    check_safetensors(weights, state, metadata, config, config_path)  # before trusting either
     for key in ("model_config", "diffusion_config"):
         if key not in config:
             raise ValueError(f"{config_path} has no {key!r} entry")
     ModelConfig.from_dict(config["model_config"])
     DiffusionConfig.from_dict(config["diffusion_config"])
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{weights} is not a valid safetensors file ({e})") from None
     return state, config
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_weights", "import_official", "is_exported", "load_exported"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_weights", "import_official", "is_exported", "load_exported",
+           "write_exported"]

@@ -176,18 +176,26 @@ def _one_thread() -> None:
 
 
 def _cached(path: Path) -> dict[str, Any] | None:
-    """A finished task's result, or None if there is none — or if it is damaged (not valid JSON): then the
-    task runs again, with a warning, rather than stopping the whole study."""
+    """A finished task's result, or None if there is none — or if it is damaged (not valid JSON, or not
+    matching its digest): then the task runs again, with a warning, rather than stopping the whole study."""
+    from .digest import DamagedFile, read_json
+
     if not path.exists():
         return None
     try:
-        result = json.loads(path.read_text())
-        if isinstance(result, dict):
-            return result
-    except (ValueError, UnicodeDecodeError):
-        pass
-    warnings.warn(f"{path} is damaged; running its task again", stacklevel=2)
-    return None
+        return read_json(path)
+    except DamagedFile as e:
+        warnings.warn(f"{e}; running its task again", stacklevel=2)
+        return None
+
+
+def _store(path: Path, result: dict[str, Any]) -> None:
+    """Keep a finished task's result, with its digest, atomically."""
+    from .checkpoint import atomic_write
+    from .digest import with_json_digest
+
+    text = json.dumps(with_json_digest(result), indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _train_task(args: tuple) -> dict[str, Any]:
@@ -213,7 +221,7 @@ def _train_task(args: tuple) -> dict[str, Any]:
         summary = train(cfg, mc, progress=False)
     summary.update(name=spec.name, spec=asdict(spec))
     if not summary["interrupted"]:
-        summary_path.write_text(json.dumps(summary, indent=1))
+        _store(summary_path, summary)
     return summary
 
 
@@ -254,8 +262,7 @@ def _eval_task(args: tuple) -> dict[str, Any]:
         grid = Path(root) / "grids" / f"{spec.train.name}-k{spec.iters}.png"
         save_image_grid(x[:100], grid, nrow=10, upscale=4)
         result["grid"] = str(grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    _store(path, result)
     return result
 
 

@@ -96,7 +96,7 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
     elif p.suffix == ".safetensors":  # a bare state dict without our config.json: the official layout
         weights, ckpt = _official(load_official(p, **official_kw))
     else:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, foreign_ok=True)  # an official file has no digest
         if "model_config" not in ckpt and is_official(ckpt):
             weights, ckpt = _official(load_official(p, state=ckpt, **official_kw))
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -264,7 +265,11 @@ def _open_parts(parts: Path, fingerprint: dict) -> None:
     spec = parts / "settings.json"
     text = json.dumps(fingerprint, sort_keys=True)
     if spec.exists():
-        if spec.read_text() != text:
+        try:
+            same = spec.read_text() == text
+        except UnicodeDecodeError:
+            same = False  # damaged: refused like another run's settings (its batches cannot be trusted)
+        if not same:
             raise ValueError(f"{parts} holds batches of an interrupted run with other settings; delete it or "
                              "choose another --out")
         print(f"resuming: {count_parts(parts)} finished batch(es) in {parts}", file=sys.stderr)
@@ -274,11 +279,14 @@ def _open_parts(parts: Path, fingerprint: dict) -> None:
 
 
 def _load_part(shard: Path | None) -> tuple[Tensor, dict] | None:
-    """A finished batch, or None (not there, or unreadable: it is sampled again and rewritten)."""
+    """A finished batch, or None (not there, or unreadable or damaged: it is sampled again and rewritten,
+    with a warning)."""
     if shard is None or not shard.exists():
         return None
     try:
         state = load_checkpoint(shard)
         return state["x"], state["record"]
-    except (ValueError, KeyError):
+    except (ValueError, KeyError) as e:
+        why = str(e) if isinstance(e, ValueError) else f"{shard} has no {e} entry"
+        warnings.warn(f"{why.splitlines()[0]}; sampling that batch again", stacklevel=2)
         return None

@@ -39,6 +39,7 @@ from .checkpoint import (
 from .config import DiffusionConfig, ModelConfig, TrainConfig
 from .data import ImageDataset, load_dataset
 from .diffusion import GaussianDiffusion
+from .digest import DamagedFile
 from .distributed import init_world, local_device
 from .ema import make_ema, update_ema
 from .embeddings import drop_labels
@@ -75,6 +76,64 @@ def train_summary_lines(summary: dict[str, Any], out_dir: str | Path) -> list[st
             ("loss", "–" if last is None else f"{last:.4f} (last log record)"),
             ("files", f"{summary['checkpoint']}, {log}, {Path(out_dir) / 'summary.json'}")]
     return [f"{k:>6}  {v}" for k, v in rows]
+
+
+def previous_path(out_dir: str | Path, i: int) -> Path:
+    """Where `keep_last` keeps the i-th checkpoint before the latest (i = 1 is the one just before)."""
+    return Path(out_dir) / f"ckpt.prev{i}.pt"
+
+
+def _keep_previous(out: Path, keep_last: int) -> None:
+    """Before `ckpt.pt` is replaced, shift it into `ckpt.prev1.pt` (and prev1 into prev2, ...), keeping
+    `keep_last` of them. `ckpt.pt` itself stays in place throughout: a crash here loses nothing."""
+    for i in range(keep_last + 1, keep_last + 100):  # fewer kept than before: drop the surplus
+        if not previous_path(out, i).exists():
+            break
+        previous_path(out, i).unlink()
+    ckpt = out / CHECKPOINT_NAME
+    if keep_last < 1 or not ckpt.exists():
+        return
+    for i in range(keep_last, 1, -1):
+        if previous_path(out, i - 1).exists():
+            os.replace(previous_path(out, i - 1), previous_path(out, i))
+    tmp = out / f".{CHECKPOINT_NAME}.prev.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)  # the same bytes under a second name, without copying them
+        os.replace(tmp, previous_path(out, 1))
+    except OSError:  # a filesystem without hard links
+        atomic_write(previous_path(out, 1), partial(_write_bytes, ckpt.read_bytes()))
+
+
+def resume_point(out_dir: str | Path, fallback: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resume starts from, and its state: `ckpt.pt`, checked. If it is missing or damaged,
+    a ValueError names the damage and the newest intact `ckpt.prevN.pt` (which `fallback` resumes from)."""
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    kept = [previous_path(out, i) for i in range(1, 100) if previous_path(out, i).exists()]
+    if not ckpt_path.exists() and not kept:
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    try:
+        return ckpt_path, load_checkpoint(ckpt_path)
+    except DamagedFile as e:
+        damage = f"{e.path} is damaged: {e.what}"
+    except (ValueError, FileNotFoundError) as e:  # unreadable (truncated, not a checkpoint) or missing
+        damage = str(e).splitlines()[0]
+    for prev in kept:
+        try:
+            state = load_checkpoint(prev)
+        except ValueError:
+            continue
+        if not fallback:
+            raise ValueError(f"{damage}; {prev} (step {state.get('step')}) is intact: add --fallback to "
+                             "resume from it (the steps after it are trained again)")
+        print(f"resuming from {prev} (step {state.get('step')}): {damage}", file=sys.stderr)
+        if ckpt_path.exists():  # set aside, so the next checkpoint does not shift it into ckpt.prev1.pt
+            os.replace(ckpt_path, out / f"{CHECKPOINT_NAME}.damaged")
+        return prev, state
+    raise ValueError(f"{damage}; " + ("no intact earlier checkpoint is kept either" if kept else
+                                      "no earlier checkpoint is kept (--keep-last)")
+                     + ": restore the run folder from a copy or start again")
 
 
 def snapshot_path(out_dir: str | Path, step: int) -> Path:
@@ -183,16 +242,17 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusi
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
-           dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
+           keep_last: int | None = None, fallback: bool = False, dataset: ImageDataset | None = None,
+           progress: bool = True) -> dict[str, Any]:
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
-    shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU)."""
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    state = load_checkpoint(ckpt_path)
+    shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
+    many earlier checkpoints are kept; `fallback` resumes from the newest intact earlier checkpoint when
+    `ckpt.pt` is damaged (see :func:`resume_point`)."""
+    _, state = resume_point(out_dir, fallback)
     saved = TrainConfig.from_dict(state["train_config"])
     train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
-                        device=saved.device if device is None else device)
+                        device=saved.device if device is None else device,
+                        keep_last=saved.keep_last if keep_last is None else keep_last)
     return _run(train_cfg, ModelConfig.from_dict(state["model_config"]),
                 DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
 
@@ -205,14 +265,15 @@ RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post
                          "pre_post_timestep_conditioning", "class_dropout_prob")
 
 
-def check_resume_settings(out_dir: str | Path, given: dict[str, Any]) -> None:
+def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
     """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
     {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
-    (only the step count and the device may change). Nothing to check without a checkpoint."""
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
-    if not ckpt_path.exists():
+    (only the step count, the device and how many checkpoints are kept may change). Nothing to check
+    without a checkpoint."""
+    try:
+        _, state = resume_point(out_dir, fallback)
+    except FileNotFoundError:
         return  # resume() names the missing checkpoint
-    state = load_checkpoint(ckpt_path)
     saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
     if "model" in given:
         want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
@@ -292,6 +353,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     def checkpoint() -> None:
         if not world.is_main:
             return
+        _keep_previous(out, train_cfg.keep_last)
         save_checkpoint(ckpt_path, {
             "fpdm_version": __version__,
             "model_config": model_cfg.to_dict(),

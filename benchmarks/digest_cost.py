@@ -1,0 +1,88 @@
+"""What the digest check (fpdm.digest) adds to loading a digits checkpoint.
+
+A `make demo`-sized training checkpoint (FPDM-T/2 on digits: model, EMA, AdamW moments, RNG states) is
+written once; then, interleaved in one process:
+
+- `torch.load`: the bare load, no check (what fpdm did before digests);
+- `load_checkpoint`: the load plus the check (what every fpdm load does now);
+- `load_model, unchecked` / `load_model`: what `fpdm sample --ckpt` waits for (load, rebuild, copy the EMA
+  weights in), without and with the check;
+- the check alone, and the check with zlib.crc32 in place of XXH3 (the standard library's fastest).
+
+    python benchmarks/digest_cost.py [--repeats 21] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zlib
+from pathlib import Path
+
+import torch
+from common import interleaved, median_ms, parser, table, write_json
+
+import fpdm.checkpoint as checkpoint
+import fpdm.digest as digest
+from fpdm.config import TrainConfig
+from fpdm.registry import model_config
+from fpdm.sample import load_model
+from fpdm.train import train
+
+
+def main() -> None:
+    a = parser("digest_cost", repeats=21).parse_args()
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(out_dir=tmp, steps=2, log_every=1)
+        train(cfg, model_config("FPDM-T/2", input_size=8, in_channels=1, num_classes=10), progress=False)
+        path = Path(tmp) / "ckpt.pt"
+        size_mb = path.stat().st_size / 1e6
+        real_check = checkpoint.check_state
+
+        def unchecked(state, p, **kw):
+            state.pop(digest.DIGEST_KEY)
+            return state
+
+        def model_unchecked():
+            checkpoint.check_state = unchecked
+            try:
+                load_model(path)
+            finally:
+                checkpoint.check_state = real_check
+
+        def check_only_with(hash_fn):
+            state = torch.load(path, weights_only=True)
+            return lambda: (hash_fn(state))
+
+        def crc_all(state):
+            tensors, _ = digest._entries(state)
+            for t in tensors.values():
+                zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+
+        fresh = torch.load(path, weights_only=True)
+        fns = {
+            "torch.load": lambda: torch.load(path, weights_only=True),
+            "load_checkpoint": lambda: checkpoint.load_checkpoint(path),
+            "load_model, unchecked": model_unchecked,
+            "load_model": lambda: load_model(path),
+            "check alone (XXH3)": lambda: digest.check_state(dict(fresh), path),
+            "check alone (crc32)": check_only_with(crc_all),
+        }
+        times = interleaved(fns, repeats=a.repeats, warmup=2)
+    ms = {k: median_ms(v) for k, v in times.items()}
+    rows = [{"what": k, "median ms": v} for k, v in ms.items()]
+    ratios = {
+        "check / torch.load": ms["check alone (XXH3)"] / ms["torch.load"],
+        "load_checkpoint / torch.load - 1": ms["load_checkpoint"] / ms["torch.load"] - 1,
+        "check / load_model (unchecked)": ms["check alone (XXH3)"] / ms["load_model, unchecked"],
+        "load_model / load_model unchecked - 1": ms["load_model"] / ms["load_model, unchecked"] - 1,
+        "crc32 check / torch.load": ms["check alone (crc32)"] / ms["torch.load"],
+    }
+    print(f"checkpoint: {size_mb:.1f} MB, {a.repeats} interleaved repeats, {a.threads} thread(s)")
+    print(table(rows, ["what", "median ms"]))
+    print(table([{"ratio": k, "value": v} for k, v in ratios.items()], ["ratio", "value"]))
+    print(write_json("digest_cost", {"checkpoint_mb": size_mb, "median_ms": ms, "ratios": ratios}, a.json))
+
+
+if __name__ == "__main__":
+    main()

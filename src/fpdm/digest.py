@@ -1,0 +1,197 @@
+"""Digests that tell a damaged file from a good one.
+
+Atomic writes protect against a crash mid-write, not against a bad disk, a truncated copy or a flipped bit
+in storage: torch.load and safetensors read such damage back as plausible numbers. So every file fpdm
+writes and later reads records 64-bit hashes of what it holds (per tensor, plus one over every other
+value) and each load recomputes them:
+
+- training checkpoints and sampling parts (`torch.save` dicts): a ``"fpdm_digest"`` entry in the dict;
+- exported weights (`model.safetensors` + `config.json`): the tensors' and the config's hashes in the
+  safetensors metadata;
+- JSON cache entries: a ``"fpdm_digest"`` field over the rest.
+
+A mismatch raises :class:`DamagedFile` naming the file and the first damaged entry. Files written before
+digests existed load with a warning. The hash is XXH3-64 (``xxhash``): damage goes unseen with probability
+about 2^-64, and it hashes ~30 GB/s, where the standard library's fastest, ``zlib.crc32``, managed 3.6 GB/s
+here, which made the check cost ~25 % of a digits checkpoint's ``torch.load`` instead of a few percent.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xxhash
+
+DIGEST_KEY = "fpdm_digest"
+FORMAT = "fpdm-digest/1"
+
+__all__ = ["DIGEST_KEY", "DamagedFile", "check_json", "check_state", "hash_json", "digest_state",
+           "read_json", "tensor_hash", "with_json_digest"]
+
+
+class DamagedFile(ValueError):
+    """A file's contents do not match the digest recorded in it (`path`, and `entry` when one is named);
+    `hint` says what to do."""
+
+    def __init__(self, path: str | Path, what: str, entry: str | None = None, hint: str = "") -> None:
+        self.path, self.what, self.entry, self.hint = Path(path), what, entry, hint
+        super().__init__(f"{path} is damaged: {what}" + (f"; {hint}" if hint else ""))
+
+    def with_hint(self, hint: str) -> DamagedFile:
+        return DamagedFile(self.path, self.what, self.entry, hint)
+
+
+def _hash(data: Any, seed: int = 0) -> int:
+    return xxhash.xxh3_64_intdigest(data, seed)
+
+
+def tensor_hash(t: torch.Tensor) -> int:
+    """Hash of a tensor's dtype, shape and bytes (wherever it lives)."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    head = _hash(f"{t.dtype}{tuple(t.shape)}".encode())
+    try:
+        a = t.numpy()  # the fast path: no torch views (their per-tensor overhead was most of a check)
+    except TypeError:  # bfloat16 and other dtypes numpy lacks: hash the same bytes through a byte view
+        a = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return _hash(a if a.flags.c_contiguous else np.ascontiguousarray(a), head)
+
+
+def _walk(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> str:
+    """The canonical text of every non-tensor value of `obj` (tensors stand in as their path, and are
+    collected into `tensors`)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj
+        return f"<{path}>"
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{k!r}:{_walk(v, f'{path}/{k}', tensors)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        inner = ",".join(_walk(v, f"{path}/{i}", tensors) for i, v in enumerate(obj))
+        return f"{type(obj).__name__}[{inner}]"
+    return f"{type(obj).__name__}:{obj!r}"
+
+
+def _entries(state: dict) -> tuple[dict[str, torch.Tensor], int]:
+    tensors: dict[str, torch.Tensor] = {}
+    text = _walk({k: v for k, v in state.items() if k != DIGEST_KEY}, "", tensors)
+    return tensors, _hash(text.encode())
+
+
+def digest_state(state: dict) -> dict[str, Any]:
+    """The digest entry for a checkpoint-like dict: a hash per tensor (by its /-joined key path) and one
+    over all other values (keys, configs, step counts...)."""
+    tensors, values = _entries(state)
+    return {"format": FORMAT, "tensors": {p: tensor_hash(t) for p, t in tensors.items()}, "values": values}
+
+
+def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False) -> dict:
+    """Verify and remove `state`'s digest entry; raise DamagedFile naming the first damaged tensor. A state
+    without one passes: with a warning if fpdm wrote it (before digests existed), silently if `foreign_ok`
+    and it is not fpdm's (an official DiT/FPDM checkpoint, which never has one)."""
+    recorded = state.pop(DIGEST_KEY, None)
+    if recorded is None:
+        if foreign_ok and "fpdm_version" not in state:
+            return state
+        warnings.warn(f"{path} was written before fpdm recorded digests: it is loaded unchecked (save it "
+                      "again to add one)", stacklevel=3)
+        return state
+    if not isinstance(recorded, dict) or recorded.get("format") != FORMAT \
+            or not isinstance(recorded.get("tensors"), dict):
+        raise DamagedFile(path, "its digest entry is unreadable")
+    tensors, values = _entries(state)
+    for name in _first_differences(tensors, recorded["tensors"]):
+        raise DamagedFile(path, f"tensor {name.lstrip('/')} does not match its recorded digest", name)
+    if values != recorded.get("values"):
+        raise DamagedFile(path, "its non-tensor values (configs, step, keys) do not match their digest")
+    return state
+
+
+def _first_differences(tensors: dict[str, torch.Tensor], recorded: dict[str, int]) -> Iterator[str]:
+    for name, t in tensors.items():
+        if recorded.get(name) != tensor_hash(t):  # a missing name is damage too
+            yield name
+    yield from (name for name in recorded if name not in tensors)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def hash_json(obj: Any) -> int:
+    """Hash of `obj`'s canonical JSON (sorted keys), so whitespace and key order do not matter."""
+    return _hash(json.dumps(obj, sort_keys=True).encode())
+
+
+def with_json_digest(obj: dict) -> dict:
+    """`obj` plus a ``"fpdm_digest"`` field over the rest, ready to be written as JSON."""
+    rest = {k: v for k, v in obj.items() if k != DIGEST_KEY}
+    return {**rest, DIGEST_KEY: f"{hash_json(rest):016x}"}
+
+
+def check_json(obj: Any, path: str | Path) -> dict:
+    """Verify and remove the digest field of a JSON object read from `path` (DamagedFile when it does not
+    match; a warning when there is none)."""
+    if not isinstance(obj, dict):
+        raise DamagedFile(path, f"expected a JSON object, found {type(obj).__name__}")
+    if DIGEST_KEY not in obj:
+        warnings.warn("some files were written before fpdm recorded digests: they are read unchecked",
+                      stacklevel=3)
+        return obj
+    recorded = obj.pop(DIGEST_KEY)
+    if recorded != f"{hash_json(obj):016x}":
+        raise DamagedFile(path, "its contents do not match their recorded digest")
+    return obj
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON object written with :func:`with_json_digest`, checked (DamagedFile if it is not valid JSON
+    or does not match)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFile(path, f"it is not valid JSON ({e})") from None
+    return check_json(obj, path)
+
+
+# ------------------------------------------------------------------------------------- safetensors
+
+
+def safetensors_metadata(tensors: dict[str, torch.Tensor], beside: dict | None = None,
+                         **about: Any) -> dict[str, str]:
+    """Metadata for a .safetensors file: under one key ``"fpdm"`` (safetensors writes several keys in hash
+    order, so the bytes would change run to run), `about` and a digest: each tensor's hash and, if given,
+    the hash of the config kept `beside` the file (so a damaged config.json is caught too)."""
+    entry = {"format": FORMAT, "tensors": {k: f"{tensor_hash(v):016x}" for k, v in tensors.items()}}
+    if beside is not None:
+        entry["config"] = f"{hash_json(beside):016x}"
+    return {"fpdm": json.dumps({**about, "digest": entry}, sort_keys=True)}
+
+
+def check_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None,
+                      config: dict | None = None, config_path: str | Path | None = None) -> None:
+    """Raise DamagedFile unless `tensors` (and `config`, read from `config_path`) match the hashes in the
+    file's `metadata`; a file without them (written before digests existed) passes with a warning."""
+    try:
+        about = json.loads((metadata or {}).get("fpdm", "{}"))
+        recorded = about.get("digest") if isinstance(about, dict) else None
+    except ValueError:
+        raise DamagedFile(path, "its metadata is unreadable") from None
+    if recorded is None:
+        warnings.warn(f"{path} was written before fpdm recorded digests: it is loaded unchecked",
+                      stacklevel=3)
+        return
+    try:
+        hashes = {k: int(v, 16) for k, v in recorded["tensors"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DamagedFile(path, "its digest entry is unreadable") from None
+    for name in _first_differences(tensors, hashes):
+        raise DamagedFile(path, f"tensor {name} does not match its recorded digest", name)
+    if config is not None and "config" in recorded and f"{hash_json(config):016x}" != recorded["config"]:
+        raise DamagedFile(config_path or path, f"it does not match the digest recorded in {path}")
