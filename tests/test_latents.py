@@ -83,3 +83,28 @@ def test_missing_vae_is_named(folder, tmp_path, capsys):
     rc = main(["extract-latents", "--data", str(folder), "--vae", str(tmp_path / "novae"), "--out",
                str(tmp_path / "o"), "--image-size", "16"])
     assert rc == 2 and "expected a diffusers AutoencoderKL folder" in capsys.readouterr().err
+
+
+def test_damaged_latents_are_never_used(tiny_vae, folder, tmp_path):
+    import random
+
+    from fpdm.latents import extract_latents, load_latents
+
+    extract_latents(folder, tiny_vae, tmp_path / "l", 16, seed=3, progress=False)
+    good = load_latents(tmp_path / "l")
+    rng = random.Random(6)
+    for name in ("latents-00000.safetensors", "manifest.json"):
+        path = tmp_path / "l" / name
+        data = path.read_bytes()
+        for trial in range(25):  # 20 one-byte flips, then 5 truncations
+            at = rng.randrange(len(data))
+            damaged = bytearray(data)
+            damaged[at] ^= rng.randrange(1, 256)
+            path.write_bytes(bytes(damaged) if trial < 20 else data[:at])
+            try:
+                got = load_latents(tmp_path / "l")
+            except ValueError as e:
+                assert name in str(e), e
+                continue
+            assert torch.equal(got.images, good.images) and torch.equal(got.labels, good.labels), (name, at)
+        path.write_bytes(data)

@@ -61,6 +61,8 @@ SAMPLE = "tests/test_sample.py"
 BUDGET, DIFF, SCHED = "tests/test_budget.py", "tests/test_diffusion.py", "tests/test_schedules.py"
 METRICS, CKPT, MEMORY = "tests/test_metrics.py", "tests/test_checkpoint.py", "tests/test_memory.py"
 PR_BY_HAND = "tests/test_inception.py::test_precision_recall_by_hand"
+DIGEST, LATENTS = "tests/test_digest.py", "tests/test_latents.py"
+KEEP = "tests/test_train.py::test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------------------------- fixed_point.py
@@ -281,6 +283,36 @@ MUTANTS: list[Mutant] = [
     M("checkpoint.py", "torch.load(path, map_location=map_location, weights_only=True)",
       "torch.load(path, map_location=map_location, weights_only=False)",
       "checkpoints loaded with full unpickling (code execution on load)", [CKPT]),
+    M("checkpoint.py", "        return check_state(state, path, foreign_ok=foreign_ok)",
+      "        state.pop(DIGEST_KEY, None)\n        return state",
+      "checkpoint digests written but never checked on load", [DIGEST]),
+    # ------------------------------------------------------------------------------ digest.py and its users
+    M("digest.py", '    return f"{type(obj).__name__}:{obj!r}"', '    return "value"',
+      "non-tensor values (step, configs) left out of the digest", [DIGEST]),
+    M("digest.py", '    head = _hash(f"{t.dtype}{tuple(t.shape)}".encode())', "    head = 0",
+      "tensor hash blind to dtype and shape", [DIGEST]),
+    M("digest.py", "    yield from (name for name in recorded if name not in tensors)\n", "",
+      "a tensor missing from the file is not reported by name", [DIGEST]),
+    M("digest.py", 'and "config" in recorded and f"{hash_json(config):016x}" != recorded["config"]:',
+      'and "config" in recorded and False:', "a damaged config.json beside the weights goes unchecked",
+      [DIGEST]),
+    M("export.py", "    check_safetensors(weights, state, metadata, config, config_path)",
+      "    (weights, state, metadata, config, config_path)",
+      "exported weights loaded without their digest check", [DIGEST]),
+    M("sample_many.py", 'warnings.warn(f"{why.splitlines()[0]}; sampling that batch again", stacklevel=2)',
+      "pass", "a damaged sampling part is resampled silently", [DIGEST]),
+    M("reproduce.py", "        return read_json(path)", "        return json.loads(path.read_text())",
+      "reproduce cache entries read without their digest check", [DIGEST]),
+    M("latents.py", "        check_safetensors(f, data, metadata)", "        pass",
+      "latent shards loaded without their digest check", [LATENTS]),
+    # ---------------------------------------------------------------------------------- train.py (keep-last)
+    M("train.py", "            os.replace(previous_path(out, i - 1), previous_path(out, i))",
+      "            pass",
+      "--keep-last does not shift older checkpoints down (prev2 never written)", [KEEP]),
+    M("train.py", '            os.replace(ckpt_path, out / f"{CHECKPOINT_NAME}.damaged")', "            pass",
+      "after a fallback the damaged ckpt.pt is rotated into ckpt.prev1.pt", [KEEP]),
+    M("train.py", "        if not fallback:\n", "        if False:\n",
+      "--resume falls back to an earlier checkpoint without being asked", [KEEP]),
 ]
 
 
@@ -513,7 +545,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--jobs", type=int, default=1, help="parallel workers, each with its own temporary copy")
     p.add_argument("--only", help="run the mutants of modules whose path contains this (any case); if no "
-                   "module matches, those whose description contains it")
+                   "module matches, those whose description contains it; else those whose tests "
+                   "start with it (e.g. tests/test_digest.py)")
     p.add_argument("--list", action="store_true", help="list (and validate) the mutants, run nothing")
     p.add_argument("--report", type=Path, default=ROOT / "docs" / "mutation.md", help="Markdown report")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout is a kill)")
@@ -529,7 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     needle = (args.only or "").lower()
     # Module names first: "ema" should mean ema.py, not every description that says "remainder".
     mutants = [m for m in MUTANTS if needle in m.module.lower()] or \
-        [m for m in MUTANTS if needle in m.description.lower()]
+        [m for m in MUTANTS if needle in m.description.lower()] or \
+        [m for m in MUTANTS if any(t.startswith(needle) for t in m.tests)]  # e.g. tests/test_digest.py
     if not mutants:
         sys.exit(f"error: no mutant matches --only {args.only!r}")
     problems = validate(mutants, ROOT)

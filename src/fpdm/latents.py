@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
+from .digest import check_safetensors, read_json, safetensors_metadata, with_json_digest
 from .image_folder import ImageDataset, _open_image, _scan_folder, _to_mode, _to_tensor, center_crop_resize
 
 MANIFEST = "manifest.json"
@@ -77,7 +79,8 @@ def extract_latents(data: str | Path, vae_path: str | Path, out: str | Path, ima
             return
         x, y = torch.cat(buf_x), torch.cat(buf_y)
         name = f"latents-{len(shards):05d}.safetensors"
-        blob = save({"latents": x.contiguous(), "labels": y.contiguous()})
+        tensors = {"latents": x.contiguous(), "labels": y.contiguous()}
+        blob = save(tensors, metadata=safetensors_metadata(tensors))
         atomic_write(out / name, lambda f: f.write(blob))
         shards.append({"file": name, "num": len(y)})
         buf_x.clear()
@@ -100,7 +103,8 @@ def extract_latents(data: str | Path, vae_path: str | Path, out: str | Path, ima
                 "latent_shape": shape, "flip": flip, "seed": seed, "source": str(data),
                 "num_samples": sum(s["num"] for s in shards), "num_classes": len(class_names),
                 "class_names": class_names, "shards": shards}
-    atomic_write(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=1) + "\n").encode()))
+    text = json.dumps(with_json_digest(manifest), indent=1) + "\n"
+    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     return manifest
 
 
@@ -110,10 +114,7 @@ def is_latent_folder(path: str | Path) -> bool:
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     p = Path(path) / MANIFEST
-    try:
-        manifest = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON ({e})") from None
+    manifest = read_json(p)  # DamagedFile (a ValueError naming it) if it is not valid JSON or damaged
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{p} is not an fpdm latents manifest (expected format {FORMAT!r})")
     return manifest
@@ -135,9 +136,12 @@ def load_latents(path: str | Path) -> ImageDataset:
     for shard in manifest["shards"]:
         f = Path(path) / shard["file"]
         try:
+            with safe_open(str(f), "pt") as handle:
+                metadata = handle.metadata()
             data = load_file(str(f))
         except Exception as e:  # missing or corrupt shard
-            raise ValueError(f"latent shard {f} cannot be read ({e})") from None
+            raise ValueError(f"latent shard {f} cannot be read ({e}); extract the latents again") from None
+        check_safetensors(f, data, metadata)
         if len(data["labels"]) != shard["num"] or len(data["latents"]) != shard["num"]:
             raise ValueError(f"latent shard {f} holds {len(data['labels'])} samples, the manifest says "
                              f"{shard['num']}")
