@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save
 from . import __version__
 from .checkpoint import atomic_write, load_checkpoint
 from .config import DiffusionConfig, ModelConfig
-from .digest import check_safetensors, safetensors_metadata
+from .digest import DamagedFile, check_safetensors, safetensors_metadata
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -105,7 +105,13 @@ def load_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{weights} is not a valid safetensors file ({e})") from None
-    check_safetensors(weights, state, metadata, config, config_path)  # before trusting either
+    try:
+        check_safetensors(weights, state, metadata, config, config_path)  # before trusting either
+    except DamagedFile as e:
+        builtin = config.get("builtin")
+        hint = f"reinstall fpdm, or regenerate it with `fpdm build-weights {builtin}`" if builtin else \
+            "use an intact copy, or export it again from its training checkpoint"
+        raise e.with_hint(hint) from None
     for key in ("model_config", "diffusion_config"):
         if key not in config:
             raise ValueError(f"{config_path} has no {key!r} entry")

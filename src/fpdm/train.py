@@ -83,26 +83,32 @@ def previous_path(out_dir: str | Path, i: int) -> Path:
     return Path(out_dir) / f"ckpt.prev{i}.pt"
 
 
-def _keep_previous(out: Path, keep_last: int) -> None:
-    """Before `ckpt.pt` is replaced, shift it into `ckpt.prev1.pt` (and prev1 into prev2, ...), keeping
-    `keep_last` of them. `ckpt.pt` itself stays in place throughout: a crash here loses nothing."""
+def _hold_latest(out: Path, keep_last: int) -> Path | None:
+    """Before `ckpt.pt` is replaced: a second name (hard link) for it, so it survives the replacement."""
+    ckpt, held = out / CHECKPOINT_NAME, out / f"{CHECKPOINT_NAME}.held"
+    if keep_last < 1 or not ckpt.exists():
+        return None
+    held.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, held)  # the same bytes under a second name, without copying them
+    except OSError:  # a filesystem without hard links
+        atomic_write(held, partial(_write_bytes, ckpt.read_bytes()))
+    return held
+
+
+def _keep_previous(out: Path, held: Path | None, keep_last: int) -> None:
+    """Once the new `ckpt.pt` is safely written: the held one becomes `ckpt.prev1.pt` (prev1 → prev2, …),
+    `keep_last` of them kept. Done after the write so a failed write (a full disk) loses none of them."""
     for i in range(keep_last + 1, keep_last + 100):  # fewer kept than before: drop the surplus
         if not previous_path(out, i).exists():
             break
         previous_path(out, i).unlink()
-    ckpt = out / CHECKPOINT_NAME
-    if keep_last < 1 or not ckpt.exists():
+    if held is None:
         return
     for i in range(keep_last, 1, -1):
         if previous_path(out, i - 1).exists():
             os.replace(previous_path(out, i - 1), previous_path(out, i))
-    tmp = out / f".{CHECKPOINT_NAME}.prev.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(ckpt, tmp)  # the same bytes under a second name, without copying them
-        os.replace(tmp, previous_path(out, 1))
-    except OSError:  # a filesystem without hard links
-        atomic_write(previous_path(out, 1), partial(_write_bytes, ckpt.read_bytes()))
+    os.replace(held, previous_path(out, 1))
 
 
 def resume_point(out_dir: str | Path, fallback: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -284,13 +290,13 @@ def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: 
             raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
                              f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
                              "--resume continues a run with its own settings "
-                             "(only --steps and --device may change)")
+                             "(only --steps, --device and --keep-last may change)")
     checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
     for flag, saved in checks:
         if flag in given and flag in saved and given[flag] != saved[flag]:
             raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
                              f"({flag}={saved[flag]}); --resume continues a run with its own settings "
-                             "(only --steps and --device may change)")
+                             "(only --steps, --device and --keep-last may change)")
 
 
 def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
@@ -353,7 +359,16 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     def checkpoint() -> None:
         if not world.is_main:
             return
-        _keep_previous(out, train_cfg.keep_last)
+        held = _hold_latest(out, train_cfg.keep_last)
+        try:
+            _save()
+        except BaseException:
+            if held is not None:
+                held.unlink(missing_ok=True)
+            raise
+        _keep_previous(out, held, train_cfg.keep_last)
+
+    def _save() -> None:
         save_checkpoint(ckpt_path, {
             "fpdm_version": __version__,
             "model_config": model_cfg.to_dict(),
@@ -372,7 +387,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
 
     out.mkdir(parents=True, exist_ok=True)
     with hold(out, "fpdm train", enabled=world.is_main):  # one process per run folder
-        for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp") if world.is_main else ():
+        for stale in [*out.glob(f".{CHECKPOINT_NAME}.*.tmp"), *out.glob(f"{CHECKPOINT_NAME}.held")] \
+                if world.is_main else ():
             stale.unlink()  # a checkpoint write that a crash cut short
         world.barrier()
         if step >= train_cfg.steps and world.is_main:
