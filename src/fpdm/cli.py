@@ -13,6 +13,7 @@ from typing import NoReturn
 import torch
 
 from .budget import DEFAULT_RATIO, PROFILES
+from .calibrate import DEFAULT_SEEDS
 from .config import PRECISIONS, DiffusionConfig, TrainConfig
 from .distributed import World, init_world, local_device
 from .fixed_point import GRADIENT_MODES, SOLVERS
@@ -133,6 +134,9 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                    help="how --budget --steps spreads iterations over steps (sampling order)")
     g.add_argument("--ratio", type=float, default=DEFAULT_RATIO,
                    help="ramp profiles: largest over smallest weight of the iterations beyond the first")
+    g.add_argument("--schedule", default=None, help="a calibrated schedule JSON (`fpdm calibrate`): its "
+                   "steps and per-step iterations, for the weights, budget and sampler settings it was made "
+                   "for (default: none)")
     g.add_argument("--reuse", action="store_true", help="warm-start each step from the previous step's z*")
     g.add_argument("--tol", type=float, default=None, help="stop a step's iterations below this relative "
                    "residual and pass the unspent ones on (default: off)")
@@ -208,6 +212,79 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters-list", default="1,2,3,4,6,8,12", help="comma-separated k values")
     p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/sweeps/budget<B>)")
     p.set_defaults(func=_cmd_sweep)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", formatter_class=_Formatter, help="measure where iterations pay; write a "
+                       "schedule", description="Measure, on calibration seeds, how much each step's "
+                       "prediction changes with its number of fixed-point iterations; choose the steps and "
+                       "the iterations per step that spend --budget exactly with the least measured error "
+                       "(the step count by digits-FID of samples on the calibration seeds, or --steps). "
+                       "Writes the schedule JSON and a plot; use it with `fpdm sample --schedule`.")
+    p.add_argument("--ckpt", required=True, help="checkpoint, export folder or built-in name (required)")
+    _add_official_options(p)
+    p.add_argument("--budget", type=int, required=True, help="blocks per sample to spend (required)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the candidate with the "
+                   "best digits-FID on the calibration seeds; needed for non-digits models)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ancestral or DDIM steps")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")
+    p.add_argument("--reuse", action="store_true", help="calibrate (and later sample) with warm starts")
+    p.add_argument("--seeds", default=f"{DEFAULT_SEEDS[0]}-{DEFAULT_SEEDS[-1]}",
+                   help="calibration seeds: keep them disjoint from the seeds you evaluate on")
+    p.add_argument("--max-iters", type=int, default=26, help="most iterations one step may get")
+    p.add_argument("--ref-iters", type=int, default=None, help="iterations of the converged reference "
+                   "solve (default: 2 × --max-iters)")
+    p.add_argument("--measure-samples", type=int, default=64, help="calibration seeds used for the error "
+                   "tables (all seeds score the step counts)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, …")
+    p.add_argument("--out", default=None, help="schedule JSON (default: <ckpt dir>/schedules/B<budget>-"
+                   "<sampler>[-reuse].json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    _add_threads(p)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from .calibrate import calibrate, write_schedule
+    from .evaluate import digits_eval
+    from .sample import SamplerSettings, load_model, parse_seeds
+    from .sample_many import check_settings
+
+    for flag, value in (("--max-iters", a.max_iters), ("--measure-samples", a.measure_samples)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
+    model.to(a.device)
+    settings = SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
+                               reuse=a.reuse)
+    check_settings(model, settings, budget=a.budget, steps=a.steps, profile="constant", label=None,
+                   n_steps=a.steps or 1, per_step=None)
+    cfg = model.config
+    digits = (cfg.input_size, cfg.in_channels) == (8, 1)
+
+    def score(x, labels) -> float:
+        return digits_eval(x, labels, cfg)["digits_fid"]
+
+    schedule = calibrate(model, diffusion, a.budget, seeds=parse_seeds(a.seeds), settings=settings,
+                         steps=a.steps, max_iters=a.max_iters, ref_iters=a.ref_iters,
+                         measure_samples=a.measure_samples, score=score if digits else None,
+                         device=a.device, checkpoint=str(a.ckpt), progress=not a.no_progress)
+    default = Path(a.ckpt).parent / "schedules" / "-".join(
+        v for v in (f"B{a.budget}", a.sampler, a.reuse and "reuse", a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
+        if v)
+    out = Path(a.out) if a.out else default.with_suffix(".json")
+    _writable_folder(out.parent, f"--out {out}")
+    files = write_schedule(out, schedule)
+    cost = schedule["cost"]
+    print(f"schedule  {schedule['steps']} steps, iterations {schedule['iters']}" if schedule["iters"] else
+          f"schedule  {schedule['steps']} steps (a DiT: nothing to allocate)")
+    print(f"    cost  {cost['seconds']:.1f} s, {cost['blocks']:,} block evaluations (as many as sampling "
+          f"{cost['as_many_blocks_as_sampling_images']:,} images with it, at {a.budget} per sample)")
+    print(f"   files  {', '.join(str(f) for f in files)}")
+    return 0
 
 
 def _add_budget_table(sub: argparse._SubParsersAction) -> None:
@@ -469,6 +546,8 @@ def _sample_seeds(a: argparse.Namespace, model, diffusion, iters: int | None, pa
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.schedule is not None and iters in (None, CALIBRATED):
+        return _sample_scheduled(a, model, diffusion, iters, parts, world)
     n_steps, per_step = resolve_steps(model, a.budget, a.steps, iters, a.profile, a.ratio)  # errors first
     settings = _sampler_settings(a)
     check_settings(model, settings, budget=a.budget, steps=a.steps, profile=a.profile, label=a.label,
@@ -479,6 +558,33 @@ def _sample_seeds(a: argparse.Namespace, model, diffusion, iters: int | None, pa
                         profile=a.profile, ratio=a.ratio, settings=settings, batch_size=a.batch_size,
                         device=a.device, parts=parts, world=world, progress=not a.no_progress,
                         identity={"ckpt": str(a.ckpt), "ema": not getattr(a, "no_ema", False)})
+
+
+CALIBRATED = "calibrated"  # the sweep's row for --schedule
+
+
+def _sample_scheduled(a: argparse.Namespace, model, diffusion, iters: int | str | None, parts: Path | None,
+                      world: World | None):
+    """`_sample_seeds` with a calibrated schedule in place of --steps/--iters/--profile."""
+    from .calibrate import check_schedule, read_schedule
+    from .sample import parse_seeds
+    from .sample_many import check_settings, class_labels, sample_seeds
+
+    if a.steps is not None or a.profile != "constant" or (iters is not None and iters != CALIBRATED):
+        raise ValueError("--schedule fixes the steps and every step's iterations; drop --steps, --iters and "
+                         "--profile")
+    schedule = read_schedule(a.schedule)
+    settings = _sampler_settings(a)
+    check_schedule(schedule, model, settings, a.budget, source=f"--schedule {a.schedule}")
+    check_settings(model, settings, budget=schedule["budget"], steps=None, profile="constant",
+                   label=a.label, n_steps=schedule["steps"], per_step=schedule["iters"],
+                   limits=not a.no_limits)
+    seeds = parse_seeds(a.seeds)
+    labels = class_labels(model.config.num_classes, len(seeds), a.label)
+    return sample_seeds(model, diffusion, seeds, labels=labels, settings=settings, batch_size=a.batch_size,
+                        device=a.device, parts=parts, world=world, progress=not a.no_progress,
+                        schedule=schedule, identity={"ckpt": str(a.ckpt), "ema": not a.no_ema,
+                                                     "schedule": schedule["weights_hash"]})
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
@@ -500,7 +606,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
     model.to(a.device)
-    tag_parts = (a.sampler, a.budget and f"B{a.budget}", a.steps and f"s{a.steps}",
+    tag_parts = (a.sampler, a.schedule and f"schedule-{Path(a.schedule).stem}", a.budget and f"B{a.budget}",
+                 a.steps and f"s{a.steps}",
                  a.iters and f"k{a.iters}", a.budget and a.steps and a.profile, a.reuse and "reuse",
                  a.tol and f"tol{a.tol}", a.solver != "picard" and a.solver,
                  a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
@@ -574,14 +681,17 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
     model.to(a.device)
     prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / f"budget{a.budget}"
-    ks = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
+    ks: list = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
+    if a.schedule:
+        ks.append(CALIBRATED)  # one more row: the calibrated schedule at the same budget
 
     def skipped(k: int | None, e: ValueError) -> None:
         print(f"k={k}: skipped: {e}", file=sys.stderr)
 
     rows = run_sweep(lambda k: _sample_seeds(a, model, diffusion, k), ks, prefix, model.config,
                      {"ckpt": a.ckpt, "budget": a.budget, "sampler": a.sampler, "seeds": a.seeds,
-                      "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale},
+                      "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale,
+                      "schedule": a.schedule},
                      on_row=lambda row: print(json.dumps(row)), on_skip=skipped)
     if not rows:
         raise ValueError(f"no k in --iters-list {a.iters_list} spends budget {a.budget} exactly; see "
@@ -673,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_sweep(sub)
+    _add_calibrate(sub)
     _add_budget_table(sub)
     _add_plot_residuals(sub)
     _add_eval(sub)

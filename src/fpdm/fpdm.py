@@ -83,18 +83,29 @@ class FPDM(DiffusionTransformer):
         a budgeted, possibly early-stopping solve. `z_init` warm-starts the iteration (reuse).
         `grad_checkpoint` recomputes in backward the activations of every explicit block and of every
         with-gradient fixed-point iteration instead of keeping them."""
-        h, t_emb, y_emb = self.embed(x, t, y)
-        c = t_emb + y_emb  # (N, D)
-        c_pp = c if self.config.pre_post_timestep_conditioning else y_emb
-        for block in self.blocks_pre:
-            h = checkpointed(block, grad_checkpoint)(h, c_pp)  # (N, T, D)
+        h, c, c_pp = self.encode(x, t, y, grad_checkpoint)
         if z_init is not None and z_init.shape != h.shape:
             raise ValueError(f"z_init has shape {tuple(z_init.shape)}, expected {tuple(h.shape)}")
         f = checkpointed(self.fixed_point_map(h, c), grad_checkpoint)
         z = solve(f, h if z_init is None else z_init,
                   self.default_iters if iters is None else iters)
-        out = z
-        for block in self.blocks_post:
-            out = checkpointed(block, grad_checkpoint)(out, c_pp)
-        out = self.head(out, c_pp)
+        out = self.decode(z, c_pp, grad_checkpoint)
         return (out, z) if return_state else out
+
+    def encode(self, x: Tensor, t: Tensor, y: Tensor, grad_checkpoint: bool = False
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """Everything before the fixed point: (h_pre (N, T, D), c (N, D) for the fixed-point block, c_pp
+        (N, D) for the pre/post blocks and the head)."""
+        h, t_emb, y_emb = self.embed(x, t, y)
+        c = t_emb + y_emb  # (N, D)
+        c_pp = c if self.config.pre_post_timestep_conditioning else y_emb
+        for block in self.blocks_pre:
+            h = checkpointed(block, grad_checkpoint)(h, c_pp)  # (N, T, D)
+        return h, c, c_pp
+
+    def decode(self, z: Tensor, c_pp: Tensor, grad_checkpoint: bool = False) -> Tensor:
+        """Everything after the fixed point: post blocks and the final layer, z (N, T, D) → (N, C_out, H, W).
+        Calibration reads the output of every iterate through it."""
+        for block in self.blocks_post:
+            z = checkpointed(block, grad_checkpoint)(z, c_pp)
+        return self.head(z, c_pp)

@@ -34,3 +34,34 @@ def plot_residuals(record: dict[str, Any], out: str | Path) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
+
+
+def plot_schedule(schedule: dict[str, Any], out: str | Path) -> None:
+    """A calibrated schedule (`fpdm calibrate`): iterations per step (top) over the measured error of each
+    step's next state against a converged solve, for a few iteration counts (bottom, log scale)."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    chosen = next(r for r in schedule["candidates"] if r["steps"] == schedule["steps"])
+    errors = np.asarray(chosen["errors"])
+    t = np.asarray(schedule["timesteps"])  # sampling order: from the noisiest t down
+    width = 0.8 * (float(np.min(np.abs(np.diff(t)))) if len(t) > 1 else 1.0)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), dpi=120, sharex=True)
+    top.bar(t, schedule["iters"], width=width, color="tab:blue")
+    top.set_ylabel("iterations")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    top.invert_xaxis()  # time runs right: t falls as sampling goes on
+    s = schedule["settings"]
+    top.set_title(f"calibrated: budget {schedule['budget']}, {schedule['steps']} steps, {s['sampler']}"
+                  + (" + reuse" if s["reuse"] else "") + (f", cfg {s['cfg_scale']}" if s["cfg_scale"] != 1
+                                                          else ""), fontsize=9)
+    for k in (1, 2, 4, 8, 16):
+        if k <= errors.shape[1]:
+            bottom.semilogy(t, np.maximum(errors[:, k - 1], 1e-30), label=f"{k} iteration" + "s" * (k > 1))
+    bottom.set_xlabel("timestep t (sampling runs right)")
+    bottom.set_ylabel("mean sq. change of x_{t-1}\nvs a converged solve")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)

@@ -122,16 +122,23 @@ def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequenc
                  iters: int | None = None, profile: str = "constant", ratio: float = DEFAULT_RATIO,
                  settings: SamplerSettings | None = None, batch_size: int = 256, device: str = "cpu",
                  parts: str | Path | None = None, world: World | None = None, progress: bool = False,
-                 identity: dict[str, Any] | None = None) -> SampleRun | None:
+                 identity: dict[str, Any] | None = None, schedule: dict[str, Any] | None = None
+                 ) -> SampleRun | None:
     """Sample every seed (labels: default `class_labels`) in batches and merge the batches' records.
 
+    `schedule` (`fpdm.calibrate`; checked by the caller with `check_schedule`) gives the steps and every
+    step's iterations in place of `budget`/`steps`/`iters`/`profile`.
     `identity` (e.g. the checkpoint and whether EMA weights are used) joins the settings that a parts
     folder must match to be resumed; the folder stays until the caller has written the samples out and
     calls `remove_parts`. Returns None on the processes of a torchrun world other than the first."""
     world = world or World()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    n_steps, per_step = resolve_steps(model, budget, steps, iters, profile, ratio)
+    if schedule is not None:
+        n_steps, per_step = schedule["steps"], schedule["iters"]
+        budget, profile = schedule["budget"], "calibrated"
+    else:
+        n_steps, per_step = resolve_steps(model, budget, steps, iters, profile, ratio)
     settings = settings or SamplerSettings()
     seeds = [int(s) for s in seeds]
     labels = class_labels(model.config.num_classes, len(seeds)) if labels is None else labels
@@ -139,8 +146,12 @@ def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequenc
     if parts is None and world.size > 1:
         raise ValueError("sampling with several processes needs an output folder for the batches")
     with hold(parts or ".", "fpdm sample", enabled=parts is not None and world.is_main):  # one per folder
-        return _sample_batches(model, diffusion, seeds, labels, n_steps, per_step, settings, batch_size,
-                               device, parts, world, progress, identity, budget, profile, ratio)
+        run = _sample_batches(model, diffusion, seeds, labels, n_steps, per_step, settings, batch_size,
+                              device, parts, world, progress, identity, budget, profile, ratio)
+    if run is not None and schedule is not None:  # the record says where the plan came from
+        run.record["schedule"] = {k: schedule.get(k) for k in ("checkpoint", "weights_hash",
+                                                                "calibration_seeds", "cost")}
+    return run
 
 
 def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list[int], labels: Tensor,
