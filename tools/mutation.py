@@ -61,7 +61,7 @@ SAMPLE = "tests/test_sample.py"
 BUDGET, DIFF, SCHED = "tests/test_budget.py", "tests/test_diffusion.py", "tests/test_schedules.py"
 METRICS, CKPT, MEMORY = "tests/test_metrics.py", "tests/test_checkpoint.py", "tests/test_memory.py"
 PR_BY_HAND = "tests/test_inception.py::test_precision_recall_by_hand"
-DIGEST, LATENTS = "tests/test_digest.py", "tests/test_latents.py"
+DIGEST, LATENTS, CALIB = "tests/test_digest.py", "tests/test_latents.py", "tests/test_calibrate.py"
 KEEP = "tests/test_train.py::test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked"
 
 MUTANTS: list[Mutant] = [
@@ -305,6 +305,19 @@ MUTANTS: list[Mutant] = [
       "reproduce cache entries read without their digest check", [DIGEST]),
     M("latents.py", "        check_safetensors(f, data, metadata)", "        pass",
       "latent shards loaded without their digest check", [LATENTS]),
+    # ----------------------------------------------------------------------------------------- calibrate.py
+    M("calibrate.py", "        ref = step(outs[-1])", "        ref = step(outs[-1], noise=None)",
+      "error table measured with the wrong noise (DDPM's x_{t-1} without its noise term)", [CALIB]),
+    M("calibrate.py", "        z = z_prev if (s.reuse and z_prev is not None) else h",
+      "        z = h", "calibration ignores reuse (cold starts while sampling warm-starts)", [CALIB]),
+    M("calibrate.py", '    best = min(rows, key=lambda r: r.get("score", 0.0))',
+      '    best = max(rows, key=lambda r: r.get("score", 0.0))',
+      "the step count with the worst score is chosen", [CALIB]),
+    M("calibrate.py", '    if schedule["weights_hash"] != weights_hash(model):', "    if False:",
+      "a schedule made for other weights is accepted", [CALIB]),
+    M("calibrate.py", "            total = budget - n_steps * (cfg.pre_depth + cfg.post_depth)",
+      "            total = budget - n_steps * cfg.pre_depth",
+      "iterations planned without the post blocks' cost (the budget overspent)", [CALIB]),
     # ---------------------------------------------------------------------------------- train.py (keep-last)
     M("train.py", "            os.replace(previous_path(out, i - 1), previous_path(out, i))",
       "            pass",

@@ -546,8 +546,8 @@ def _sample_seeds(a: argparse.Namespace, model, diffusion, iters: int | None, pa
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
-    if a.schedule is not None and iters in (None, CALIBRATED):
-        return _sample_scheduled(a, model, diffusion, iters, parts, world)
+    if a.schedule is not None and (a.iters is not None or iters in (None, CALIBRATED)):
+        return _sample_scheduled(a, model, diffusion, a.iters, parts, world)  # (a sweep's k: not this)
     n_steps, per_step = resolve_steps(model, a.budget, a.steps, iters, a.profile, a.ratio)  # errors first
     settings = _sampler_settings(a)
     check_settings(model, settings, budget=a.budget, steps=a.steps, profile=a.profile, label=a.label,
@@ -570,7 +570,7 @@ def _sample_scheduled(a: argparse.Namespace, model, diffusion, iters: int | str 
     from .sample import parse_seeds
     from .sample_many import check_settings, class_labels, sample_seeds
 
-    if a.steps is not None or a.profile != "constant" or (iters is not None and iters != CALIBRATED):
+    if a.steps is not None or a.profile != "constant" or iters is not None:
         raise ValueError("--schedule fixes the steps and every step's iterations; drop --steps, --iters and "
                          "--profile")
     schedule = read_schedule(a.schedule)
