@@ -3,6 +3,7 @@
 __version__ = "0.1.0"  # before the imports: modules below read it while the package initialises
 
 from .blocks import compile_blocks
+from .calibrate import calibrate
 from .config import DiffusionConfig, ModelConfig, TrainConfig
 from .diffusion import GaussianDiffusion
 from .dit import DiT
@@ -14,6 +15,6 @@ from .sample_many import SampleRun, sample_seeds
 
 __all__ = [
     "DiT", "DiffusionConfig", "FPDM", "GRADIENT_MODES", "GaussianDiffusion", "IterationPlan", "MODEL_NAMES",
-    "ModelConfig", "SampleRun", "SamplerSettings", "TrainConfig", "build_model", "compile_blocks",
-    "create_model", "draw_plan", "load_model", "model_config", "sample_seeds", "solve",
+    "ModelConfig", "SampleRun", "SamplerSettings", "TrainConfig", "build_model", "calibrate",
+    "compile_blocks", "create_model", "draw_plan", "load_model", "model_config", "sample_seeds", "solve",
 ]
