@@ -80,13 +80,13 @@ def _model(arch="fpdm", seed=0):
     return m.eval()
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_the_error_table_is_the_samplers_own_change_of_state(sampler):
+@pytest.mark.parametrize("sampler,cfg", [("ddpm", 1.0), ("ddim", 1.0), ("ddpm", 2.5)])
+def test_the_error_table_is_the_samplers_own_change_of_state(sampler, cfg):
     # Oracle: sample() run with the reference count at every step but k at the last one ends exactly
     # errors[-1, k - 1] (mean squared) away from sample() with the reference count everywhere.
     m, seeds, steps, ref = _model(), [5, 6, 7], 4, 12
     labels = torch.tensor([1, 2, 3])
-    s = SamplerSettings(sampler=sampler)
+    s = SamplerSettings(sampler=sampler, cfg_scale=cfg)
     table = step_errors(m, DIFF, steps, seeds, labels, s, max_iters=ref, ref_iters=ref)
     assert table.shape == (steps, ref) and (table[:, -1] == 0).all()  # k = the reference itself
     base, _ = sample(m, DIFF, labels, seeds, steps=steps, iters=ref, settings=s)

@@ -7,7 +7,10 @@ def test_experiment_grid_covers_every_finding():
     for scale in (TINY, QUICK, FULL):
         cells = experiments(scale)
         assert {c.experiment for c in cells} == {"smoothing", "allocation", "adaptive", "table3", "table4",
-                                                 "training_seeds"}
+                                                 "training_seeds", "calibrated"}
+        calibrated = [c for c in cells if c.calibrated]
+        assert {(c.budget, c.seed_block) for c in calibrated} == \
+            {(b, s) for b in scale.budgets for s in range(scale.sampling_seeds)}
         assert {c.seed_block for c in cells} == set(range(scale.sampling_seeds))
         assert all(c.budget % (2 + c.iters) == 0 for c in cells if c.iters)  # every k spends the budget
     full = experiments(FULL)
@@ -25,8 +28,11 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5",
                     "seed 0 vs 1", "(paired)", "dit-eqwall", "− constant (paired)",
-                    "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)"):
+                    "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)", "Calibrated schedules"):
         assert section in readme
+    section = readme[readme.index("## Calibrated schedules"):]
+    cal = next(line for line in section.splitlines() if line.startswith("| fpdm | 12 | "))
+    assert "k = 2" in cal and cal.count(" ± ") >= 3  # calibrated FID, − best cell, − the seed's k (paired)
     for row in ("| 12 | increasing |", "| jfb-N2-M4 | 12 |", "| sjfb-N1-M1 | 12 |", "| fpdm-seed1 | 12 |"):
         line = next(line for line in readme.splitlines() if line.startswith(row))
         assert line.rstrip(" |").split("|")[-1].strip()[0] in "+-", line  # a paired difference, not '–'

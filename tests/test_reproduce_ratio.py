@@ -27,7 +27,10 @@ def test_feasible_iters_closed_form():
 def test_cells_spend_their_budgets_in_the_papers_ratio(scale):
     cells = experiments(scale)
     assert {c.experiment for c in cells} == {"smoothing", "training_seeds", "convergence", "allocation",
-                                             "adaptive"}
+                                             "adaptive", "calibrated"}
+    assert {(c.train.name, c.budget, c.seed_block) for c in cells if c.calibrated} == \
+        {(n, b, s) for n in ("fpdm", "fpdm-N10M12") for b in scale.budgets + scale.small_budgets
+         for s in range(scale.sampling_seeds)}
     deep = [c for c in cells if c.train.name == "dit28"]
     assert deep and all(dict(c.train.overrides)["depth"] == 28 and c.budget % 28 == 0 for c in deep)
     assert {c.budget for c in deep if c.experiment == "smoothing"} == set(scale.budgets)
@@ -103,8 +106,12 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     assert {t["name"] for t in out["trainings"]} == set(models(RATIO_TINY))
     readme = (tmp_path / "README.md").read_text()
     for section in ("## Headline", "Equal FLOPs", "Fig. 4", "optimum k", "Table 5", "Adaptive", "Convergence",
-                    "seed 1 − seed 0", "Fig. 5"):
+                    "seed 1 − seed 0", "Fig. 5", "## Calibrated schedules", "What the calibration measured"):
         assert section in readme, section
+    calibrated = readme[readme.index("## Calibrated schedules"):]
+    for name in ("fpdm", "fpdm-N10M12"):
+        row = next(line for line in calibrated.splitlines() if line.startswith(f"| {name} | 56 | "))
+        assert row.count(" ± ") >= 3, row  # its FID, and paired differences to the best cell and the seed's k
     head = next(line for line in readme.splitlines() if line.startswith("| 56 | dit28 | ddpm |"))
     assert head.split("|")[7].strip()[0] in "+-"  # a paired FPDM − DiT difference
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
@@ -116,7 +123,7 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     assert json.dumps(again["cells"], sort_keys=True) == json.dumps(cells, sort_keys=True)
     damaged = sorted((tmp_path / "eval").glob("*.json"))[0]
     damaged.write_bytes(damaged.read_bytes()[:40] + b"\xff\x00")  # a torn or flipped cache entry
-    with pytest.warns(UserWarning, match="is damaged; running its task again"):
+    with pytest.warns(UserWarning, match="is damaged: .*; running its task again"):
         third = run("tiny", tmp_path, workers=1, log=lambda s: None)
     def timeless(rows):  # the recomputed cell's wall-clock differs, nothing else may
         return json.dumps([{k: v for k, v in r.items() if k != "sample_wall_s"} for r in rows],

@@ -86,14 +86,16 @@ class EvalSpec:
     solver: str = "picard"
     seed_block: int = 0
     snapshot: int | None = None  # evaluate the training's kept checkpoint of this step, not its last one
+    calibrated: bool = False  # sample with a schedule `fpdm.calibrate` measured for this budget and sampler
     labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("labels")
         d["train"] = d["train"]["name"]
-        if d["snapshot"] is None:  # cells without it keep the cache keys they had before it existed
-            d.pop("snapshot")
+        for later in ("snapshot", "calibrated"):  # cells without them keep the keys they had before them
+            if not d[later]:
+                d.pop(later)
         return d
 
 
@@ -155,6 +157,9 @@ def experiments(scale: Scale) -> list[EvalSpec]:
             for mode in ("jfb", "multistep", "sjfb"):
                 cells.append(EvalSpec("table4", _fpdm_with(mode, n, 4), scale.ablation_steps, budget,
                                       iters=k, seed_block=b))
+    # beyond the paper: a schedule calibrated on other seeds (`fpdm.calibrate`) at every budget
+    cells += [EvalSpec("calibrated", FPDM, steps, budget, calibrated=True, seed_block=b)
+              for b in blocks for budget in scale.budgets]
     return cells
 
 
@@ -246,15 +251,22 @@ def _eval_task(args: tuple) -> dict[str, Any]:
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
     settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
+    schedule = _schedule(Path(root), spec, scale, model, diffusion, settings, device) if spec.calibrated \
+        else None
     run = sample_seeds(model, diffusion, seeds, labels=labels, budget=spec.budget, iters=spec.iters,
                        steps=spec.steps, profile=spec.profile, settings=settings, batch_size=len(seeds),
-                       device=device)
+                       device=device, schedule=schedule)
     x, rec = run.samples, run.record
     metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
     result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
               "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],
               "iters_run": rec["iters_run"], **{k: metrics[k] for k in ("digits_fid", "kid", "precision",
                                                                         "recall", "class_consistency")}}
+    if schedule is not None:
+        result["schedule"] = {
+            "steps": schedule["steps"], "iters": schedule["iters"], "cost": schedule["cost"],
+            "candidates": [{k: c.get(k) for k in ("steps", "score", "predicted_error")}
+                           for c in schedule["candidates"]]}
     if spec.seed_block == 0 and spec.experiment == "smoothing" and spec.budget == scale.grid_budget \
             and spec.sampler == "ddpm" and not spec.reuse:
         from .images import save_image_grid
@@ -264,6 +276,48 @@ def _eval_task(args: tuple) -> dict[str, Any]:
         result["grid"] = str(grid)
     _store(path, result)
     return result
+
+
+def calibration_seeds(scale: Any) -> range:
+    """The calibration seeds of a study: `fpdm.calibrate`'s default block (disjoint from the evaluation
+    blocks, which start at 0, 100000, ...), no more than a cell samples."""
+    from .calibrate import DEFAULT_SEEDS
+
+    return DEFAULT_SEEDS[:min(len(DEFAULT_SEEDS), scale.num_samples)]
+
+
+def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any, settings: Any,
+              device: str) -> dict[str, Any]:
+    """The calibrated schedule of a cell's training, budget and sampler: measured once (under a lock, as
+    the cells of several seed blocks share it and run side by side), cached under `<root>/schedules`."""
+    from .calibrate import calibrate
+    from .evaluate import digits_metrics
+    from .lock import FolderInUse, hold
+
+    max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
+    key = _key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
+                "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
+                "seeds": len(calibration_seeds(scale))})
+    folder = root / "schedules" / key
+    path = folder / "schedule.json"
+    while True:
+        try:
+            with hold(folder, "calibration"):
+                cached = _cached(path)
+                if cached is not None:
+                    return cached
+                seeds = calibration_seeds(scale)
+
+                def fid(x: Any, labels: Any) -> float:
+                    return float(digits_metrics(x, labels, bootstrap=2, kid_subsets=2)["digits_fid"])
+
+                schedule = calibrate(model, diffusion, spec.budget, seeds=seeds, settings=settings,
+                                     max_iters=max_iters, measure_samples=min(64, len(seeds)), score=fid,
+                                     device=device, checkpoint=spec.train.name)
+                _store(path, schedule)
+                return schedule
+        except FolderInUse:  # another worker is measuring it: wait for its result
+            time.sleep(2)
 
 
 def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str], None]) -> list:
@@ -415,6 +469,91 @@ def _fmt(rows: list[dict], metric: str = "digits_fid") -> str:
     return f"{m:.2f} ± {se:.2f}"
 
 
+RECOMMENDED_K = (4, 8)  # the seed's advice for iterations per step
+
+
+def _verdict(diffs: list[float]) -> str:
+    if len(diffs) < 2:
+        return "one block: no verdict"
+    m, se = _mean_se(diffs)
+    return "calibrated wins" if m + 2 * se < 0 else "calibrated loses" if m - 2 * se > 0 else \
+        "within 2 s.e."
+
+
+def calibrated_section(results: list[dict], names: Iterable[str], budgets: Iterable[int]) -> list[str]:
+    """Markdown: each calibrated cell against the best fixed (k, profile) cell of the grid at its budget
+    (picked on the evaluation seeds: an optimistic bar) and against the constant k the seed recommends
+    (4-8, nearest feasible), paired over the sampling-seed blocks; with what the calibration cost."""
+    lines = ["## Calibrated schedules (beyond the paper; `fpdm calibrate`)", "",
+             "A schedule measured on calibration seeds 900000+ (disjoint from the evaluation blocks): steps "
+             "chosen by digits-FID on those seeds, iterations per step by the measured error tables. "
+             "Compared, paired over the same sampling-seed blocks (DDPM), with the best fixed cell of the "
+             "grid at that budget (constant k or a Table 5 profile, picked on the evaluation seeds) and with "
+             "the constant k the seed recommends (4–8, nearest feasible). Verdict: a difference beyond "
+             "2 s.e.", "",
+             "| model | budget | calibrated: FID | steps; iterations | best fixed cell | cal − best | "
+             "verdict | seed's k | cal − seed's k | verdict | calibration cost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fixed_cells(name: str, budget: int) -> dict[tuple, list[dict]]:
+        out: dict[tuple, list[dict]] = {}
+        for r in results:
+            st = r["settings"]
+            if st["train"] == name and st["budget"] == budget and st["experiment"] in ("smoothing",
+                                                                                        "allocation") \
+                    and st["sampler"] == "ddpm" and not st["reuse"] and st.get("tol") is None \
+                    and st.get("solver", "picard") == "picard" and not st.get("snapshot") \
+                    and not st.get("calibrated"):
+                key = ("k", st["iters"]) if st["iters"] is not None else (st["profile"], st["steps"])
+                out.setdefault(key, []).append(r)
+        return out
+
+    measured: list[str] = []
+
+    def diffs(a: list[dict], b: list[dict]) -> list[float]:
+        fb = {r["settings"]["seed_block"]: r["digits_fid"] for r in b}
+        return [r["digits_fid"] - fb[r["settings"]["seed_block"]] for r in a
+                if r["settings"]["seed_block"] in fb]
+
+    for name in names:
+        for budget in budgets:
+            cal = [r for r in results if r["settings"]["experiment"] == "calibrated"
+                   and r["settings"]["train"] == name and r["settings"]["budget"] == budget]
+            if not cal:
+                continue
+            cells = fixed_cells(name, budget)
+            full = {k: v for k, v in cells.items() if len(v) == len(cal)}
+            best_key = min(full, key=lambda k: _mean_se(r["digits_fid"] for r in full[k])[0]) if full \
+                else None
+            ks = [k[1] for k in full if k[0] == "k"]
+            lo, hi = RECOMMENDED_K
+            seed_k = min(ks, key=lambda k: (max(lo - k, 0, k - hi), abs(k - (lo + hi) / 2))) if ks else None
+            sch = cal[0]["schedule"]
+            iters = sch["iters"]
+            plan = f"{sch['steps']}; {min(iters)}–{max(iters)}" if iters else f"{sch['steps']}; –"
+            cost = sch["cost"]
+            row = [name, str(budget), _fmt(cal), plan]
+            for key in (best_key, ("k", seed_k) if seed_k is not None else None):
+                if key is None:
+                    row += ["–", "–", "–"]
+                    continue
+                label = f"k = {key[1]}" if key[0] == "k" else f"{key[0]}, {key[1]} steps"
+                d = diffs(cal, full[key])
+                m, se = _mean_se(d)
+                row += ([f"{label}: {_fmt(full[key])}"] if key == best_key else [label]) + \
+                    [f"{m:+.2f} ± {se:.2f}", _verdict(d)]
+            worth = cost.get("as_many_blocks_as_sampling_images", 0)
+            row.append(f"{cost['seconds']:.0f} s, {cost['blocks']:,} blocks (≈ {worth:,.0f} samples' worth)")
+            lines.append("| " + " | ".join(row) + " |")
+            measured.append(f"- {name}, budget {budget}: " + ", ".join(
+                f"{c['steps']} steps" + (f" → {c['score']:.2f}" if c.get("score") is not None else "")
+                for c in sch["candidates"]))
+    if measured:
+        lines += ["", "What the calibration measured: digits-FID of each candidate step count on the "
+                  "calibration seeds (with its measured allocation); the lowest was used.", "", *measured]
+    return lines + [""]
+
+
 def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict], results: list[dict],
                  wall: float) -> Path:
     import matplotlib
@@ -534,6 +673,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
             lines.append("| " + " | ".join(str(v) for v in key) + f" | {_fmt(rows)} | "
                          f"{_fmt(rows, 'class_consistency')} | {_paired(rows, base) if base else '–'} |")
         lines.append("")
+    lines += calibrated_section(results, ["fpdm"], scale.budgets)
     grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
     if grids:
         lines += [f"## Sample grids at budget {scale.grid_budget} (Fig. 5), same seeds", ""]

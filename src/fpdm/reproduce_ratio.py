@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .reproduce import EvalSpec, TrainSpec, _fmt, _mean_se, _paired, _run_tasks
+from .reproduce import EvalSpec, TrainSpec, _fmt, _mean_se, _paired, _run_tasks, calibrated_section
 
 # ------------------------------------------------------------------------------------------------ scales
 
@@ -143,6 +143,9 @@ def experiments(scale: RatioScale) -> list[EvalSpec]:
                 for tol, solver in TOLS:
                     cells.append(EvalSpec("adaptive", m[name], steps, bud, steps=bud // (2 + ADAPTIVE_K),
                                           tol=tol, solver=solver, seed_block=b))
+    # beyond the paper: schedules calibrated on other seeds (`fpdm.calibrate`), at every budget
+    cells += [EvalSpec("calibrated", m[name], steps, bud, calibrated=True, seed_block=b)
+              for b in range(scale.sampling_seeds) for name in FPDMS for bud in all_budgets]
     return cells
 
 
@@ -450,6 +453,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
             ref = _smoothing(results, base, s["budget"], "ddpm", s["iters"])
             lines.append(f"| {base} | {s['budget']} | {s['iters'] or '–'} | {_fmt(rows)} | "
                          f"{_fmt(ref) if ref else '–'} | {_paired(rows, ref) if ref else '–'} |")
+    lines += ["", *calibrated_section(results, FPDMS, sorted(scale.budgets + scale.small_budgets))]
     grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
     if grids:
         lines += ["", f"## Sample grids at {scale.grid_budget} blocks (Fig. 5), same seeds", ""]
