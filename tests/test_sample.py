@@ -33,14 +33,39 @@ def test_seed_gives_same_sample_in_any_batch():
 
 
 @pytest.mark.parametrize("settings", [SamplerSettings(), SamplerSettings(reuse=True, cfg_scale=2.0),
-                                      SamplerSettings(sampler="ddim", solver="anderson", tol=0.3)])
+                                      SamplerSettings(sampler="ddim", solver="anderson", tol=0.3),
+                                      SamplerSettings(tol=0.002), SamplerSettings(tol=0.002, cfg_scale=2.0),
+                                      SamplerSettings(tol=0.002, solver="anderson", reuse=True)])
 def test_bit_identical_at_batch_sizes_1_and_7(settings):
     m = _model()
     labels = torch.arange(7) % 10
-    batch, _ = sample(m, DIFF, labels, list(range(7)), steps=4, iters=3, settings=settings)
-    for i in (0, 3, 6):
-        alone, _ = sample(m, DIFF, labels[i:i + 1], [i], steps=4, iters=3, settings=settings)
+    batch, rec = sample(m, DIFF, labels, list(range(7)), steps=4, iters=6, settings=settings)
+    if settings.tol == 0.002 and settings.solver == "picard":  # the samples really decided differently,
+        assert any(mean != top for mean, top in zip(rec["iters_run_mean"], rec["iters_run"], strict=True))
+    for i in range(7):
+        alone, _ = sample(m, DIFF, labels[i:i + 1], [i], steps=4, iters=6, settings=settings)
         assert torch.equal(batch[i:i + 1], alone), f"seed {i} differs between batch sizes 7 and 1"
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson"])
+def test_per_sample_tol_spends_each_samples_budget_exactly(solver):
+    m = _model()
+    _, rec = sample(m, DIFF, torch.arange(7) % 10, list(range(7)), steps=4, iters=6,
+                    settings=SamplerSettings(tol=0.002, solver=solver))
+    assert rec["blocks_counted"] == 4 * (1 + 6 + 1)  # rows through blocks / 7 = every sample's budget
+    # batched calls: the stragglers ran beyond the mean (here the Picard samples do stop apart)
+    assert rec["block_calls"] > rec["blocks_counted"] if solver == "picard" else \
+        rec["block_calls"] >= rec["blocks_counted"]
+    assert sum(rec["iters_run_mean"]) == pytest.approx(4 * 6)
+
+
+def test_unspent_iterations_are_spread_not_piled_onto_the_last_step():
+    from fpdm.sample import spread_unspent
+
+    unspent = torch.tensor([10, 3, 0, 7])
+    assert spread_unspent(unspent, 4).tolist() == [2, 0, 0, 1]  # an even share of what is left
+    last = spread_unspent(unspent, 1)
+    assert last.tolist() == [10, 3, 0, 7] and last is not unspent  # the last step spends everything
 
 
 def test_ddpm_sampler_equals_hand_loop():

@@ -305,6 +305,16 @@ MUTANTS: list[Mutant] = [
       "reproduce cache entries read without their digest check", [DIGEST]),
     M("latents.py", "        check_safetensors(f, data, metadata)", "        pass",
       "latent shards loaded without their digest check", [LATENTS]),
+    # ----------------------------------------------------------------------------------- per-sample --tol
+    M("fixed_point.py", "            done |= (res < tol).cpu()",
+      "            done |= (res.max() < tol).cpu()",
+      "--tol decided on the batch's largest residual (a seed's image depends on its batch)", [SAMPLE]),
+    M("sample.py", "    return unspent.clone() if remaining <= 1 else unspent // remaining",
+      "    return unspent.clone() if remaining <= 1 else unspent * 0",
+      "unspent iterations all piled onto the last step", [SAMPLE]),
+    M("instrument.py", '            counter["rows"] += x.shape[0]',
+      '            counter["rows"] += len(x) // 2',
+      "blocks per sample counted from half the rows processed", [SAMPLE]),
     # ----------------------------------------------------------------------------------------- calibrate.py
     M("calibrate.py", "        ref = step(outs[-1])", "        ref = step(outs[-1], noise=None)",
       "error table measured with the wrong noise (DDPM's x_{t-1} without its noise term)", [CALIB]),

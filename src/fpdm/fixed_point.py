@@ -83,21 +83,26 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, plan: IterationPlan | int |
 
 
 # --------------------------------------------------------------------------------------------- sampling
-# Budgeted solvers for sampling: each spends at most `max_evals` evaluations of f, may stop early once the
-# relative residual ||f(z) - z|| / ||f(z)|| of every sample is below `tol`, and reports what it did.
+# Budgeted solvers for sampling. Without `tol` each spends exactly `max_evals` evaluations of f on the whole
+# batch. With `tol`, every sample decides for itself: it stops (its state frozen) once its own relative
+# residual ||f(z) - z|| / ||f(z)|| is below `tol` or it has spent its own allowance (`limits`, one per
+# sample), and f runs on the samples still going only — so a sample's result never depends on the others
+# in its batch, and the blocks it costs are its own.
 
 SOLVERS = ("picard", "anderson")
 
 
 @dataclass
 class SolveStats:
-    """What one solve did: evaluations of f, and the relative residual (max over the batch) after each.
+    """What one solve did: batched evaluations of f, the relative residual (max over the samples still
+    iterating) after each, and (per-sample solves) each sample's own evaluation count.
 
     Residuals stay on the device as 0-d tensors (no host sync per iteration unless `tol` needs a decision);
     `residual_values()` turns them into floats once, after sampling."""
 
     evals: int = 0
     residuals: list[Tensor] = field(default_factory=list)
+    evals_per_sample: Tensor | None = None  # (N,) int64, per-sample solves only
 
     def residual_values(self) -> list[float]:
         return torch.stack(self.residuals).tolist() if self.residuals else []
@@ -109,77 +114,140 @@ def relative_residual(fz: Tensor, z: Tensor) -> Tensor:
     return diff / fz.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
-def _record(stats: SolveStats, fz: Tensor, z: Tensor, tol: float | None) -> bool:
+def _record(stats: SolveStats, fz: Tensor, z: Tensor) -> Tensor:
     stats.evals += 1
-    res = relative_residual(fz, z).max()
-    stats.residuals.append(res)
-    return tol is not None and bool(res < tol)
+    res = relative_residual(fz, z)
+    stats.residuals.append(res.max())
+    return res
 
 
-def picard(f: Callable[[Tensor], Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
-           stats: SolveStats | None = None) -> Tensor:
-    """Plain iteration z ← f(z); with tol=None exactly `iterate(f, z0, max_evals)`."""
+def _on_rows(f: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """(z, rows) -> f on those rows of z: through f's own `rows` argument when it has one (FPDM's map
+    computes just those samples), else on the whole batch, keeping those rows (any row-wise map)."""
+    import inspect
+
+    try:
+        takes_rows = "rows" in inspect.signature(f).parameters
+    except (TypeError, ValueError):
+        takes_rows = False
+    if takes_rows:
+        return lambda z, rows: f(z[rows], rows)
+    return lambda z, rows: f(z)[rows]
+
+
+class _Rows:
+    """Which samples of a per-sample solve are still iterating, and what each has spent."""
+
+    def __init__(self, n: int, max_evals: int, limits: Tensor | None, device: torch.device) -> None:
+        self.limits = torch.full((n,), max_evals, dtype=torch.long) if limits is None else \
+            limits.to(dtype=torch.long, device="cpu")
+        self.spent = torch.zeros(n, dtype=torch.long)
+        self.active = self.limits > 0
+        self.device = device
+
+    def index(self) -> Tensor:
+        return self.active.nonzero().squeeze(1).to(self.device)
+
+    def update(self, rows: Tensor, res: Tensor, tol: float | None) -> Tensor:
+        """Count an evaluation for `rows`, retire those below `tol` or out of allowance; the rows still
+        going, as a mask over `rows`."""
+        cpu_rows = rows.cpu()
+        self.spent[cpu_rows] += 1
+        done = self.spent[cpu_rows] >= self.limits[cpu_rows]
+        if tol is not None:
+            done |= (res < tol).cpu()
+        self.active[cpu_rows[done]] = False
+        return ~done
+
+
+def picard(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+           stats: SolveStats | None = None, limits: Tensor | None = None) -> Tensor:
+    """Plain iteration z ← f(z); with tol=None and no `limits` exactly `iterate(f, z0, max_evals)`. With
+    either, per sample (see above): at most limits[i] (default `max_evals`) evaluations for sample i."""
     stats = SolveStats() if stats is None else stats
-    z = z0
-    for _ in range(max_evals):
-        fz = f(z)
-        done = _record(stats, fz, z, tol)
-        z = fz
-        if done:
-            break
+    if tol is None and limits is None:
+        z = z0
+        for _ in range(max_evals):
+            fz = f(z)
+            _record(stats, fz, z)
+            z = fz
+        return z
+    state = _Rows(z0.shape[0], max_evals, limits, z0.device)
+    f_rows = _on_rows(f)
+    z = z0.clone()
+    while (rows := state.index()).numel():
+        fz = f_rows(z, rows)
+        res = _record(stats, fz, z[rows])
+        z[rows] = fz
+        state.update(rows, res, tol)
+    stats.evals_per_sample = state.spent
     return z
 
 
-def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+def anderson(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
              stats: SolveStats | None = None, window: int = 5, lam: float = 1e-4,
-             beta: float = 1.0) -> Tensor:
+             beta: float = 1.0, limits: Tensor | None = None) -> Tensor:
     """Anderson acceleration (type II, Walker & Ni 2011) per sample, on flattened states.
 
     Each step mixes the last `window` evaluations with least-squares weights summing to one that minimise
     the combined residual (ridge `lam` relative to the residuals' size). Returns the last evaluation
-    f(x_k), like `picard`."""
+    f(x_k), like `picard`. With `tol` or `limits`, per sample (see above)."""
     stats = SolveStats() if stats is None else stats
-    if max_evals < 1:
+    n, shape = z0.shape[0], z0.shape
+    per_sample = tol is not None or limits is not None
+    state = _Rows(n, max_evals, limits, z0.device)
+    if not per_sample and max_evals < 1:
         return z0
-    n = z0.shape[0]
-    shape = z0.shape
-    xs: list[Tensor] = []  # each (N, d)
+    xs: list[Tensor] = []  # each (N, d): a sample's rows are valid while it is still iterating
     fs: list[Tensor] = []
-    x = z0
-    fz = z0
-    for k in range(max_evals):
-        fz = f(x)
-        done = _record(stats, fz, x, tol)
-        xs.append(x.reshape(n, -1))
-        fs.append(fz.reshape(n, -1))
+    x = z0.clone()
+    out = z0.clone()  # the last evaluation of each sample
+    all_rows = torch.arange(n, device=z0.device)
+    f_rows = _on_rows(f)
+    for k in range(int(state.limits.max()) if n else 0):
+        rows = state.index() if per_sample else all_rows
+        if not rows.numel():
+            break
+        fz = f_rows(x, rows) if per_sample else f(x)
+        res = _record(stats, fz, x[rows])
+        out[rows] = fz
+        xs.append(x.reshape(n, -1).clone())
+        fs.append(out.reshape(n, -1).clone())
         if len(xs) > window:
             xs.pop(0)
             fs.pop(0)
-        if done or k == max_evals - 1:
+        going = state.update(rows, res, tol) if per_sample else \
+            torch.full((n,), k < max_evals - 1, dtype=torch.bool)
+        rows = rows[going.to(rows.device)]
+        if not rows.numel():
             break
         if len(xs) == 1:
-            x = fz
+            x[rows] = out[rows]
             continue
-        X, F_ = torch.stack(xs, 1), torch.stack(fs, 1)  # (N, m, d)
+        X, F_ = torch.stack(xs, 1)[rows], torch.stack(fs, 1)[rows]  # (n_rows, m, d)
         G = (F_ - X).double()
-        m = G.shape[1]
-        gram = G @ G.transpose(1, 2)  # (N, m, m)
+        m, nr = G.shape[1], G.shape[0]
+        gram = G @ G.transpose(1, 2)  # (n_rows, m, m)
         scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)[:, None, None]
         gram = gram + lam * scale * torch.eye(m, dtype=G.dtype, device=G.device)  # ridge relative to |G|²
-        ones = torch.ones(n, m, 1, dtype=G.dtype, device=G.device)
-        w = torch.linalg.solve(gram, ones)  # (N, m, 1)
+        ones = torch.ones(nr, m, 1, dtype=G.dtype, device=G.device)
+        w = torch.linalg.solve(gram, ones)  # (n_rows, m, 1)
         alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)  # weights summing to 1
         mixed_f = (alpha.transpose(1, 2) @ F_).squeeze(1)
         mixed_x = (alpha.transpose(1, 2) @ X).squeeze(1)
-        x = (beta * mixed_f + (1 - beta) * mixed_x).reshape(shape)
-    return fz
+        x[rows] = (beta * mixed_f + (1 - beta) * mixed_x).reshape(nr, *shape[1:])
+    if per_sample:
+        stats.evals_per_sample = state.spent
+    return out
 
 
 def make_solver(name: str, max_evals: int, tol: float | None, stats: SolveStats,
-                window: int = 5) -> Callable[[Callable[[Tensor], Tensor], Tensor], Tensor]:
-    """A solver closure for `FPDM.forward(iters=...)`: (f, z0) -> z*, recording into `stats`."""
+                window: int = 5, limits: Tensor | None = None
+                ) -> Callable[[Callable[..., Tensor], Tensor], Tensor]:
+    """A solver closure for `FPDM.forward(iters=...)`: (f, z0) -> z*, recording into `stats`; `limits`
+    (one per sample) makes the solve per-sample, as `tol` does."""
     if name == "picard":
-        return lambda f, z0: picard(f, z0, max_evals, tol, stats)
+        return lambda f, z0: picard(f, z0, max_evals, tol, stats, limits=limits)
     if name == "anderson":
-        return lambda f, z0: anderson(f, z0, max_evals, tol, stats, window=window)
+        return lambda f, z0: anderson(f, z0, max_evals, tol, stats, window=window, limits=limits)
     raise ValueError(f"unknown solver {name!r}; expected one of {SOLVERS}")

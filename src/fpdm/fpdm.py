@@ -59,10 +59,16 @@ class FPDM(DiffusionTransformer):
 
         u_rows = u_fc1.reshape(-1, u_fc1.shape[-1])  # (N·T, 2D)
 
-        def f(z: Tensor) -> Tensor:
+        def f(z: Tensor, rows: Tensor | None = None) -> Tensor:
+            """f on the whole batch, or (`rows`: sample indices) on those samples only: z (len(rows), T, D);
+            per-sample solvers iterate just the samples that have not converged."""
+            u, m = u_rows, mod
+            if rows is not None:
+                u = u_fc1[rows].reshape(-1, u_fc1.shape[-1])
+                m = tuple(v[rows] for v in mod)
             # one GEMM adds the constant half in place of a separate (N, T, 2D) sum per iteration
-            a = torch.addmm(u_rows, z.reshape(-1, d), w_z.t()).view(u_fc1.shape)  # (N, T, 2D)
-            return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), mod)  # (N, T, D)
+            a = torch.addmm(u, z.reshape(-1, d), w_z.t()).view(*z.shape[:2], -1)  # (N, T, 2D)
+            return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), m)  # (N, T, D)
 
         return f
 

@@ -13,10 +13,11 @@ from .blocks import DiTBlock
 @contextmanager
 def count_block_calls(model: nn.Module) -> Iterator[dict[str, int]]:
     """Within the context, count every application of a transformer block of `model` (explicit blocks and
-    fixed-point iterations alike; each call processes the whole batch, so this is blocks per sample).
+    fixed-point iterations alike): `blocks`, the calls (blocks per sample when every call processes the
+    whole batch), and `rows`, the samples they processed (a per-sample solve calls on fewer).
 
     Wraps each block instance's `apply_modulated` for the duration only; the model is unchanged after."""
-    counter = {"blocks": 0}
+    counter = {"blocks": 0, "rows": 0}
     blocks = [m for m in model.modules() if isinstance(m, DiTBlock)]
     shadowed = {id(b): b.__dict__["apply_modulated"] for b in blocks if "apply_modulated" in b.__dict__}
     for block in blocks:
@@ -24,6 +25,7 @@ def count_block_calls(model: nn.Module) -> Iterator[dict[str, int]]:
 
         def counted(x, mod, _inner=inner):
             counter["blocks"] += 1
+            counter["rows"] += x.shape[0]
             return _inner(x, mod)
 
         block.apply_modulated = counted  # instance attribute shadows the method

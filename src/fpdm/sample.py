@@ -207,21 +207,31 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     guided_channels = 3 if s.cfg_legacy else cfg.in_channels
 
     z_prev = None  # warm-start state, local to this batch
-    carry = 0
-    iters_run, step_stats = [], []
+    rows = n * (2 if guidance else 1)
+    unspent = torch.zeros(rows, dtype=torch.long)  # per row (sample, or guidance half): --tol's savings
+    iters_run, iters_mean, step_stats = [], [], []
     t0 = time.perf_counter()
     with count_block_calls(model) as counted:
         for j, i in enumerate(tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress)):
             x_in = torch.cat([x, x]) if guidance else x
             t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
             if is_fpdm:
-                allowance = plan[j] + carry
                 last = j == n_steps - 1
                 stats = SolveStats()
-                solver = make_solver(s.solver, allowance, None if last else s.tol, stats, s.anderson_window)
+                if s.tol is None:  # every sample runs the plan: one solve for the batch
+                    solver = make_solver(s.solver, plan[j], None, stats, s.anderson_window)
+                else:  # each sample stops on its own residual and keeps what it saved for later steps
+                    extra = spread_unspent(unspent, n_steps - j)
+                    unspent -= extra
+                    limits = plan[j] + extra
+                    solver = make_solver(s.solver, int(limits.max()), None if last else s.tol, stats,
+                                         s.anderson_window, limits=limits)
                 out, z = model(x_in, t, y, iters=solver, z_init=z_prev if s.reuse else None,
                                return_state=True)
-                carry = allowance - stats.evals
+                if s.tol is not None:
+                    spent = stats.evals_per_sample
+                    unspent += limits - spent
+                    iters_mean.append(round(float(spent.double().mean()), 3))
                 z_prev = z
                 iters_run.append(stats.evals)
                 step_stats.append(stats)
@@ -238,16 +248,24 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     wall = time.perf_counter() - t0
     passes = 2 if guidance else 1  # guidance evaluates each sample twice; the block budget does not count it
     if is_fpdm:
-        flops = passes * sum(forward_flops(cfg, k) for k in iters_run)
+        per_step = iters_mean if s.tol is not None else iters_run  # what one sample ran, on average
+        flops = passes * sum(forward_flops(cfg, k) for k in per_step)
     else:
         flops = passes * n_steps * forward_flops(cfg)
+    # blocks per sample, counted: rows through blocks / rows per batch (a per-sample --tol solve runs the
+    # fixed-point block on the samples still iterating only, so its calls and its per-sample cost differ)
+    blocks, remainder = divmod(counted["rows"], rows)
     record = {
         "arch": cfg.arch, "steps": n_steps, "timesteps": [int(v) for v in spaced.timesteps[::-1]],
-        "iters_planned": plan, "iters_run": iters_run, "blocks_counted": counted["blocks"],
+        "iters_planned": plan, "iters_run": iters_run,
+        "blocks_counted": blocks if not remainder else round(counted["rows"] / rows, 3),
+        "block_calls": counted["blocks"],
         "flops_per_sample": flops, "wall_s": round(wall, 4), "num_samples": n,
         "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s),
         "residuals": [st.residual_values() for st in step_stats],
     }
+    if s.tol is not None and is_fpdm:
+        record["iters_run_mean"] = iters_mean  # per step, over the samples (iters_run: the batch's calls)
     record["diverged_steps"] = diverged_steps(record["residuals"], s.divergence_bound)
     record["non_finite_samples"] = int((~torch.isfinite(x.flatten(1)).all(dim=1)).sum())
     if record["diverged_steps"]:
@@ -259,6 +277,13 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     if record["non_finite_samples"]:
         warnings.warn(f"{record['non_finite_samples']} of {n} samples contain NaN/inf", stacklevel=2)
     return x.clamp(-1, 1).cpu(), record
+
+
+def spread_unspent(unspent: Tensor, remaining: int) -> Tensor:
+    """How much of each sample's unspent iterations the current step may use when `remaining` steps are
+    left (this one included): an even share, and everything at the last step — so savings from early
+    convergence spread over the rest of the chain instead of piling onto its last step."""
+    return unspent.clone() if remaining <= 1 else unspent // remaining
 
 
 def diverged_steps(residuals: Sequence[Sequence[float]], bound: float) -> list[int]:
