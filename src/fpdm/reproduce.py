@@ -96,6 +96,8 @@ class EvalSpec:
         for later in ("snapshot", "calibrated"):  # cells without them keep the keys they had before them
             if not d[later]:
                 d.pop(later)
+        if d["tol"] is not None:  # --tol became per-sample: results from the batch-wide rule are not reused
+            d["tol_rule"] = "per-sample"
         return d
 
 
