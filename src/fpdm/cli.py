@@ -173,6 +173,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    "N×H×W×3) for the ADM evaluation suite")
     p.add_argument("--vae", default=None, help="decode latent samples through this AutoencoderKL folder "
                    "(default: the VAE named by the training data's latent manifest, if any)")
+    p.add_argument("--overwrite", action="store_true", help="replace results that --out holds from other "
+                   "settings (refused by default)")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -210,7 +212,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                    "steps follow) and tabulate quality. Writes <out>.md/.json and grids.")
     _add_sampling_options(p)
     p.add_argument("--iters-list", default="1,2,3,4,6,8,12", help="comma-separated k values")
-    p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/sweeps/budget<B>)")
+    p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/sweeps/budget<B>-<every "
+                   "setting that changes the samples>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a sweep that --out holds from other "
+                   "settings, with its grids (refused by default)")
     p.set_defaults(func=_cmd_sweep)
 
 
@@ -298,6 +303,7 @@ def _add_budget_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-channels", type=int, default=4, help="with --model: input channels")
     p.add_argument("--budget", type=int, required=True, help="blocks per sample (required)")
     p.add_argument("--max-iters", type=int, default=None, help="list k up to this (default: all)")
+    _add_threads(p)
     p.set_defaults(func=_cmd_budget_table)
 
 
@@ -315,6 +321,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (clipped to set sizes)")
     p.add_argument("--device", default="cpu", help="for Inception features: cpu, cuda, …")
     p.add_argument("--out", default=None, help="JSON path (default: <samples>.eval.json)")
+    _add_threads(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -463,6 +470,7 @@ def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
                        description="Draw the relative fixed-point residual per iteration, one line per step.")
     p.add_argument("record", help="the .json written by `fpdm sample`")
     p.add_argument("--out", default=None, help="PNG path (default: the record's path with .residuals.png)")
+    _add_threads(p)
     p.set_defaults(func=_cmd_plot_residuals)
 
 
@@ -587,10 +595,48 @@ def _sample_scheduled(a: argparse.Namespace, model, diffusion, iters: int | str 
                                                      "schedule": schedule["weights_hash"]})
 
 
+def _sample_tag(a: argparse.Namespace) -> str:
+    """The default output name: every setting that changes the samples (defaults left out)."""
+    parts = (a.sampler, a.schedule and f"schedule-{Path(a.schedule).stem}", a.budget and f"B{a.budget}",
+             a.steps and f"s{a.steps}", a.iters is not None and f"k{a.iters}",
+             a.budget and a.steps and a.profile != "constant" and a.profile,
+             a.profile != "constant" and a.ratio != DEFAULT_RATIO and f"ratio{a.ratio}",
+             a.reuse and "reuse", a.tol and f"tol{a.tol}", a.solver != "picard" and a.solver,
+             a.solver == "anderson" and a.anderson_window != 5 and f"window{a.anderson_window}",
+             a.eta and f"eta{a.eta}", a.cfg_scale != 1 and f"cfg{a.cfg_scale}", a.cfg_legacy and "cfglegacy",
+             a.label is not None and f"label{a.label}", a.no_ema and "raw",
+             f"seeds{a.seeds.replace(',', '_')}")
+    return "-".join(str(v) for v in parts if v)
+
+
+def _sample_identity(a: argparse.Namespace) -> dict:
+    """What determines the samples of a `fpdm sample` run: a later run into the same files must match."""
+    keys = ("ckpt", "no_ema", "seeds", "label", "budget", "steps", "iters", "profile", "ratio", "schedule",
+            "sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "tol", "solver", "anderson_window", "vae",
+            "num_heads", "pre_post_timestep_conditioning")
+    return {k: getattr(a, k, None) for k in keys}
+
+
+def _refuse_other_results(record_path: Path, identity: dict, overwrite: bool) -> None:
+    """Refuse to replace results written with other settings (one line naming the file and --overwrite);
+    the same settings again give the same files, so those are simply rewritten."""
+    if overwrite or not record_path.exists():
+        return
+    try:
+        old = json.loads(record_path.read_text()).get("identity")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        old = None
+    if old != identity:
+        differ = ", ".join(f"{k} {old.get(k)!r} → {v!r}" for k, v in identity.items()
+                           if old.get(k) != v)[:300] if isinstance(old, dict) else "unknown settings"
+        raise FileExistsError(f"{record_path} holds results of other settings ({differ}); pass --overwrite "
+                              "to replace them, or choose another --out")
+
+
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from .evaluate import digits_eval
+    from .evaluate import digits_eval, small_sample_warning
     from .latents import training_vae
-    from .sample import load_model
+    from .sample import load_model, parse_seeds
     from .sample_many import (
         count_parts,
         discard_empty_parts,
@@ -606,17 +652,15 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     world = init_world(a.device)  # several processes under torchrun: batches are shared out
     a.device = local_device(a.device, world)
     model.to(a.device)
-    tag_parts = (a.sampler, a.schedule and f"schedule-{Path(a.schedule).stem}", a.budget and f"B{a.budget}",
-                 a.steps and f"s{a.steps}",
-                 a.iters and f"k{a.iters}", a.budget and a.steps and a.profile, a.reuse and "reuse",
-                 a.tol and f"tol{a.tol}", a.solver != "picard" and a.solver,
-                 a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
-    tag = "-".join(str(v) for v in tag_parts if v)
-    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / tag
+    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / _sample_tag(a)
     _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
     for flag, value in (("--nrow", a.nrow), ("--upscale", a.upscale)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    identity = _sample_identity(a)
+    _refuse_other_results(Path(f"{prefix}.json"), identity, a.overwrite)
+    if a.eval and (warning := small_sample_warning(len(parse_seeds(a.seeds)))) is not None:
+        print(f"fpdm sample: warning: {warning}", file=sys.stderr)
     parts = parts_folder(prefix)
     try:
         run = _sample_seeds(a, model, diffusion, a.iters, parts=parts, world=world)
@@ -640,7 +684,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         record["vae"] = vae_path
     png, npz = write_samples(prefix, x, run.labels, run.seeds, latents=latents, nrow=a.nrow,
                              upscale=a.upscale)
-    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema, png=str(png), npz=str(npz))
+    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema, png=str(png), npz=str(npz),
+                  identity=identity)
     if a.adm_npz:
         from .inception import export_adm_npz
 
@@ -670,29 +715,57 @@ def _writable_folder(folder: Path, flag: str) -> None:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from .sample import load_model
-    from .sweep import run_sweep
+    from .evaluate import small_sample_warning
+    from .sample import load_model, parse_seeds
+    from .sample_many import parts_folder, remove_parts
+    from .sweep import previous_rows, remove_outputs, run_sweep
 
     if a.budget is None:
         raise ValueError("fpdm sweep needs --budget")
     if a.steps is not None or a.iters is not None:
         raise ValueError("fpdm sweep derives the steps from --budget and each k of --iters-list; drop "
                          "--steps/--iters")
+    try:
+        ks: list = [int(v) for v in a.iters_list.split(",")]
+    except ValueError:
+        raise ValueError(f"--iters-list {a.iters_list!r}: expected comma-separated integers") from None
     model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
     model.to(a.device)
-    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / f"budget{a.budget}"
-    ks: list = [int(v) for v in a.iters_list.split(",")] if model.config.arch == "fpdm" else [None]
+    tag = f"budget{a.budget}-" + _sample_tag(a).replace(f"-B{a.budget}", "")
+    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "sweeps" / tag
+    _writable_folder(prefix.parent, f"--out {prefix}")
+    if model.config.arch != "fpdm":
+        ks = [None]
     if a.schedule:
         ks.append(CALIBRATED)  # one more row: the calibrated schedule at the same budget
+    settings = {**_sample_identity(a), "iters_list": a.iters_list}
+    if previous_rows(prefix, settings) is None:
+        if not a.overwrite:
+            raise FileExistsError(f"{prefix}.json holds a sweep with other settings; pass --overwrite to "
+                                  "replace it (and its grids), or choose another --out")
+        remove_outputs(prefix)
+    if (warning := small_sample_warning(len(parse_seeds(a.seeds)))) is not None:
+        print(f"fpdm sweep: warning: {warning}", file=sys.stderr)
 
     def skipped(k: int | None, e: ValueError) -> None:
         print(f"k={k}: skipped: {e}", file=sys.stderr)
 
-    rows = run_sweep(lambda k: _sample_seeds(a, model, diffusion, k), ks, prefix, model.config,
-                     {"ckpt": a.ckpt, "budget": a.budget, "sampler": a.sampler, "seeds": a.seeds,
-                      "reuse": a.reuse, "tol": a.tol, "solver": a.solver, "cfg_scale": a.cfg_scale,
-                      "schedule": a.schedule},
-                     on_row=lambda row: print(json.dumps(row)), on_skip=skipped)
+    def sample_k(k):
+        parts = parts_folder(f"{prefix}-k{k}")
+        run = _sample_seeds(a, model, diffusion, k, parts=parts)
+        remove_parts(parts)
+        return run
+
+    try:
+        rows = run_sweep(sample_k, ks, prefix, model.config, settings, on_skip=skipped,
+                         on_row=lambda row: print(f"k={row['iters']}: " + ", ".join(
+                             f"{key} {val:.4g}" if isinstance(val, float) else f"{key} {val}"
+                             for key, val in row.items() if key != "iters")))
+    except KeyboardInterrupt:
+        kept = previous_rows(prefix, settings) or {}
+        print(f"fpdm sweep: interrupted; {len(kept)} finished row(s) kept in {prefix}.json: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     if not rows:
         raise ValueError(f"no k in --iters-list {a.iters_list} spends budget {a.budget} exactly; see "
                          f"`fpdm budget-table --ckpt {a.ckpt} --budget {a.budget}`")
@@ -723,7 +796,15 @@ def _cmd_budget_table(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .evaluate import as_digits, digits_metrics, load_samples, sampler_record, write_result
+    from .evaluate import (
+        as_digits,
+        check_digit_labels,
+        digits_metrics,
+        load_samples,
+        sampler_record,
+        small_sample_warning,
+        write_result,
+    )
 
     out = Path(a.out) if a.out else Path(f"{Path(a.samples)}.eval.json")
     if a.inception_weights:
@@ -735,7 +816,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
                       samples=a.samples, reference=a.ref)
     else:
         x, labels = load_samples(a.samples)
-        result = digits_metrics(as_digits(x), labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
+        x = as_digits(x)
+        check_digit_labels(labels, a.samples)
+        if (warning := small_sample_warning(len(x))) is not None:
+            print(f"fpdm eval: warning: {warning}", file=sys.stderr)
+        result = digits_metrics(x, labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
         result["samples"] = a.samples
         sampler = sampler_record(a.samples)
         if sampler is not None:

@@ -95,8 +95,10 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
         raise ValueError(f"{p}: expected a .npz file or a folder of images")
     data = np.load(p)
     if "samples" in data:
-        labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
-        return torch.from_numpy(data["samples"]).float(), labels
+        x = data["samples"]
+        labels = data["labels"] if "labels" in data else None
+        check_samples(x, labels, f"{p}: samples")
+        return torch.from_numpy(x).float(), None if labels is None else torch.from_numpy(labels).long()
     if "arr_0" in data:
         arr = data["arr_0"]
         if arr.dtype != np.uint8 or arr.ndim != 4:
@@ -104,6 +106,46 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
         return x, None
     raise ValueError(f"{p}: expected a 'samples' (fpdm) or 'arr_0' (ADM) array, found {list(data.keys())}")
+
+
+SMALL_N = 200  # below this, FID's bias and noise swamp the differences worth comparing
+
+
+def check_samples(x: np.ndarray, labels: np.ndarray | None, what: str) -> None:
+    """Refuse what would be scored as garbage: a ValueError naming the problem and the layout expected
+    (float N×C×H×W in [-1, 1], finite; labels one integer per sample)."""
+    layout = "float N×C×H×W in [-1, 1], as `fpdm sample` writes"
+    if x.ndim != 4:
+        raise ValueError(f"{what} has shape {x.shape}; expected {layout}")
+    if x.dtype == np.uint8:
+        raise ValueError(f"{what} holds uint8 values (0–255); expected {layout} (rescale with x / 127.5 - 1, "
+                         "or store uint8 N×H×W×C images as ADM's arr_0)")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{what} has dtype {x.dtype}; expected {layout}")
+    bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"{what}: {bad} of {len(x)} samples contain NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.001 or hi > 1.001:
+        raise ValueError(f"{what} range from {lo:.4g} to {hi:.4g}; expected {layout}")
+    if labels is not None and (labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"{what}: labels have shape {labels.shape} and dtype {labels.dtype}; expected one "
+                         "integer class per sample")
+
+
+def check_digit_labels(labels: Tensor | None, what: str) -> None:
+    """Digits classes are 0–9: labels outside would make class consistency a silent 0."""
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"{what}: labels range from {int(labels.min())} to {int(labels.max())}; digits "
+                         "classes are 0–9")
+
+
+def small_sample_warning(n: int) -> str | None:
+    """A warning when n samples are too few for FID differences to mean anything."""
+    if n >= SMALL_N:
+        return None
+    return (f"only {n} samples: FID is strongly biased and noisy at this size (see its ± s.e.); compare "
+            f"runs at {SMALL_N} samples or more, on the same seeds")
 
 
 def as_digits(x: Tensor) -> Tensor:

@@ -93,6 +93,10 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
                        pre_post_timestep_conditioning=pre_post_timestep_conditioning)
     if is_exported(p) and not (p.suffix == ".safetensors" and not (p.parent / CONFIG_NAME).exists()):
         weights, ckpt = load_exported(path)
+        kind = ckpt.get("weights", "ema")
+        if not use_ema and kind == "ema":  # an export holds one set of weights: say so, do not pretend
+            raise ValueError(f"--no-ema: {path} holds only the EMA weights it was exported with; export the "
+                             "raw ones with `fpdm export --no-ema`")
     elif p.suffix == ".safetensors":  # a bare state dict without our config.json: the official layout
         weights, ckpt = _official(load_official(p, **official_kw))
     else:
