@@ -509,6 +509,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                         prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
+        if summary["steps_this_run"] == 0 and (Path(out) / "summary.json").exists():
+            return 0  # nothing ran ("nothing to do" was said): keep the summary of the run that did
         write_summary(out, summary)
         print("\n".join(train_summary_lines(summary, out)))
     return 130 if summary["interrupted"] else 0
