@@ -114,3 +114,19 @@ def test_save_overwrites_existing_file(tmp_path):
     save_image_grid(torch.full((1, 1, 2, 2), -1.0), path, padding=0)
     save_image_grid(torch.full((1, 1, 2, 2), 1.0), path, padding=0)
     assert (_read(path)[1] == 255).all()
+
+
+def test_grid_with_labels_and_caption(tmp_path):
+    images = -torch.ones(4, 1, 8, 8)  # black tiles: any coloured pixel is an annotation
+    save_image_grid(images, tmp_path / "plain.png", nrow=2, upscale=4, padding=2)
+    save_image_grid(images, tmp_path / "note.png", nrow=2, upscale=4, padding=2, labels=[3, 1, 4, 1],
+                    caption="fpdm: ddpm 30 steps")
+    plain, note = Image.open(tmp_path / "plain.png"), np.asarray(Image.open(tmp_path / "note.png"))
+    assert plain.mode == "L" and note.ndim == 3 and note.shape[0] == plain.height + 15  # the caption strip
+    tiles = note[15:]
+    for i in range(4):  # each tile has red label pixels in its top-left corner, none elsewhere in it
+        top, left = 2 + (i // 2) * 34, 2 + (i % 2) * 34
+        corner = tiles[top:top + 14, left:left + 10].astype(int)
+        assert ((corner[..., 0] - corner[..., 1]) > 80).any()
+        assert (tiles[top + 20:top + 32, left:left + 32] == 0).all()
+    assert (note[:15] < 128).any() and (note[:15] == 255).any()  # dark caption text on white

@@ -642,6 +642,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .sample_many import (
         count_parts,
         discard_empty_parts,
+        grid_caption,
         parts_folder,
         remove_parts,
         summary_lines,
@@ -684,8 +685,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
         latents, x = x, decode(load_vae(vae_path, a.device), x)  # (N, 3, H, W) in [-1, 1]
         record["vae"] = vae_path
+    name = Path(a.ckpt).name if Path(a.ckpt).name != "ckpt.pt" else Path(a.ckpt).parent.name
     png, npz = write_samples(prefix, x, run.labels, run.seeds, latents=latents, nrow=a.nrow,
-                             upscale=a.upscale)
+                             upscale=a.upscale, caption=grid_caption(record, name),
+                             show_labels=model.config.num_classes > 0)
     record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema, png=str(png), npz=str(npz),
                   identity=identity)
     if a.adm_npz:

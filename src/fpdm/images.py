@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -82,12 +83,48 @@ def save_image_grid(
     upscale: int = 1,
     padding: int = 1,
     pad_value: int = 255,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    caption: str | None = None,
 ) -> None:
     """Write :func:`make_grid` as a PNG (greyscale for C=1, RGB for C=3), atomically.
 
-    The file is always PNG whatever the suffix; the parent directory is created.
+    With `labels`, each tile gets its class in a corner; with `caption`, a line of text (the settings)
+    above the grid — both make the PNG RGB. The file is always PNG whatever the suffix; the parent
+    directory is created.
     """
     grid = make_grid(images, nrow=nrow, upscale=upscale, padding=padding, pad_value=pad_value)
     image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # uint8 2-D -> 'L', 3-D -> 'RGB'
+    if labels is not None or caption:
+        rows, cols = grid_shape(len(images), nrow)
+        tile = (images.shape[2] * upscale, images.shape[3] * upscale)
+        image = _annotate(image, tile, cols, padding, labels, caption)
 
     atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def _annotate(image: Image.Image, tile: tuple[int, int], cols: int, padding: int,
+              labels: Sequence[int] | torch.Tensor | None, caption: str | None) -> Image.Image:
+    from PIL import ImageDraw, ImageFont
+
+    image = image.convert("RGB")
+    try:
+        font = ImageFont.load_default(size=11)  # Pillow's scalable font (needs FreeType)
+    except (TypeError, ImportError, OSError):
+        font = ImageFont.load_default()
+    if labels is not None:
+        draw = ImageDraw.Draw(image)
+        for i, label in enumerate(labels.tolist() if isinstance(labels, torch.Tensor) else labels):
+            top = padding + (i // cols) * (tile[0] + padding)
+            left = padding + (i % cols) * (tile[1] + padding)
+            draw.text((left + 1, top), str(label), fill=(255, 80, 80), font=font)
+    if caption:
+        strip = 15
+        framed = Image.new("RGB", (image.width, image.height + strip), (255, 255, 255))
+        framed.paste(image, (0, strip))
+        draw = ImageDraw.Draw(framed)
+        text = caption
+        while len(text) > 4 and draw.textlength(text, font=font) > image.width - 4:
+            text = text[:-2]  # one line: cut what does not fit
+        draw.text((2, 1), text if text == caption else text[:-1] + "…", fill=(0, 0, 0), font=font)
+        image = framed
+    return image

@@ -274,7 +274,10 @@ def _eval_task(args: tuple) -> dict[str, Any]:
         from .images import save_image_grid
 
         grid = Path(root) / "grids" / f"{spec.train.name}-k{spec.iters}.png"
-        save_image_grid(x[:100], grid, nrow=10, upscale=4)
+        shown = seeds[:100]
+        save_image_grid(x[:100], grid, nrow=10, upscale=4, padding=2, labels=labels[:100],
+                        caption=f"{spec.train.name}, k={spec.iters}: {rec['steps']} DDPM steps, budget "
+                                f"{spec.budget}, seeds {shown[0]}-{shown[-1]}")
         result["grid"] = str(grid)
     _store(path, result)
     return result

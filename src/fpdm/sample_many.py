@@ -222,13 +222,16 @@ def discard_empty_parts(parts: str | Path) -> None:
 
 
 def write_samples(prefix: str | Path, samples: Tensor, labels: Tensor, seeds: Sequence[int], *,
-                  latents: Tensor | None = None, nrow: int = 10, upscale: int = 4) -> tuple[Path, Path]:
-    """`<prefix>.png` (grid) and `<prefix>.npz` (samples, labels, seeds[, latents]); returns both paths.
-    The suffix is appended, not substituted, so a prefix like "…-tol0.1" keeps its dot."""
+                  latents: Tensor | None = None, nrow: int = 10, upscale: int = 4,
+                  caption: str | None = None, show_labels: bool = True) -> tuple[Path, Path]:
+    """`<prefix>.png` (grid: class labels in the corners, `caption` above) and `<prefix>.npz` (samples,
+    labels, seeds[, latents]); returns both paths. The suffix is appended, not substituted, so a prefix
+    like "…-tol0.1" keeps its dot."""
     from .images import save_image_grid
 
     png, npz = Path(f"{prefix}.png"), Path(f"{prefix}.npz")
-    save_image_grid(samples, png, nrow=nrow, upscale=upscale)
+    save_image_grid(samples, png, nrow=nrow, upscale=upscale, padding=2,
+                    labels=labels if show_labels else None, caption=caption)
     np.savez_compressed(npz, samples=samples.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
                         **({"latents": latents.numpy()} if latents is not None else {}))
     return png, npz
@@ -239,6 +242,22 @@ def write_record(prefix: str | Path, record: dict[str, Any]) -> Path:
     path = Path(f"{prefix}.json")
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def grid_caption(record: dict[str, Any], name: str) -> str:
+    """One line of settings for a sample grid, from the run's record."""
+    s = record.get("settings", {})
+    per = record.get("iters_planned") or []
+    # ASCII only: the grid's font has no "×" or "–"
+    iters = f", {min(per)}-{max(per)} iterations" if per and min(per) != max(per) else \
+        f" x {per[0]} iterations" if per else ""
+    extras = [v for v in (s.get("reuse") and "reuse", s.get("tol") and f"tol {s['tol']}",
+                          s.get("cfg_scale", 1) != 1 and f"cfg {s['cfg_scale']}",
+                          s.get("eta") and f"eta {s['eta']}") if v]
+    budget = f"budget {record['budget']}, " if record.get("budget") else ""
+    seeds = record.get("seeds", ["?", "?"])
+    return (f"{name}: {s.get('sampler', 'ddpm')} {record.get('steps')} steps{iters}, {budget}"
+            + "".join(f"{e}, " for e in extras) + f"seeds {seeds[0]}-{seeds[-1]}")
 
 
 def summary_lines(record: dict[str, Any], prefix: str | Path) -> list[str]:

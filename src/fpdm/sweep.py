@@ -58,6 +58,7 @@ def run_sweep(sample_k: Callable[[Any], Any], ks: list[Any], prefix: str | Path,
     (digits metrics where they apply)."""
     from .evaluate import digits_eval
     from .images import save_image_grid
+    from .sample_many import grid_caption
 
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     kept = previous_rows(prefix, settings) or {}
@@ -73,7 +74,8 @@ def run_sweep(sample_k: Callable[[Any], Any], ks: list[Any], prefix: str | Path,
         except ValueError as e:
             on_skip(k, e)
             continue
-        save_image_grid(run.samples, f"{prefix}-k{k}.png", nrow=10, upscale=4)
+        save_image_grid(run.samples, f"{prefix}-k{k}.png", nrow=10, upscale=4, padding=2, labels=run.labels,
+                        caption=grid_caption(run.record, f"k={k}"))
         np.savez_compressed(npz, samples=run.samples.numpy(), labels=run.labels.numpy())
         rec = run.record
         rows.append({"iters": k, "steps": rec["steps"], "blocks_counted": rec["blocks_counted"],
