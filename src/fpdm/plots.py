@@ -11,9 +11,10 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_residuals(record: dict[str, Any], out: str | Path) -> None:
-    """Relative residual ||f(z) - z|| / ||f(z)|| against iteration, one line per sampling step, coloured
-    from the noisiest step (dark) to the cleanest (light)."""
+def residual_figure(record: dict[str, Any]) -> Any:
+    """The figure of `plot_residuals` (returned, not saved)."""
+    from matplotlib.ticker import MaxNLocator
+
     traces = record.get("residuals") or []
     if not any(traces):
         raise ValueError("the record has no residual traces (it is not from an FPDM checkpoint)")
@@ -23,14 +24,29 @@ def plot_residuals(record: dict[str, Any], out: str | Path) -> None:
         if trace:
             ax.plot(range(1, len(trace) + 1), trace, color=cmap(j / max(len(traces) - 1, 1)), lw=1, alpha=0.8)
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
     ax.set_xlabel("iteration within the step")
-    ax.set_ylabel("relative residual (max over batch)")
+    ax.set_ylabel("relative residual (max over the samples iterating)")
     s = record.get("settings", {})
-    ax.set_title(f"{record.get('steps')} steps, budget {record.get('budget')}, solver {s.get('solver')}, "
-                 f"reuse {s.get('reuse')}", fontsize=9)
+    tol = s.get("tol")
+    if tol:
+        ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tol {tol}")
+        ax.legend(fontsize=8, loc="upper right")
+    words = [f"{record.get('steps')} {s.get('sampler', 'ddpm').upper()} steps"]
+    words += [f"budget {record['budget']}"] if record.get("budget") else []
+    words += [f"{s.get('solver', 'picard')} solver"] + (["reuse"] if s.get("reuse") else []) + \
+        ([f"tol {tol}"] if tol else [])
+    ax.set_title(", ".join(words), fontsize=9)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, len(traces) - 1))
     fig.colorbar(sm, ax=ax, label="sampling step (0 = noisiest)")
     fig.tight_layout()
+    return fig
+
+
+def plot_residuals(record: dict[str, Any], out: str | Path) -> None:
+    """Relative residual ||f(z) - z|| / ||f(z)|| against iteration, one line per sampling step, coloured
+    from the noisiest step (dark) to the cleanest (light); the tolerance, if any, dashed."""
+    fig = residual_figure(record)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
