@@ -110,6 +110,8 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         Image.new("RGB", (8, 8)).save(tmp / "m" / "a" / "0.png")
         Image.new("RGB", (8, 8)).save(tmp / "m" / "top.png")
         return ["train", "--data", str(tmp / "m"), "--out", str(tmp / "o")]
+    if case == "thumbnail in the image folder":
+        (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "class folders changed since the run started":
         for cls in ("cat", "dog"):
             os.rename(runs["folder"] / cls, runs["folder"] / f"x{cls}")
@@ -194,6 +196,43 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         return ["train", "--fallback", "--out", str(tmp / "o"), "--steps", "1"]
     if case == "negative keep-last":
         return ["train", "--keep-last", "-1", "--out", str(tmp / "o"), "--steps", "1"]
+    if case == "results of other settings":
+        assert main(["sample", "--ckpt", fp, "--steps", "2", "--seeds", "0-1", "--out", str(tmp / "s"),
+                     "--no-progress"]) == 0
+        return ["sample", "--ckpt", fp, "--steps", "2", "--seeds", "2-3", "--out", str(tmp / "s")]
+    if case == "sweep over another sweep":
+        sweep = ["sweep", "--ckpt", fp, "--budget", "12", "--iters-list", "2", "--out", str(tmp / "w"),
+                 "--no-progress"]
+        assert main([*sweep, "--seeds", "0-3"]) == 0
+        return [*sweep, "--seeds", "0-4"]
+    if case == "sweep k list not numbers":
+        return ["sweep", "--ckpt", fp, "--budget", "12", "--iters-list", "2,x", "--out", str(tmp / "w")]
+    if case in ("uint8 samples to eval", "NaN samples to eval", "labels outside the digits",
+                "samples without a channel axis"):
+        x = np.zeros((4, 1, 8, 8), np.float32)
+        labels = np.arange(4)
+        if case == "uint8 samples to eval":
+            x = np.full((4, 1, 8, 8), 200, np.uint8)
+        elif case == "NaN samples to eval":
+            x[2, 0, 3, 3] = np.nan
+        elif case == "labels outside the digits":
+            labels = labels + 10
+        else:
+            x = x[:, 0]
+        np.savez(tmp / "x.npz", samples=x, labels=labels)
+        return ["eval", str(tmp / "x.npz"), "--out", str(tmp / "e.json")]
+    if case == "raw weights of an export":
+        return ["sample", "--ckpt", "digits-fpdm", "--no-ema", "--steps", "2", "--out", str(tmp / "s")]
+    if case == "thumbnail in the image folder":
+        Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(runs["folder"] / "cat" / "thumb.png")
+        return ["train", "--data", str(runs["folder"]), "--model", "FPDM-T/2", *TINY, "--steps", "1",
+                "--out", str(tmp / "o")]
+    if case == "schedule for other weights":
+        assert main(["calibrate", "--ckpt", fp, "--budget", "12", "--steps", "3", "--seeds", "900-901",
+                     "--max-iters", "4", "--out", str(tmp / "c.json"), "--no-progress"]) == 0
+        other = str(runs["folder_run"])
+        return ["sample", "--ckpt", other, "--schedule", str(tmp / "c.json"), "--seeds", "0",
+                "--out", str(tmp / "s")]
     if case == "budget far too large":
         return ["sample", "--ckpt", fp, "--budget", "100000000000", "--steps", "10", "--out", str(tmp / "s")]
     raise KeyError(case)
@@ -252,12 +291,24 @@ CASES = {  # case -> what the one-line message must contain
     "fallback without resume": "--fallback chooses the checkpoint that --resume continues from; it needs "
                                "--resume",
     "negative keep-last": "--keep-last must be >= 0",
+    "results of other settings": "s.json holds results of other settings (seeds '0-1' → '2-3'); pass "
+                                 "--overwrite",
+    "sweep over another sweep": "w.json holds a sweep with other settings; pass --overwrite",
+    "sweep k list not numbers": "--iters-list '2,x': expected comma-separated integers",
+    "uint8 samples to eval": "holds uint8 values (0–255); expected float N×C×H×W in [-1, 1]",
+    "NaN samples to eval": "x.npz: samples: 1 of 4 samples contain NaN or inf",
+    "labels outside the digits": "labels range from 10 to 13; digits classes are 0–9",
+    "samples without a channel axis": "has shape (4, 8, 8); expected float N×C×H×W",
+    "raw weights of an export": "--no-ema: digits-fpdm holds only the EMA weights",
+    "thumbnail in the image folder": "thumb.png is 1 px on its short side",
+    "schedule for other weights": "c.json was calibrated for other weights",
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gets_one_named_line(case, runs, tmp_path, tmp_path_factory, capsys, monkeypatch):
     argv = _setup(case, runs, tmp_path, monkeypatch)
+    capsys.readouterr()  # what preparing the case printed is not the case's output
     before = {p for p in tmp_path.rglob("*")}
     kept = (tmp_path / "run" / "ckpt.pt").read_bytes() if case == "disk full while checkpointing" else None
     try:
@@ -277,6 +328,8 @@ def test_bad_input_gets_one_named_line(case, runs, tmp_path, tmp_path_factory, c
         return text.replace(str(tmp_path), "…").replace(base, "…")
 
     ROWS.append((case, short(" ".join(argv)), short(err[0])))
+    if case == "thumbnail in the image folder":
+        (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "class folders changed since the run started":
         for cls in ("cat", "dog"):
             os.rename(runs["folder"] / f"x{cls}", runs["folder"] / cls)

@@ -166,6 +166,9 @@ def _header(path: Path) -> tuple[int, str]:
         raise ValueError(f"cannot read image file {path}: {exc}") from exc
 
 
+MIN_INFERRED_SIZE = 4  # the smallest image side a folder's default size may come from
+
+
 def center_crop_resize(image: Image.Image, image_size: int) -> Image.Image:
     """ADM/DiT centre crop: box-halve while the short side >= 2x target, bicubic to target, crop."""
     while min(image.size) >= 2 * image_size:
@@ -208,7 +211,10 @@ def load_image_folder(
     if image_size is None or channels is None:
         headers = [_header(f) for f in files]
         if image_size is None:
-            image_size = min(side for side, _ in headers)
+            image_size, smallest = min((side, i) for i, (side, _) in enumerate(headers))
+            if image_size < MIN_INFERRED_SIZE:  # one stray thumbnail would shrink every image to it
+                raise ValueError(f"{files[smallest]} is {image_size} px on its short side, and images are "
+                                 "resized to the smallest one found; remove it or pass --image-size")
         if channels is None:
             channels = 1 if all(mode in _GREY_MODES for _, mode in headers) else 3
     mode = "L" if channels == 1 else "RGB"

@@ -83,7 +83,7 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
     fill in what its tensors do not say — see `fpdm.official`)."""
     from .builtin import resolve
 
-    path = resolve(path)  # a built-in name, e.g. "digits-fpdm", is its folder in the package
+    given, path = path, resolve(path)  # a built-in name, e.g. "digits-fpdm", is its folder in the package
     p = Path(path)
     if p.is_dir() and not is_exported(p):
         hint = f"pass {p / 'ckpt.pt'} (its training checkpoint)" if (p / "ckpt.pt").exists() else \
@@ -95,7 +95,7 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
         weights, ckpt = load_exported(path)
         kind = ckpt.get("weights", "ema")
         if not use_ema and kind == "ema":  # an export holds one set of weights: say so, do not pretend
-            raise ValueError(f"--no-ema: {path} holds only the EMA weights it was exported with; export the "
+            raise ValueError(f"--no-ema: {given} holds only the EMA weights it was exported with; export the "
                              "raw ones with `fpdm export --no-ema`")
     elif p.suffix == ".safetensors":  # a bare state dict without our config.json: the official layout
         weights, ckpt = _official(load_official(p, **official_kw))
