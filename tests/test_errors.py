@@ -110,8 +110,6 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         Image.new("RGB", (8, 8)).save(tmp / "m" / "a" / "0.png")
         Image.new("RGB", (8, 8)).save(tmp / "m" / "top.png")
         return ["train", "--data", str(tmp / "m"), "--out", str(tmp / "o")]
-    if case == "thumbnail in the image folder":
-        (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "class folders changed since the run started":
         for cls in ("cat", "dog"):
             os.rename(runs["folder"] / cls, runs["folder"] / f"x{cls}")
@@ -328,6 +326,8 @@ def test_bad_input_gets_one_named_line(case, runs, tmp_path, tmp_path_factory, c
         return text.replace(str(tmp_path), "…").replace(base, "…")
 
     ROWS.append((case, short(" ".join(argv)), short(err[0])))
+    if case == "thumbnail in the image folder":
+        (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "thumbnail in the image folder":
         (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "class folders changed since the run started":
