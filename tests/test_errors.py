@@ -328,8 +328,6 @@ def test_bad_input_gets_one_named_line(case, runs, tmp_path, tmp_path_factory, c
     ROWS.append((case, short(" ".join(argv)), short(err[0])))
     if case == "thumbnail in the image folder":
         (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
-    if case == "thumbnail in the image folder":
-        (runs["folder"] / "cat" / "thumb.png").unlink()  # the shared folder, as the other cases expect it
     if case == "class folders changed since the run started":
         for cls in ("cat", "dog"):
             os.rename(runs["folder"] / f"x{cls}", runs["folder"] / cls)
