@@ -86,3 +86,18 @@ def test_discard_empty_parts(tmp_path):
     (parts / "settings.json").write_text("{}")
     ss.discard_empty_parts(parts)
     assert not parts.exists()
+
+
+def split_first_batch_mean(m, kw):
+    return ss.sample_seeds(m, DIFF, range(3), batch_size=3, **kw).record["iters_run_mean"]
+
+
+def test_the_merged_record_describes_every_batch_not_the_first():
+    # per-sample --tol decisions do not depend on the batch, so the whole run's figures must not either
+    m, kw = _model(), dict(steps=4, iters=6, settings=SamplerSettings(tol=0.002))
+    one = ss.sample_seeds(m, DIFF, range(7), batch_size=7, **kw).record
+    split = ss.sample_seeds(m, DIFF, range(7), batch_size=3, **kw).record
+    assert split["iters_run_mean"] != split_first_batch_mean(m, kw)  # the first batch alone would differ
+    for key in ("iters_run", "iters_run_mean", "blocks_counted", "flops_per_sample"):
+        assert split[key] == pytest.approx(one[key]), key
+    assert split["blocks_counted"] == 4 * (1 + 6 + 1)

@@ -196,7 +196,29 @@ def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list
                   seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
                   blocks_counted_per_batch=[r["blocks_counted"] for r in records],
                   iters_run_per_batch=[r["iters_run"] for r in records])
+    record.update(_merged(records, [len(c) for c in chunks]))
     return SampleRun(torch.cat(chunks), labels, seeds, record)
+
+
+def _merged(records: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+    """The whole run's figures from its batches' records (not the first batch's): blocks per sample and
+    mean iterations per step weighted by batch size, the batches' largest iteration counts per step, and
+    every batch's block calls and FLOPs."""
+    total = sum(sizes)
+
+    def mean(key: str) -> float | int:
+        v = sum(r[key] * n for r, n in zip(records, sizes, strict=True)) / total
+        return int(v) if float(v).is_integer() else round(v, 3)
+
+    out: dict[str, Any] = {
+        "blocks_counted": mean("blocks_counted"), "flops_per_sample": mean("flops_per_sample"),
+        "block_calls": sum(r.get("block_calls", r["blocks_counted"]) for r in records)}
+    if records[0]["iters_run"]:
+        out["iters_run"] = [max(steps) for steps in zip(*(r["iters_run"] for r in records), strict=True)]
+    if all("iters_run_mean" in r for r in records):
+        out["iters_run_mean"] = [round(sum(m * n for m, n in zip(col, sizes, strict=True)) / total, 3)
+                                 for col in zip(*(r["iters_run_mean"] for r in records), strict=True)]
+    return out
 
 
 def parts_folder(prefix: str | Path) -> Path:
