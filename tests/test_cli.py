@@ -330,3 +330,12 @@ def test_sampling_interrupted_before_any_batch_leaves_nothing(tiny_run, tmp_path
     assert main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "2", "--seeds", "0-3",
                  "--no-progress", "--out", str(tmp_path / "s")]) == 130
     assert "no batch had finished" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_threads_is_accepted_by_every_command_that_computes(tiny_run, tmp_path):
+    ckpt = str(tiny_run / "ckpt.pt")
+    assert main(["budget-table", "--ckpt", ckpt, "--budget", "24", "--threads", "1"]) == 0
+    assert main(["sample", "--ckpt", ckpt, "--steps", "2", "--seeds", "0-3", "--out", str(tmp_path / "s"),
+                 "--no-progress", "--threads", "1"]) == 0
+    assert main(["plot-residuals", str(tmp_path / "s.json"), "--threads", "1"]) == 0
+    assert main(["eval", str(tmp_path / "s.npz"), "--threads", "1"]) == 0
