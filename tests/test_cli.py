@@ -41,7 +41,9 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert rc == 0
     data = np.load(out.with_suffix(".npz"))
     assert data["samples"].shape == (6, 1, 8, 8) and data["labels"].tolist() == [0, 1, 2, 3, 4, 5]
-    assert Image.open(out.with_suffix(".png")).size == (3 * 17 + 1, 2 * 17 + 1)  # 16-px tiles, 1-px padding
+    # 16-px tiles, 2-px separators, a 15-px caption strip above
+    with Image.open(out.with_suffix(".png")) as grid:
+        assert grid.size == (3 * 18 + 2, 2 * 18 + 2 + 15)
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["blocks_counted"] == 3 * 4 and info["seeds"] == [0, 5] and info["iters_run"] == [2, 2, 2]
 
