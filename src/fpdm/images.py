@@ -17,7 +17,7 @@ from PIL import Image
 
 from fpdm.checkpoint import atomic_write
 
-__all__ = ["grid_shape", "make_grid", "save_image_grid", "to_uint8"]
+__all__ = ["grid_image", "grid_shape", "make_grid", "save_image_grid", "to_uint8"]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -92,14 +92,27 @@ def save_image_grid(
     above the grid — both make the PNG RGB. The file is always PNG whatever the suffix; the parent
     directory is created.
     """
+    image = grid_image(images, nrow, upscale, padding, pad_value, labels, caption)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def grid_image(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    upscale: int = 1,
+    padding: int = 1,
+    pad_value: int = 255,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    caption: str | None = None,
+) -> Image.Image:
+    """The PIL image :func:`save_image_grid` writes."""
     grid = make_grid(images, nrow=nrow, upscale=upscale, padding=padding, pad_value=pad_value)
     image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # uint8 2-D -> 'L', 3-D -> 'RGB'
     if labels is not None or caption:
-        rows, cols = grid_shape(len(images), nrow)
+        _, cols = grid_shape(len(images), nrow)
         tile = (images.shape[2] * upscale, images.shape[3] * upscale)
         image = _annotate(image, tile, cols, padding, labels, caption)
-
-    atomic_write(path, lambda f: image.save(f, format="PNG"))
+    return image
 
 
 def _annotate(image: Image.Image, tile: tuple[int, int], cols: int, padding: int,
