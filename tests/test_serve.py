@@ -100,7 +100,8 @@ def test_bad_input_is_a_message_and_the_server_goes_on(url, body, message):
 
 def test_ten_requests_at_once_are_all_answered(url):
     base, _ = url
-    bodies = [{"model": "digits-fpdm", "budget": 24, "iters": k, "seeds": "0-3"} for k in (1, 2, 4, 6, 10)] * 2
+    bodies = [{"model": "digits-fpdm", "budget": 24, "iters": k, "seeds": "0-3"} for k in (1, 2, 4, 6, 10)]
+    bodies *= 2
 
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda b: _post(base, "/api/sample", b), bodies))
