@@ -126,3 +126,10 @@ def test_fid_on_demand(url):
     status, r = _post(base, "/api/fid", {"model": "digits-fpdm", "budget": 24, "iters": 2})
     assert status == 200 and r["samples"] == 500 and r["blocks_counted"] == 24
     assert 0 < r["digits_fid"] < 1000 and r["digits_fid_se"] > 0
+
+
+def test_serve_command_checks_its_port(capsys):
+    from fpdm.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be in 0..65535, got 70000" in capsys.readouterr().err

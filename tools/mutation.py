@@ -63,6 +63,7 @@ METRICS, CKPT, MEMORY = "tests/test_metrics.py", "tests/test_checkpoint.py", "te
 PR_BY_HAND = "tests/test_inception.py::test_precision_recall_by_hand"
 DIGEST, LATENTS, CALIB = "tests/test_digest.py", "tests/test_latents.py", "tests/test_calibrate.py"
 KEEP = "tests/test_train.py::test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked"
+SERVE = "tests/test_serve.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------------------------- fixed_point.py
@@ -315,6 +316,14 @@ MUTANTS: list[Mutant] = [
     M("instrument.py", '            counter["rows"] += x.shape[0]',
       '            counter["rows"] += len(x) // 2',
       "blocks per sample counted from half the rows processed", [SAMPLE]),
+    # --------------------------------------------------------------------------------------------- serve.py
+    M("serve.py", "        if not self.server.job.acquire(timeout=self.server.queue_timeout):",
+      "        if not self.server.job.acquire(blocking=False) and False:",
+      "sampling jobs run side by side instead of one at a time", [SERVE]),
+    M("serve.py", "    if len(seeds) > MAX_SAMPLES:", "    if len(seeds) > 10 * MAX_SAMPLES:",
+      "requests are not bounded in samples", [SERVE]),
+    M("serve.py", "        if req.budget % depth:", "        if req.budget % depth == 0:",
+      "the DiT beside FPDM is skipped exactly when the budget fits it", [SERVE]),
     # ----------------------------------------------------------------------------------------- calibrate.py
     M("calibrate.py", "        ref = step(outs[-1])", "        ref = step(outs[-1], noise=None)",
       "error table measured with the wrong noise (DDPM's x_{t-1} without its noise term)", [CALIB]),
