@@ -88,31 +88,29 @@ class Models:
 # ------------------------------------------------------------------------------------------ requests
 
 
-def _int(params: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int | None:
+def _number(params: dict[str, Any], key: str, lo: float, hi: float, default: Any = None,
+            kind: type = int) -> Any:
+    """params[key] as `kind` within [lo, hi], or `default` when absent (a ValueError names the field)."""
     value = params.get(key, default)
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{key} must be {what}, got {value!r}") from None
     if not lo <= number <= hi:
         raise ValueError(f"{key} must be between {lo} and {hi}, got {number}")
     return number
+
+
+def _int(params: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    return _number(params, key, lo, hi, default, int)
 
 
 def _float(params: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None
            ) -> float | None:
-    value = params.get(key, default)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise ValueError(f"{key} must be between {lo} and {hi}, got {number}")
-    return number
+    return _number(params, key, lo, hi, default, float)
 
 
 @dataclass(frozen=True)
