@@ -202,9 +202,11 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
                 raise BudgetError(f"--steps {n_steps} cannot spend budget {budget}: that leaves {total} "
                                   f"iterations for {n_steps} steps of 1..{max_iters} each")
             m = min(measure_samples, len(seeds))
+            # no step can get more than what is left when every other step has its one: measure no further
+            cap = min(max_iters, total - (n_steps - 1))
             with count_block_calls(model) as counted:
-                table = step_errors(model, diffusion, n_steps, seeds[:m], labels[:m], s, max_iters,
-                                    ref_iters, device)
+                table = step_errors(model, diffusion, n_steps, seeds[:m], labels[:m], s, cap,
+                                    ref_iters or 2 * max_iters, device)
             blocks += counted["blocks"] * m * rows_per_sample  # block calls × the batch they ran on
             row["iters"] = allocate_by_table(table, total)
             row["predicted_error"] = float(sum(table[j, k - 1] for j, k in enumerate(row["iters"])))
