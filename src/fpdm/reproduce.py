@@ -253,8 +253,12 @@ def _eval_task(args: tuple) -> dict[str, Any]:
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
     settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
-    schedule = _schedule(Path(root), spec, scale, model, diffusion, settings, device) if spec.calibrated \
-        else None
+    schedule = None
+    if spec.calibrated:
+        from .calibrate import check_schedule
+
+        schedule = _schedule(Path(root), spec, scale, model, diffusion, settings, device)
+        check_schedule(schedule, model, settings, spec.budget, source=f"the schedule of {spec.train.name}")
     run = sample_seeds(model, diffusion, seeds, labels=labels, budget=spec.budget, iters=spec.iters,
                        steps=spec.steps, profile=spec.profile, settings=settings, batch_size=len(seeds),
                        device=device, schedule=schedule)
