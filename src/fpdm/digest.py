@@ -6,14 +6,16 @@ writes and later reads records 64-bit hashes of what it holds (per tensor, plus 
 value) and each load recomputes them:
 
 - training checkpoints and sampling parts (`torch.save` dicts): a ``"fpdm_digest"`` entry in the dict;
-- exported weights (`model.safetensors` + `config.json`): the tensors' and the config's hashes in the
-  safetensors metadata;
-- JSON cache entries: a ``"fpdm_digest"`` field over the rest.
+- exported weights (`model.safetensors` + `config.json`, the built-in assets among them), the digits
+  feature net and latent shards: the tensors' (and an export's config's) hashes in the safetensors metadata;
+- JSON that fpdm reads back (reproduce cache entries, latent manifests, calibrated schedules): a
+  ``"fpdm_digest"`` field over the rest.
 
 A mismatch raises :class:`DamagedFile` naming the file and the first damaged entry. Files written before
 digests existed load with a warning. The hash is XXH3-64 (``xxhash``): damage goes unseen with probability
 about 2^-64, and it hashes ~30 GB/s, where the standard library's fastest, ``zlib.crc32``, managed 3.6 GB/s
-here, which made the check cost ~25 % of a digits checkpoint's ``torch.load`` instead of a few percent.
+here, which made the check cost ~27 % of a digits checkpoint's ``torch.load`` instead of 6-9 %
+(`benchmarks/digest_cost.py`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import xxhash
 DIGEST_KEY = "fpdm_digest"
 FORMAT = "fpdm-digest/1"
 
-__all__ = ["DIGEST_KEY", "DamagedFile", "check_json", "check_state", "hash_json", "digest_state",
-           "read_json", "tensor_hash", "with_json_digest"]
+__all__ = ["DIGEST_KEY", "DamagedFile", "check_json", "check_safetensors", "check_state", "digest_state",
+           "hash_json", "read_json", "safetensors_metadata", "tensor_hash", "with_json_digest"]
 
 
 class DamagedFile(ValueError):
@@ -60,8 +62,8 @@ def tensor_hash(t: torch.Tensor) -> int:
     head = _hash(f"{t.dtype}{tuple(t.shape)}".encode())
     try:
         a = t.numpy()  # the fast path: no torch views (their per-tensor overhead was most of a check)
-    except TypeError:  # bfloat16 and other dtypes numpy lacks: hash the same bytes through a byte view
-        a = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16), conj/neg views: through a byte view
+        a = t.resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8).numpy()
     return _hash(a if a.flags.c_contiguous else np.ascontiguousarray(a), head)
 
 
