@@ -115,6 +115,8 @@ def test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked(t
         resume(run, steps=6, dataset=SUBSET, progress=False)
     with pytest.raises(ValueError, match="ckpt.pt is damaged"):
         train_mod.check_resume_settings(run, {"lr": 1e-3})  # the CLI's check meets the damage first
+    train_mod.check_resume_settings(run, {"lr": 1e-3}, fallback=True)  # checks the fallback's settings…
+    assert (run / "ckpt.pt").exists() and not (run / "ckpt.pt.damaged").exists()  # …and moves nothing
     resume(run, steps=6, fallback=True, dataset=SUBSET, progress=False)
     _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(run / "ckpt.pt"))
     steps = {p.name: load_checkpoint(p)["step"] for p in run.glob("ckpt*.pt")}

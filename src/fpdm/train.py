@@ -133,9 +133,7 @@ def resume_point(out_dir: str | Path, fallback: bool = False) -> tuple[Path, dic
         if not fallback:
             raise ValueError(f"{damage}; {prev} (step {state.get('step')}) is intact: add --fallback to "
                              "resume from it (the steps after it are trained again)")
-        print(f"resuming from {prev} (step {state.get('step')}): {damage}", file=sys.stderr)
-        if ckpt_path.exists():  # set aside, so the next checkpoint does not shift it into ckpt.prev1.pt
-            os.replace(ckpt_path, out / f"{CHECKPOINT_NAME}.damaged")
+        state["_fallback_from"] = damage  # resume() says so and sets the damaged file aside
         return prev, state
     raise ValueError(f"{damage}; " + ("no intact earlier checkpoint is kept either" if kept else
                                       "no earlier checkpoint is kept (--keep-last)")
@@ -254,7 +252,13 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
     many earlier checkpoints are kept; `fallback` resumes from the newest intact earlier checkpoint when
     `ckpt.pt` is damaged (see :func:`resume_point`)."""
-    _, state = resume_point(out_dir, fallback)
+    start, state = resume_point(out_dir, fallback)
+    damage = state.pop("_fallback_from", None)
+    if damage is not None:
+        print(f"resuming from {start} (step {state.get('step')}): {damage}", file=sys.stderr)
+        ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+        if ckpt_path.exists():  # set aside, so the next checkpoint does not shift it into ckpt.prev1.pt
+            os.replace(ckpt_path, Path(out_dir) / f"{CHECKPOINT_NAME}.damaged")
     saved = TrainConfig.from_dict(state["train_config"])
     train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
                         device=saved.device if device is None else device,
