@@ -15,7 +15,7 @@ TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 
 @pytest.mark.parametrize("command", ["train", "sample", "sweep", "calibrate", "serve", "budget-table",
                                      "plot-residuals", "eval", "train-features", "reproduce", "export",
-                                     "extract-latents", "import"])
+                                     "extract-latents", "import", "build-weights"])
 def test_help_shows_every_default(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
