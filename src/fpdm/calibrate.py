@@ -204,9 +204,10 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
             m = min(measure_samples, len(seeds))
             # no step can get more than what is left when every other step has its one: measure no further
             cap = min(max_iters, total - (n_steps - 1))
+            row["ref_iters"] = ref_iters or 2 * cap  # the reference: twice the most any step can get
             with count_block_calls(model) as counted:
                 table = step_errors(model, diffusion, n_steps, seeds[:m], labels[:m], s, cap,
-                                    ref_iters or 2 * max_iters, device)
+                                    row["ref_iters"], device)
             blocks += counted["blocks"] * m * rows_per_sample  # block calls × the batch they ran on
             row["iters"] = allocate_by_table(table, total)
             row["predicted_error"] = float(sum(table[j, k - 1] for j, k in enumerate(row["iters"])))
@@ -227,7 +228,7 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
         "format": SCHEDULE_FORMAT, "budget": budget, "steps": best["steps"], "iters": best["iters"],
         "arch": cfg.arch, "settings": asdict(replace(s)), "checkpoint": checkpoint,
         "weights_hash": weights_hash(model), "calibration_seeds": [seeds[0], seeds[-1], len(seeds)],
-        "max_iters": max_iters, "ref_iters": ref_iters or 2 * max_iters,
+        "max_iters": max_iters, "ref_iters": ref_iters or "twice the most one step can get",
         "measure_samples": min(measure_samples, len(seeds)), "candidates": rows,
         "timesteps": sorted(space_timesteps(diffusion.num_timesteps, best["steps"]), reverse=True),
         "cost": {"seconds": round(time.perf_counter() - t0, 3), "blocks": blocks,

@@ -240,7 +240,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="calibration seeds: keep them disjoint from the seeds you evaluate on")
     p.add_argument("--max-iters", type=int, default=26, help="most iterations one step may get")
     p.add_argument("--ref-iters", type=int, default=None, help="iterations of the converged reference "
-                   "solve (default: 2 × --max-iters)")
+                   "solve (default: twice the most one step can get, at most 2 × --max-iters)")
     p.add_argument("--measure-samples", type=int, default=64, help="calibration seeds used for the error "
                    "tables (all seeds score the step counts)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")

@@ -306,7 +306,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
     key = _key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
                 "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
-                "seeds": len(calibration_seeds(scale))})
+                "seeds": len(calibration_seeds(scale)), "reference": "2 x cap"})
     folder = root / "schedules" / key
     path = folder / "schedule.json"
     while True:
