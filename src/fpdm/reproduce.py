@@ -71,6 +71,9 @@ class TrainSpec:
                      "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps})
 
 
+CALIBRATION_RULE = "reference 2 x the most one step can get"  # part of calibrated cells' keys
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     experiment: str
@@ -98,6 +101,8 @@ class EvalSpec:
                 d.pop(later)
         if d["tol"] is not None:  # --tol became per-sample: results from the batch-wide rule are not reused
             d["tol_rule"] = "per-sample"
+        if self.calibrated:  # a change in how schedules are measured must not reuse the cells of the old
+            d["calibration"] = CALIBRATION_RULE
         return d
 
 
@@ -306,7 +311,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
     key = _key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
                 "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
-                "seeds": len(calibration_seeds(scale)), "reference": "2 x cap"})
+                "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
     folder = root / "schedules" / key
     path = folder / "schedule.json"
     while True:
