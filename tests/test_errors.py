@@ -219,6 +219,12 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
             x = x[:, 0]
         np.savez(tmp / "x.npz", samples=x, labels=labels)
         return ["eval", str(tmp / "x.npz"), "--out", str(tmp / "e.json")]
+    if case == "damaged samples file":
+        rng = np.random.default_rng(0)
+        np.savez_compressed(tmp / "x.npz", samples=rng.uniform(-1, 1, (50, 1, 8, 8)).astype(np.float32),
+                            labels=np.arange(50) % 10)
+        _flip64(tmp / "x.npz")
+        return ["eval", str(tmp / "x.npz"), "--out", str(tmp / "e.json")]
     if case == "raw weights of an export":
         return ["sample", "--ckpt", "digits-fpdm", "--no-ema", "--steps", "2", "--out", str(tmp / "s")]
     if case == "thumbnail in the image folder":
@@ -298,6 +304,7 @@ CASES = {  # case -> what the one-line message must contain
     "labels outside the digits": "labels range from 10 to 13; digits classes are 0–9",
     "samples without a channel axis": "has shape (4, 8, 8); expected float N×C×H×W",
     "raw weights of an export": "--no-ema: digits-fpdm holds only the EMA weights",
+    "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
 }

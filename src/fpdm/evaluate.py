@@ -7,6 +7,7 @@ so a number is never separated from what it means."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,10 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
         return ds.images, None
     if p.suffix != ".npz":
         raise ValueError(f"{p}: expected a .npz file or a folder of images")
-    data = np.load(p)
+    try:
+        data = dict(np.load(p))  # every member read now: a damaged one fails its zip CRC-32 here
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{p} cannot be read ({e}); it may be damaged or truncated: sample again") from None
     if "samples" in data:
         x = data["samples"]
         labels = data["labels"] if "labels" in data else None
