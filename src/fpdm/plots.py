@@ -52,21 +52,29 @@ def plot_residuals(record: dict[str, Any], out: str | Path) -> None:
     plt.close(fig)
 
 
+def iterations_bars(ax: Any, timesteps: Any, iters: Any) -> None:
+    """Iterations per step as bars over t (sampling order, so time runs right as t falls)."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    t = np.asarray(timesteps)
+    width = 0.8 * (float(np.min(np.abs(np.diff(t)))) if len(t) > 1 else 1.0)
+    ax.bar(t, iters, width=width, color="tab:blue")
+    ax.set_ylabel("iterations")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.invert_xaxis()
+
+
 def plot_schedule(schedule: dict[str, Any], out: str | Path) -> None:
     """A calibrated schedule (`fpdm calibrate`): iterations per step (top) over the measured error of each
     step's next state against a converged solve, for a few iteration counts (bottom, log scale)."""
     import numpy as np
-    from matplotlib.ticker import MaxNLocator
 
     chosen = next(r for r in schedule["candidates"] if r["steps"] == schedule["steps"])
     errors = np.asarray(chosen["errors"])
     t = np.asarray(schedule["timesteps"])  # sampling order: from the noisiest t down
-    width = 0.8 * (float(np.min(np.abs(np.diff(t)))) if len(t) > 1 else 1.0)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), dpi=120, sharex=True)
-    top.bar(t, schedule["iters"], width=width, color="tab:blue")
-    top.set_ylabel("iterations")
-    top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.invert_xaxis()  # time runs right: t falls as sampling goes on
+    iterations_bars(top, t, schedule["iters"])
     s = schedule["settings"]
     top.set_title(f"calibrated: budget {schedule['budget']}, {schedule['steps']} steps, {s['sampler']}"
                   + (" + reuse" if s["reuse"] else "") + (f", cfg {s['cfg_scale']}" if s["cfg_scale"] != 1

@@ -192,35 +192,27 @@ def feasible(models: Models, name: Any, budget_value: Any) -> dict[str, Any]:
             "schedule": str(schedule) if schedule else None}
 
 
-def _png(image: Any) -> str:
+def _data_url(write: Any) -> str:
+    """A PNG, written by `write(buffer)`, as a data: URL the page can show."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    write(buf)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _figure_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    from .plots import plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    url = _data_url(lambda buf: fig.savefig(buf, format="png"))
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return url
 
 
 def _iters_figure(record: dict[str, Any]) -> Any:
-    from matplotlib.ticker import MaxNLocator
+    from .plots import iterations_bars, plt
 
-    from .plots import plt
-
-    t = record["timesteps"]
-    per = record.get("iters_run_mean") or record["iters_run"]
     fig, ax = plt.subplots(figsize=(5, 2.4), dpi=100)
-    width = 0.8 * (min(abs(a - b) for a, b in zip(t, t[1:], strict=False)) if len(t) > 1 else 1)
-    ax.bar(t, per, width=width, color="tab:blue")
-    ax.invert_xaxis()
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    iterations_bars(ax, record["timesteps"], record.get("iters_run_mean") or record["iters_run"])
     ax.set_xlabel("timestep t (sampling runs right)")
-    ax.set_ylabel("iterations")
     fig.tight_layout()
     return fig
 
@@ -250,8 +242,9 @@ def _panel(run: Any, name: str) -> dict[str, Any]:
 
     rec = run.record
     n = min(len(run.samples), 100)
-    out = {"grid": _png(grid_image(run.samples[:n], nrow=10, upscale=4, padding=2, labels=run.labels[:n],
-                                   caption=grid_caption(rec, name))),
+    grid = grid_image(run.samples[:n], nrow=10, upscale=4, padding=2, labels=run.labels[:n],
+                      caption=grid_caption(rec, name))
+    out = {"grid": _data_url(lambda buf: grid.save(buf, format="PNG")),
            "blocks_counted": rec["blocks_counted"], "budget": rec["budget"], "steps": rec["steps"],
            "gflops_per_sample": round(rec["flops_per_sample"] / 1e9, 4), "wall_s": rec["wall_s"],
            "iters_planned": rec["iters_planned"], "iters_run": rec["iters_run"]}
