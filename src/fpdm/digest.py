@@ -53,18 +53,23 @@ def _hash(data: Any, seed: int = 0) -> int:
     return xxhash.xxh3_64_intdigest(data, seed)
 
 
-def tensor_hash(t: torch.Tensor) -> int:
-    """Hash of a tensor's dtype, shape and bytes (wherever it lives)."""
-    if t.requires_grad:
-        t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    head = _hash(f"{t.dtype}{tuple(t.shape)}".encode())
+def tensor_hash(t: torch.Tensor, heads: dict | None = None) -> int:
+    """Hash of a tensor's dtype, shape and bytes (wherever it lives). `heads` memoises the dtype-and-shape
+    part across one file's tensors (model, EMA and both AdamW moments share their shapes)."""
+    try:  # the fast path, a CPU tensor numpy can view: no torch calls (their per-tensor overhead dominated)
+        a = t.numpy()
+    except (TypeError, RuntimeError):  # on a GPU, requiring grad, or a dtype numpy lacks (bfloat16)...
+        a = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8).numpy()
+    key = (t.dtype, t.shape)
+    head = None if heads is None else heads.get(key)
+    if head is None:
+        head = _hash(f"{t.dtype}{tuple(t.shape)}".encode())
+        if heads is not None:
+            heads[key] = head
     try:
-        a = t.numpy()  # the fast path: no torch views (their per-tensor overhead was most of a check)
-    except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16), conj/neg views: through a byte view
-        a = t.resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return _hash(a if a.flags.c_contiguous else np.ascontiguousarray(a), head)
+        return _hash(a, head)
+    except ValueError:  # a strided view: hash its values in order
+        return _hash(np.ascontiguousarray(a), head)
 
 
 def _walk(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -91,7 +96,9 @@ def digest_state(state: dict) -> dict[str, Any]:
     """The digest entry for a checkpoint-like dict: a hash per tensor (by its /-joined key path) and one
     over all other values (keys, configs, step counts...)."""
     tensors, values = _entries(state)
-    return {"format": FORMAT, "tensors": {p: tensor_hash(t) for p, t in tensors.items()}, "values": values}
+    heads: dict = {}
+    hashes = {p: tensor_hash(t, heads) for p, t in tensors.items()}
+    return {"format": FORMAT, "tensors": hashes, "values": values}
 
 
 def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False) -> dict:
@@ -117,8 +124,9 @@ def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False) -> d
 
 
 def _first_differences(tensors: dict[str, torch.Tensor], recorded: dict[str, int]) -> Iterator[str]:
+    heads: dict = {}
     for name, t in tensors.items():
-        if recorded.get(name) != tensor_hash(t):  # a missing name is damage too
+        if recorded.get(name) != tensor_hash(t, heads):  # a missing name is damage too
             yield name
     yield from (name for name in recorded if name not in tensors)
 
