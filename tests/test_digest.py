@@ -107,6 +107,12 @@ def test_tensor_hash_sees_dtype_shape_and_every_byte():
         b[i] ^= 1
         assert tensor_hash(b.view(torch.float32)) != tensor_hash(t)
     assert tensor_hash(torch.tensor(1.5, dtype=torch.bfloat16)) != tensor_hash(torch.tensor(1.5))
+    assert tensor_hash(t.clone().requires_grad_()) == tensor_hash(t)  # a parameter hashes as its data
+    heads: dict = {}  # the per-file memo of dtype-and-shape heads must not blur shapes or dtypes
+    hashes = [tensor_hash(x, heads) for x in (t, t.view(3, 4), t.view(torch.int32), t.view(3, 4))]
+    assert hashes == [tensor_hash(t), tensor_hash(t.view(3, 4)), tensor_hash(t.view(torch.int32)),
+                      tensor_hash(t.view(3, 4))]
+    assert len(set(hashes)) == 3
 
 
 def test_files_without_a_digest_load_with_a_warning(tmp_path):
