@@ -44,6 +44,13 @@ def _is_grid(settings: dict) -> bool:
         settings["budget"] == FULL.grid_budget and settings["sampler"] == "ddpm" and not settings["reuse"]
 
 
+def _trained_to(folder: Path) -> int | None:
+    """The step of the checkpoint in `folder` (None without one)."""
+    from fpdm.checkpoint import load_checkpoint
+
+    return load_checkpoint(folder / "ckpt.pt")["step"] if (folder / "ckpt.pt").exists() else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -83,7 +90,7 @@ def main() -> int:
     jobs = []
     for n in a.retrain:
         folder = root / "train" / specs[n].key(scale, by_name[n]["step"])
-        if not (folder / "ckpt.pt").exists():
+        if _trained_to(folder) != by_name[n]["step"]:  # none yet, or one interrupted: it resumes
             (folder / "summary.json").unlink(missing_ok=True)  # a restored summary would stop the training
             jobs.append((specs[n], scale, by_name[n]["step"], str(root)))
     _run_parallel(_train_task, jobs, a.workers, lambda msg: print(f"retrain {msg}", flush=True))
