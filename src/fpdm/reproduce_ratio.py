@@ -328,6 +328,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     lines = [f"# fpdm reproduce: the paper-ratio study ({scale_name})", "",
              "FPDM-T/2 (pre 1 + k iterations + post 1 blocks per step) against width-128 DiTs of depth 28 "
@@ -411,6 +412,13 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
                              f"{_paired(reuse, row) if reuse else '–'} |")
         ax.set(title=f"{budget} blocks = {budget // (DEEP if family == 'dit28' else SHALLOW)} {family} steps",
                xlabel="iterations per step k", ylabel="digits-FID", xscale="log")
+        ticks = sorted({r["settings"]["iters"] for n in FPDMS
+                        for r in _smoothing_any(results, n, budget, "ddpm")})
+        if ticks:  # the k values themselves as plain numbers (log axes label 2×10^0... and overlap)
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=5)
     fig.tight_layout()
     fig.savefig(root / "smoothing.png", dpi=120)
