@@ -116,6 +116,8 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     head = next(line for line in readme.splitlines() if line.startswith("| 56 | dit28 | ddpm |"))
     assert head.split("|")[7].strip()[0] in "+-"  # a paired FPDM − DiT difference
     assert (tmp_path / "smoothing.png").stat().st_size > 1000 and (tmp_path / "training.png").exists()
+    grids = {p.name for p in (tmp_path / "grids").glob("*.png")}
+    assert "dit28.png" in grids and "fpdm-k2.png" in grids and not any("None" in g for g in grids), grids
     parent = (tmp_path.parent / "README.md").read_text()
     assert parent.startswith("# the first study") and "| 56 | dit28 | ddpm |" in parent
     before = {p: p.stat().st_mtime for p in (tmp_path / "eval").glob("*.json")}

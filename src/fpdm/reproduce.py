@@ -282,11 +282,12 @@ def _eval_task(args: tuple) -> dict[str, Any]:
             and spec.sampler == "ddpm" and not spec.reuse:
         from .images import save_image_grid
 
-        grid = Path(root) / "grids" / f"{spec.train.name}-k{spec.iters}.png"
+        dit = spec.iters is None  # a DiT has no k
+        grid = Path(root) / "grids" / f"{spec.train.name}{'' if dit else f'-k{spec.iters}'}.png"
         shown = seeds[:100]
         save_image_grid(x[:100], grid, nrow=10, upscale=4, padding=2, labels=labels[:100],
-                        caption=f"{spec.train.name}, k={spec.iters}: {rec['steps']} DDPM steps, budget "
-                                f"{spec.budget}, seeds {shown[0]}-{shown[-1]}")
+                        caption=f"{spec.train.name}{'' if dit else f', k={spec.iters}'}: {rec['steps']} DDPM "
+                                f"steps, budget {spec.budget}, seeds {shown[0]}-{shown[-1]}")
         result["grid"] = str(grid)
     _store(path, result)
     return result

@@ -50,9 +50,10 @@ RATIO_FULL = RatioScale(train_steps=3000, batch_size=64, lr=1e-3, warmup_steps=1
                         num_samples=500, sampling_seeds=3, budgets=(56, 140, 280, 560),
                         small_budgets=(24, 60, 120, 240), max_iters=26, thin_iters=(2, 5, 8, 12, 18, 26),
                         grid_budget=140)
-# --quick shares its 15 minutes with the first study: toy trainings, few samples, one DiT-12 budget
-RATIO_QUICK = RatioScale(train_steps=80, batch_size=64, lr=1e-3, warmup_steps=20, snapshot_steps=40,
-                         num_samples=64, sampling_seeds=2, budgets=(56, 140), small_budgets=(24,),
+# --quick shares its 15 minutes with the first study (which takes ≈ 10.7 of them): toy trainings, few samples,
+# one DiT-12 budget
+RATIO_QUICK = RatioScale(train_steps=40, batch_size=64, lr=1e-3, warmup_steps=10, snapshot_steps=20,
+                         num_samples=32, sampling_seeds=2, budgets=(56, 140), small_budgets=(24,),
                          max_iters=26, thin_iters=(2, 5, 12), grid_budget=56)
 RATIO_TINY = RatioScale(train_steps=4, batch_size=16, lr=1e-3, warmup_steps=1, snapshot_steps=2,
                         num_samples=12, sampling_seeds=2, budgets=(56,), small_budgets=(24,), max_iters=6,
