@@ -96,6 +96,48 @@ def test_check_state_names_the_first_damaged_tensor_and_value_changes():
         check_state(reshaped, "f.pt")
 
 
+def test_a_partial_check_covers_the_entries_used_and_every_value():
+    state = _state()
+    stamped = {**state, DIGEST_KEY: digest_state(state)}
+    first = next(iter(state["optimizer"]["state"].values()))
+    first["exp_avg"].view(-1)[0] += 1  # damage in what sampling never reads (the AdamW moments)
+    assert _same(check_state(dict(stamped), "f.pt", only=("model",)), state)
+    with pytest.raises(DamagedFile, match="tensor optimizer/state/0/exp_avg"):
+        check_state(dict(stamped), "f.pt")  # the full check (resume, export) still sees it
+    name = list(state["model"])[-1]
+    state["model"][name].view(-1)[0] += 1
+    for only in (("model",), ("optimizer", "model")):  # damage in what is used is always caught
+        with pytest.raises(DamagedFile, match=f"tensor model/{name}"):
+            check_state(dict(stamped), "f.pt", only=only)
+    with pytest.raises(DamagedFile, match="non-tensor values"):
+        check_state({**stamped, "step": 8}, "f.pt", only=("ema",))
+    renamed = {**stamped, DIGEST_KEY: {**stamped[DIGEST_KEY], "tensors": {
+        k.replace("/model/", "/other/"): v for k, v in stamped[DIGEST_KEY]["tensors"].items()}}}
+    with pytest.raises(DamagedFile, match="tensor model/"):  # a used tensor with no recorded hash
+        check_state(renamed, "f.pt", only=("model",))
+
+
+def test_sampling_checks_the_weights_it_loads(tmp_path):
+    from fpdm.sample import load_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="fpdm", **CFG))
+    state = {"fpdm_version": "x", "model_config": model.config.to_dict(), "diffusion_config": {},
+             "model": model.state_dict(), "ema": {k: v.clone() + 1 for k, v in model.state_dict().items()}}
+    for damaged, use_ema, caught in (("ema", True, True), ("model", True, False), ("model", False, True)):
+        bad = {**state, damaged: {k: v.clone() for k, v in state[damaged].items()}}
+        save_checkpoint(tmp_path / "ckpt.pt", bad)
+        raw = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+        raw[damaged][next(iter(raw[damaged]))].view(-1)[0] += 1  # damage after the digest was taken
+        torch.save(raw, tmp_path / "ckpt.pt")
+        if caught:
+            with pytest.raises(DamagedFile, match=rf"ckpt.pt is damaged: tensor {damaged}/"):
+                load_model(tmp_path / "ckpt.pt", use_ema=use_ema)
+        else:  # the raw weights are not what `sample` uses by default: not hashed, and not used
+            m, _, _ = load_model(tmp_path / "ckpt.pt", use_ema=use_ema)
+            assert all(torch.equal(m.state_dict()[k], v) for k, v in state["ema"].items())
+
+
 def test_tensor_hash_sees_dtype_shape_and_every_byte():
     t = torch.arange(12, dtype=torch.float32)
     assert tensor_hash(t) == tensor_hash(t.clone())

@@ -115,12 +115,13 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict) -> None:
     atomic_write(path, lambda f: torch.save(stamped, f))
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, foreign_ok: bool = False
-                    ) -> dict:
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, foreign_ok: bool = False,
+                    only: tuple[str, ...] | None = None) -> dict:
     """Load a checkpoint with ``weights_only=True`` and check its digest (:mod:`fpdm.digest`); corrupt or
     damaged files raise ValueError naming ``path`` (:class:`fpdm.digest.DamagedFile` for a digest
     mismatch, naming the first damaged tensor). `foreign_ok`: a file fpdm did not write (an official
-    checkpoint) loads without the warning that an fpdm file without a digest gets."""
+    checkpoint) loads without the warning that an fpdm file without a digest gets. `only`: check just
+    these top-level entries' tensors (and every other value): for a caller that uses nothing else."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -137,7 +138,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, 
         kind = type(state).__name__
         raise ValueError(f"{path} is not a valid fpdm checkpoint: expected a dict, got {kind}")
     try:
-        return check_state(state, path, foreign_ok=foreign_ok)
+        return check_state(state, path, foreign_ok=foreign_ok, only=only)
     except DamagedFile as e:
         kept = path.with_name("ckpt.prev1.pt")
         raise e.with_hint("it changed after fpdm wrote it (a bad disk, a truncated or altered copy): use an "

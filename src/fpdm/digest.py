@@ -101,10 +101,15 @@ def digest_state(state: dict) -> dict[str, Any]:
     return {"format": FORMAT, "tensors": hashes, "values": values}
 
 
-def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False) -> dict:
+def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False,
+                only: tuple[str, ...] | None = None) -> dict:
     """Verify and remove `state`'s digest entry; raise DamagedFile naming the first damaged tensor. A state
     without one passes: with a warning if fpdm wrote it (before digests existed), silently if `foreign_ok`
-    and it is not fpdm's (an official DiT/FPDM checkpoint, which never has one)."""
+    and it is not fpdm's (an official DiT/FPDM checkpoint, which never has one).
+
+    `only`: the top-level entries whose tensors the caller will use (sampling reads ``("ema",)`` of a
+    training checkpoint, half its bytes being AdamW moments); other tensors are not hashed, all non-tensor
+    values still are. Whoever uses the rest (resume, export) checks it all."""
     recorded = state.pop(DIGEST_KEY, None)
     if recorded is None:
         if foreign_ok and "fpdm_version" not in state:
@@ -116,7 +121,14 @@ def check_state(state: dict, path: str | Path, *, foreign_ok: bool = False) -> d
             or not isinstance(recorded.get("tensors"), dict):
         raise DamagedFile(path, "its digest entry is unreadable")
     tensors, values = _entries(state)
-    for name in _first_differences(tensors, recorded["tensors"]):
+    expected = recorded["tensors"]
+    if only is not None:
+        def used(name: str) -> bool:
+            return name.split("/", 2)[1] in only  # paths are /<entry>/...
+
+        tensors = {n: t for n, t in tensors.items() if used(n)}
+        expected = {n: h for n, h in expected.items() if isinstance(n, str) and n.count("/") and used(n)}
+    for name in _first_differences(tensors, expected):
         raise DamagedFile(path, f"tensor {name.lstrip('/')} does not match its recorded digest", name)
     if values != recorded.get("values"):
         raise DamagedFile(path, "its non-tensor values (configs, step, keys) do not match their digest")
