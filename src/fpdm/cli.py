@@ -375,7 +375,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                        description="Train, sample and evaluate the seed's Fig. 4-5, Tables 3-5, reuse and "
                                    "the adaptive solvers on the built-in digits; writes <out>/README.md with "
                                    "tables and plots. Cached by config: run it again to resume.")
-    p.add_argument("--quick", action="store_true", help="reduced sizes (≈15 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (both studies ≈13 min on 2 cores)")
     p.add_argument("--scale", choices=("full", "quick", "tiny"), default=None,
                    help="explicit scale (default: full, or quick with --quick)")
     p.add_argument("--out", default="results", help="output and cache directory")
