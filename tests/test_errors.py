@@ -37,11 +37,26 @@ def runs(tmp_path_factory):
             "folder": folder}
 
 
-def _flip64(path: Path) -> None:
-    """The issue's damage: 64 bytes flipped in the middle of the file (in tensor data)."""
+def _flip64(path: Path, entry: str | None = None) -> None:
+    """The issue's damage: 64 bytes flipped in the middle of the file (in tensor data) or, with `entry`, in
+    the middle of that checkpoint entry's largest tensor (sampling reads only the weights it uses)."""
     b = bytearray(path.read_bytes())
-    mid = int(len(b) * 0.6)
-    b[mid:mid + 64] = bytes(x ^ 0xFF for x in b[mid:mid + 64])
+    mids = [int(len(b) * 0.6)]
+    if entry is not None:
+        import zipfile
+
+        import torch
+
+        t = max(torch.load(path, weights_only=True)[entry].values(), key=lambda v: v.numel())
+        data = t.contiguous().numpy().tobytes()
+        with zipfile.ZipFile(path) as z:  # torch.save: one uncompressed record per tensor; early on the EMA
+            starts = [i.header_offset for i in z.infolist() if z.read(i) == data]  # may equal the raw weights
+        mids = []
+        for at in starts:
+            name_len, extra_len = (int.from_bytes(b[at + i:at + i + 2], "little") for i in (26, 28))
+            mids.append(at + 30 + name_len + extra_len + len(data) // 2 - 32)  # past the local header
+    for mid in mids:
+        b[mid:mid + 64] = bytes(x ^ 0xFF for x in b[mid:mid + 64])
     path.write_bytes(bytes(b))
 
 
@@ -182,7 +197,7 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         if case == "damaged checkpoint resumed":  # one more step, so an earlier checkpoint is kept
             assert main(["train", "--resume", "--out", str(tmp / "run"), "--steps", "3",
                          "--no-progress"]) == 0
-        _flip64(tmp / "run" / "ckpt.pt")
+        _flip64(tmp / "run" / "ckpt.pt", "ema" if case == "damaged checkpoint sampled" else None)
         if case == "damaged checkpoint sampled":
             return ["sample", "--ckpt", str(tmp / "run" / "ckpt.pt"), "--steps", "2", "--out", str(tmp / "s")]
         return ["train", "--resume", "--out", str(tmp / "run"), "--steps", "4", "--no-progress"]
