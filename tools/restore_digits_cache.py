@@ -6,9 +6,11 @@ the cache they came from is gone. This writes them back under the keys the study
 and training summaries, with digests), except:
 
 - trainings named with --retrain are trained again here (their checkpoints are needed: new cells sample
-  from them) — by the same recipe and seed, which on one thread reproduces the weights bit for bit, and
-  `--check` verifies that on the cells that are recomputed; their published summaries are kept (the
-  equal-wall-clock DiT's step count is derived from the published wall times);
+  from them) by the same recipe and seed; their published summaries are kept (the equal-wall-clock DiT's
+  step count is derived from the published wall times). Their cells are not restored but sampled again:
+  the retrained weights need not equal the published ones (code changed in between; measured 2026-11-30,
+  every recomputed cell differed, by 0.01 to 11 digits-FID), and a study must not pair cells of two
+  different models. `--check` lists how far each recomputed cell moved from its published number;
 - cells named by --recompute (e.g. the grid cells, to redraw the grids), which are sampled again;
 - cells with a tolerance (their key now says the per-sample rule; the published ones used the batch-wide).
 
@@ -75,7 +77,7 @@ def main() -> int:
             if not path.exists() or st.get("tol") is not None:
                 continue
             now = json.loads(path.read_text())
-            if "fpdm_digest" not in now:
+            if now.get("restored"):
                 continue  # restored, not recomputed
             if now["digits_fid"] == cell["digits_fid"]:
                 same += 1
@@ -100,12 +102,12 @@ def main() -> int:
         restored += 1
     for cell in published["cells"]:
         st = cell["settings"]
-        if st.get("tol") is not None or ("grids" in a.recompute and _is_grid(st)):
+        if st.get("tol") is not None or ("grids" in a.recompute and _is_grid(st)) or st["train"] in a.retrain:
             skipped += 1
             continue
         spec_settings = EvalSpec(st["experiment"], specs[st["train"]], 0, st["budget"]).settings()
         assert set(spec_settings) <= set(st) | {"train_steps"}, st  # the published keys are still the keys
-        cell = {k: v for k, v in cell.items() if k != "grid"}
+        cell = {k: v for k, v in cell.items() if k != "grid"} | {"restored": True}  # as --check tells them
         _store(root / "eval" / f"{_key(st | {'scale': asdict(scale)})}.json", cell)
         restored += 1
     print(f"restored {restored} entries under {root}; left to compute: {skipped} cells and the trainings "
