@@ -101,7 +101,7 @@ def load_model(path: str | Path, use_ema: bool = True, *, num_heads: int | None 
         weights, ckpt = _official(load_official(p, **official_kw))
     else:
         # an official file has no digest; of ours, only the weights sampling uses are hashed (resume and
-        # export check the rest), which makes the check ~4x cheaper
+        # export check the rest), which makes the check ~2.5x cheaper
         ckpt = load_checkpoint(path, foreign_ok=True, only=("ema" if use_ema else "model",))
         if "model_config" not in ckpt and is_official(ckpt):
             weights, ckpt = _official(load_official(p, state=ckpt, **official_kw))
