@@ -226,8 +226,8 @@ def _train_task(args: tuple) -> dict[str, Any]:
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
                       warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
                       ckpt_every=max(1, steps // 10), device=device, **dict(spec.train))
-    if (out / CHECKPOINT_NAME).exists():
-        summary = resume(out, device=device, progress=False)
+    if (out / CHECKPOINT_NAME).exists():  # to the key's steps: a folder seeded from a shorter run trains on
+        summary = resume(out, steps=steps, device=device, progress=False)
     else:
         mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
         summary = train(cfg, mc, progress=False)
