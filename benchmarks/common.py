@@ -34,14 +34,18 @@ def sync(device: torch.device | str) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
-                device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Seconds per call of each variant, `repeats` times, alternating variants within each repeat."""
+                device: torch.device | str = "cpu", before: Callable[[], Any] | None = None
+                ) -> dict[str, list[float]]:
+    """Seconds per call of each variant, `repeats` times, alternating variants within each repeat;
+    `before` runs untimed before every timed call (e.g. to evict the CPU caches)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            if before is not None:
+                before()
             sync(device)
             t0 = time.perf_counter()
             fn()
