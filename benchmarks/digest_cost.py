@@ -10,7 +10,11 @@ written once; then, interleaved in one process:
   weights in), without and with its check;
 - the full check alone, the EMA-only one, the full one with zlib.crc32 in place of XXH3 (the standard
   library's fastest), and one XXH3 pass over the file's bytes through a memory map: what any whole-file
-  digest would cost at least (it reads every byte once more, at memory speed).
+  digest would cost at least (it reads every byte once more, at memory speed);
+- `load_exported` of the built-in `digits-fpdm` weights (4.4 MB safetensors, EMA only), without and with
+  its check;
+- `torch.load(mmap=True)`, without and with the full check: storages mapped from the page cache, not
+  copied out of it (not what fpdm does: the optimizer would keep its moments mapped from the file).
 
 The CPU caches are evicted before every timed call (a 96 MB write), as for a load in a fresh process:
 with a warm cache (`--warm`) a second pass over the 17.6 MB is 3-5× cheaper, which flatters any check.
@@ -32,6 +36,7 @@ from common import interleaved, median_ms, parser, table, write_json
 
 import fpdm.checkpoint as checkpoint
 import fpdm.digest as digest
+import fpdm.export as export
 from fpdm.config import TrainConfig
 from fpdm.registry import model_config
 from fpdm.sample import load_model
@@ -80,6 +85,15 @@ def main() -> None:
             finally:
                 checkpoint.check_state = real_check
 
+        asset = Path(export.__file__).parent / "assets" / "digits-fpdm"
+
+        def exported_unchecked():
+            export.check_safetensors = lambda *a, **k: None
+            try:
+                export.load_exported(asset)
+            finally:
+                export.check_safetensors = digest.check_safetensors
+
         def check_only_with(hash_fn):
             state = torch.load(path, weights_only=True)
             return lambda: (hash_fn(state))
@@ -97,6 +111,11 @@ def main() -> None:
             "load_model, unchecked": model_unchecked,
             "load_model": lambda: load_model(path),
             "XXH3 over the file's bytes (mmap)": lambda: file_hash(path),
+            "load_exported (built-in digits-fpdm), unchecked": exported_unchecked,
+            "load_exported (built-in digits-fpdm)": lambda: export.load_exported(asset),
+            "torch.load(mmap=True)": lambda: torch.load(path, weights_only=True, mmap=True),
+            "torch.load(mmap=True) + full check": lambda: digest.check_state(
+                torch.load(path, weights_only=True, mmap=True), path),
             "check alone (XXH3)": lambda: digest.check_state(dict(fresh), path),
             "check alone, EMA only": lambda: digest.check_state(dict(fresh), path, only=("ema",)),
             "check alone (crc32)": check_only_with(crc_all),
@@ -111,6 +130,9 @@ def main() -> None:
         "check / torch.load": ms["check alone (XXH3)"] / ms["torch.load"],
         "EMA-only check / load_model (unchecked)": ms["check alone, EMA only"] / ms["load_model, unchecked"],
         "file hash / torch.load": ms["XXH3 over the file's bytes (mmap)"] / ms["torch.load"],
+        "load_exported / unchecked - 1": ms["load_exported (built-in digits-fpdm)"]
+        / ms["load_exported (built-in digits-fpdm), unchecked"] - 1,
+        "mmap load + full check / torch.load": ms["torch.load(mmap=True) + full check"] / ms["torch.load"],
         "crc32 check / torch.load": ms["check alone (crc32)"] / ms["torch.load"],
     }
     print(f"checkpoint: {size_mb:.1f} MB, {a.repeats} interleaved repeats, {a.threads} thread(s), CPU caches "

@@ -13,9 +13,9 @@ value) and each load recomputes them:
 
 A mismatch raises :class:`DamagedFile` naming the file and the first damaged entry. Files written before
 digests existed load with a warning. The hash is XXH3-64 (``xxhash``): damage goes unseen with probability
-about 2^-64, and it hashes ~30 GB/s, where the standard library's fastest, ``zlib.crc32``, managed 3.6 GB/s
-here, which made the check cost ~27 % of a digits checkpoint's ``torch.load`` instead of 6-9 %
-(`benchmarks/digest_cost.py`).
+about 2^-64, and it runs at memory speed, where the standard library's fastest, ``zlib.crc32``, made the
+full check cost 27 % of a digits checkpoint's ``torch.load`` instead of 11 % (sampling, which hashes only
+the weights it uses, pays 4 %; `benchmarks/digest_cost.py`).
 """
 
 from __future__ import annotations
