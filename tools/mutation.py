@@ -64,6 +64,7 @@ PR_BY_HAND = "tests/test_inception.py::test_precision_recall_by_hand"
 DIGEST, LATENTS, CALIB = "tests/test_digest.py", "tests/test_latents.py", "tests/test_calibrate.py"
 KEEP = "tests/test_train.py::test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked"
 SERVE = "tests/test_serve.py"
+LONGER = "tests/test_reproduce_longer.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------------------------- fixed_point.py
@@ -72,7 +73,7 @@ MUTANTS: list[Mutant] = [
       "        z = iterate(f, z, plan.no_grad).detach()",
       "no-grad iterations run with autograd on, then detached (same values, a graph built and dropped)",
       [FP, MEMORY]),
-    M("fixed_point.py", "    return fz\n", "    return f(x) if max_evals > 1 else fz\n",
+    M("fixed_point.py", "    return out\n", "    return f(x) if max_evals > 1 else out\n",
       "anderson makes one extra, unrecorded evaluation of f at the end (hidden compute)", [FP]),
     M("fixed_point.py", "torch.randint(low, high + 1, (1,)", "torch.randint(low, high, (1,)",
       "plan draws exclude the upper bound (randint's exclusive high)", [FP]),
@@ -85,8 +86,6 @@ MUTANTS: list[Mutant] = [
     M("fixed_point.py", "return diff / fz.flatten(1).norm(dim=1).clamp_min(1e-12)",
       "return diff / z.flatten(1).norm(dim=1).clamp_min(1e-12)",
       "relative residual normalised by ||z|| instead of ||f(z)||", [FP]),
-    M("fixed_point.py", "res = relative_residual(fz, z).max()", "res = relative_residual(fz, z).mean()",
-      "early stop when the batch-mean residual converges, not every sample", [FP, SAMPLE]),
     M("fixed_point.py", "        if len(xs) > window:", "        if len(xs) >= window:",
       "anderson keeps window - 1 past iterates (off-by-one history)", [FP]),
     M("fixed_point.py", "alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)", "alpha = w.to(X.dtype)",
@@ -108,8 +107,8 @@ MUTANTS: list[Mutant] = [
       "default iterations forget the post blocks (budget not equal to the DiT's)", [FPDM_T]),
     M("fpdm.py", "z = solve(f, h if z_init is None else z_init,", "z = solve(f, h,",
       "warm start ignored: z_init silently dropped", [FPDM_T, PARITY]),
-    M("fpdm.py", 'return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), mod)',
-      "return block.apply_modulated(fc2(F.gelu(a)), mod)",
+    M("fpdm.py", 'return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), m)',
+      "return block.apply_modulated(fc2(F.gelu(a)), m)",
       "exact GELU in the fixed-point projection where the released model uses the tanh approximation",
       [FPDM_T, PARITY]),
     # -------------------------------------------------------------------------------------------- dit.py
@@ -175,7 +174,7 @@ MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------------------------- sample.py
     M("sample.py", "range(n_steps - 1, -1, -1)", "range(n_steps - 1, 0, -1)",
       "sampling loop stops before the final (i = 0) step", [SAMPLE]),
-    M("sample.py", "carry = allowance - stats.evals", "carry = plan[j] - stats.evals",
+    M("sample.py", "unspent += limits - spent", "unspent = limits - spent",
       "unspent budget carried only one step (accumulated carry forgotten)", [SAMPLE]),
     M("sample.py", "last = j == n_steps - 1", "last = j == n_steps",
       "the last step may also stop early, so the total budget is not spent exactly", [SAMPLE]),
@@ -284,7 +283,7 @@ MUTANTS: list[Mutant] = [
     M("checkpoint.py", "torch.load(path, map_location=map_location, weights_only=True)",
       "torch.load(path, map_location=map_location, weights_only=False)",
       "checkpoints loaded with full unpickling (code execution on load)", [CKPT]),
-    M("checkpoint.py", "        return check_state(state, path, foreign_ok=foreign_ok)",
+    M("checkpoint.py", "        return check_state(state, path, foreign_ok=foreign_ok, only=only)",
       "        state.pop(DIGEST_KEY, None)\n        return state",
       "checkpoint digests written but never checked on load", [DIGEST]),
     # ------------------------------------------------------------------------------ digest.py and its users
@@ -341,10 +340,20 @@ MUTANTS: list[Mutant] = [
     M("train.py", "            os.replace(previous_path(out, i - 1), previous_path(out, i))",
       "            pass",
       "--keep-last does not shift older checkpoints down (prev2 never written)", [KEEP]),
-    M("train.py", '            os.replace(ckpt_path, out / f"{CHECKPOINT_NAME}.damaged")', "            pass",
+    M("train.py", '            os.replace(ckpt_path, Path(out_dir) / f"{CHECKPOINT_NAME}.damaged")',
+      "            pass",
       "after a fallback the damaged ckpt.pt is rotated into ckpt.prev1.pt", [KEEP]),
     M("train.py", "        if not fallback:\n", "        if False:\n",
       "--resume falls back to an earlier checkpoint without being asked", [KEEP]),
+    # ---------------------------------------------------------------------- longer training (ratio study)
+    M("reproduce.py", "summary = resume(out, steps=steps, device=device, progress=False)",
+      "summary = resume(out, device=device, progress=False)",
+      "a training folder seeded from a shorter run resumes to that run's steps, not its key's", [LONGER]),
+    M("reproduce_longer.py", "for k in K_SET if budget % (2 + k) == 0 and k <= scale.max_iters]",
+      "for k in K_SET if k <= scale.max_iters]",
+      "FPDM cells at k whose steps do not spend the budget", [LONGER]),
+    M("reproduce_longer.py", 'if f.suffix in (".pt", ".jsonl"):', 'if f.suffix in (".pt",):',
+      "the longer run's loss log starts at the resumed step (the first half's curve lost)", [LONGER]),
 ]
 
 
