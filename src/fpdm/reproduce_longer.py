@@ -11,14 +11,13 @@ Needs the paper-ratio study's trainings (`fpdm reproduce --study ratio`); writes
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .reproduce import EvalSpec, TrainSpec, _fmt, _mean_se, _paired, _run_tasks
-from .reproduce_ratio import RATIO_SCALES, RatioScale, _last_loss, models
+from .reproduce_ratio import RATIO_SCALES, RatioScale, _last_loss, models, write_outputs
 
 NAMES = ("dit28", "fpdm", "fpdm-N10M12")  # the headline's DiT and both FPDMs (the best one is picked)
 K_SET = (2, 3, 5, 6, 8, 12)  # holds the grid's best k at every seed budget (2, 2, 6, 5) and the seed's 4-8
@@ -154,10 +153,7 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
                 if a and b:
                     lines.append(f"| {budget} | {name} | {k or '–'} | {_fmt(a)} | {_fmt(b)} | "
                                  f"{_paired(b, a)} |")
-    path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"trainings": summaries, "cells": results}, indent=1))
-    return path
+    return write_outputs(out, lines, summaries, results)
 
 
 def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print,

@@ -469,9 +469,14 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
     if grids:
         lines += ["", f"## Sample grids at {scale.grid_budget} blocks (Fig. 5), same seeds", ""]
         lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
-    path = root / "README.md"
+    return write_outputs(root, lines, summaries, results)
+
+
+def write_outputs(folder: Path, lines: list[str], summaries: list[dict], results: list[dict]) -> Path:
+    """A study's report (`README.md`, from its lines) and every training and cell (`results.json`)."""
+    path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")
-    (root / "results.json").write_text(json.dumps({"trainings": summaries, "cells": results}, indent=1))
+    (folder / "results.json").write_text(json.dumps({"trainings": summaries, "cells": results}, indent=1))
     return path
 
 
