@@ -83,6 +83,8 @@ def _rows(results: list[dict], name: str, steps: int, budget: int, k: int | None
 
 def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: list[dict], steps: int
                  ) -> Path:
+    """`out/README.md` (loss at both lengths, FPDM − DiT-28 at each, every cell's change), `training.png`,
+    `headline.png` and `results.json`."""
     import matplotlib
 
     matplotlib.use("Agg")
