@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .reproduce import EvalSpec, TrainSpec, _fmt, _mean_se, _paired, _run_tasks
-from .reproduce_ratio import RATIO_SCALES, RatioScale, _last_loss, models, write_outputs
+from .reproduce_ratio import RATIO_SCALES, SEED1, RatioScale, _last_loss, models, write_outputs
 
 NAMES = ("dit28", "fpdm", "fpdm-N10M12")  # the headline's DiT and both FPDMs (the best one is picked)
 K_SET = (2, 3, 5, 6, 8, 12)  # holds the grid's best k at every seed budget (2, 2, 6, 5) and the seed's 4-8
+SEED1_K = (2, 5)  # k of the second training seed's FPDM cells: the best k at 56 and near it at 140-560
 FACTOR = 2  # train to FACTOR × the study's steps
 
-__all__ = ["FACTOR", "K_SET", "NAMES", "cells", "run", "seed_folder"]
+__all__ = ["FACTOR", "K_SET", "NAMES", "SEED1_K", "cells", "run", "seed_cells", "seed_folder"]
 
 
 def cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
@@ -37,6 +38,22 @@ def cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
             out.append(EvalSpec("smoothing", m["dit28"], steps, budget, seed_block=b))
             out += [EvalSpec("smoothing", m[name], steps, budget, iters=k, seed_block=b)
                     for name in NAMES[1:] for k in K_SET if budget % (2 + k) == 0 and k <= scale.max_iters]
+    return out
+
+
+def _seed1_iters(base: str, budget: int) -> list[int | None]:
+    return [None] if base == "dit28" else [k for k in SEED1_K if budget % (2 + k) == 0]
+
+
+def seed_cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
+    """The second training seed of each model, `steps` steps: DiT-28 at every seed budget and each FPDM at
+    SEED1_K, to pair with seed 0's cells (training-seed noise at that length)."""
+    m = models(scale)
+    out: list[EvalSpec] = []
+    for b in range(scale.sampling_seeds):
+        for budget in scale.budgets:
+            out += [EvalSpec("training_seeds", m[seed1], steps, budget, iters=k, seed_block=b)
+                    for seed1, base in SEED1.items() for k in _seed1_iters(base, budget)]
     return out
 
 
@@ -83,7 +100,8 @@ def _rows(results: list[dict], name: str, steps: int, budget: int, k: int | None
 
 def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: list[dict], steps: int
                  ) -> Path:
-    """`out/README.md` (loss at both lengths, FPDM − DiT-28 at each, every cell's change), `training.png`,
+    """`out/README.md` (loss at both lengths, FPDM − DiT-28 at each, training-seed noise at the longer one,
+    every cell's change), `training.png`,
     `headline.png` and `results.json`."""
     import matplotlib
 
@@ -151,7 +169,17 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
     fig.tight_layout()
     fig.savefig(out / "headline.png", dpi=120)
     plt.close(fig)
-    lines += ["", "![FID against budget](headline.png)", "", "## Every cell (DDPM)", "",
+    lines += ["", "![FID against budget](headline.png)", "",
+              f"## Training-seed repeat at {steps} steps (seed 1 − seed 0, paired)", "",
+              "| budget | model | k | seed 1 | seed 0 | seed 1 − seed 0 |", "|---|---|---|---|---|---|"]
+    for budget in scale.budgets:
+        for seed1, base in SEED1.items():
+            for k in _seed1_iters(base, budget):
+                a, b = _rows(results, seed1, steps, budget, k), _rows(results, base, steps, budget, k)
+                if a and b:
+                    lines.append(f"| {budget} | {base} | {k or '–'} | {_fmt(a)} | {_fmt(b)} | "
+                                 f"{_paired(a, b)} |")
+    lines += ["", "## Every cell (DDPM)", "",
               f"| budget | model | k | FID at {short} | FID at {steps} | change (paired) |",
               "|---|---|---|---|---|---|"]
     for budget in scale.budgets:
@@ -167,17 +195,18 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
 
 def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print,
         device: str = "cpu") -> dict[str, Any]:
-    """Train the study's DiT-28 and FPDMs on to FACTOR × its steps, sample the headline cells of both lengths
-    and write `<root>/longer/README.md` (cached: run again to resume). `root` is the study's folder."""
+    """Train the study's DiT-28 and FPDMs (and their second training seeds) on to FACTOR × its steps, sample
+    the headline cells of both lengths and the second seeds' cells, and write `<root>/longer/README.md`
+    (cached: run again to resume). `root` is the study's folder."""
     scale = RATIO_SCALES[scale_name]
     root = Path(root)
     steps = FACTOR * scale.train_steps
     m = models(scale)
     # the deep DiT first: it takes longest, and the FPDMs' cells fill the other worker meanwhile
-    trains = [(m[name], steps) for name in ("dit28", "fpdm-N10M12", "fpdm")]
+    trains = [(m[name], steps) for name in ("dit28", "fpdm-N10M12", "fpdm", *SEED1)]
     for spec, _ in trains:
         seed_folder(root, spec, scale, steps)
-    todo = cells(scale, scale.train_steps) + cells(scale, steps)
+    todo = cells(scale, scale.train_steps) + cells(scale, steps) + seed_cells(scale, steps)
     log(f"longer training: {len(trains)} trainings to {steps} steps, {len(todo)} cells -> {root / 'longer'}")
     summaries, results = _run_tasks(trains, todo, scale, root, workers, log, device)
     path = write_report(root / "longer", scale, summaries, results, steps)
