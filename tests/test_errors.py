@@ -252,6 +252,8 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         other = str(runs["folder_run"])
         return ["sample", "--ckpt", other, "--schedule", str(tmp / "c.json"), "--seeds", "0",
                 "--out", str(tmp / "s")]
+    if case == "longer study before the ratio study":
+        return ["reproduce", "--study", "longer", "--scale", "tiny", "--out", str(tmp / "r")]
     if case == "budget far too large":
         return ["sample", "--ckpt", fp, "--budget", "100000000000", "--steps", "10", "--out", str(tmp / "s")]
     raise KeyError(case)
@@ -322,6 +324,8 @@ CASES = {  # case -> what the one-line message must contain
     "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
+    "longer study before the ratio study": "holds no finished training of dit28: run `fpdm reproduce --study "
+                                           "ratio --scale tiny --out",
 }
 
 

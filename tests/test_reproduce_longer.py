@@ -27,8 +27,9 @@ def test_cells_are_the_ratio_studys_headline_cells_at_each_length():
 
 
 def test_needs_the_studys_trainings(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fpdm reproduce --study ratio"):
-        seed_folder(tmp_path / "ratio", models(RATIO_TINY)["dit28"], RATIO_TINY, 8)
+    with pytest.raises(FileNotFoundError, match="fpdm reproduce --study ratio --scale tiny --out"):
+        seed_folder(tmp_path / "ratio", models(RATIO_TINY)["dit28"], RATIO_TINY, 8, "tiny")
+    assert not (tmp_path / "ratio").exists()
 
 
 def test_tiny_run_trains_on_from_the_shorter_runs_and_pairs_their_cells(tmp_path):

@@ -57,7 +57,7 @@ def seed_cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
     return out
 
 
-def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int) -> Path:
+def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int, scale_name: str = "full") -> Path:
     """Start the longer training's folder from the study's finished one (its checkpoints and loss log), so
     the training task resumes it to `steps`. Copied into a temporary folder first: an interrupted copy is
     redone, never resumed."""
@@ -66,8 +66,9 @@ def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int) -> P
     if dst.exists():
         return dst
     if not (src / "summary.json").exists():
+        flag = "" if scale_name == "full" else f" --scale {scale_name}"
         raise FileNotFoundError(f"{src} holds no finished training of {spec.name}: run `fpdm reproduce "
-                                f"--study ratio --out {root.parent}` first")
+                                f"--study ratio{flag} --out {root.parent}` first")
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -205,7 +206,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     # the deep DiT first: it takes longest, and the FPDMs' cells fill the other worker meanwhile
     trains = [(m[name], steps) for name in ("dit28", "fpdm-N10M12", "fpdm", *SEED1)]
     for spec, _ in trains:
-        seed_folder(root, spec, scale, steps)
+        seed_folder(root, spec, scale, steps, scale_name)
     todo = cells(scale, scale.train_steps) + cells(scale, steps) + seed_cells(scale, steps)
     log(f"longer training: {len(trains)} trainings to {steps} steps, {len(todo)} cells -> {root / 'longer'}")
     summaries, results = _run_tasks(trains, todo, scale, root, workers, log, device)
