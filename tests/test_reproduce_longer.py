@@ -52,6 +52,9 @@ def test_tiny_run_trains_on_from_the_shorter_runs_and_pairs_their_cells(tmp_path
     readme = (root / "longer" / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| 56 | "))
     assert row.count(" ± ") == 7, row  # DiT at both lengths, its change, best FPDMs, both FPDM − DiT
-    seeds = readme[readme.index("## Training-seed repeat"):readme.index("## Every cell")]
+    seeds = readme[readme.index("## Training-seed repeat"):readme.index("on the second training seed")]
     assert sum(line.startswith("| 56 | ") for line in seeds.splitlines()) == 5  # DiT-28, 2 FPDMs × k = 2, 5
+    replica = readme[readme.index("on the second training seed"):readme.index("## Every cell")]
+    row = next(line for line in replica.splitlines() if line.startswith("| 56 | "))
+    assert "-seed1, " in row and row.count(" ± ") == 3, row  # the verdict on seed 1, paired
     assert (root / "longer" / "headline.png").exists() and (root / "longer" / "training.png").exists()
