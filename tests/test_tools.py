@@ -16,8 +16,8 @@ def _load(name: str):
 
 
 def test_every_mutant_still_applies_to_the_code():
-    """A mutant whose snippet no longer occurs exactly once is skipped by nobody: the mutation run refuses
-    to start. Six had gone stale unnoticed after refactors; this keeps the list runnable."""
+    """A mutant whose snippet no longer occurs exactly once makes the whole mutation run refuse to start;
+    six had gone stale unnoticed after refactors. This keeps the list runnable."""
     mutation = _load("mutation")
     assert mutation.validate(mutation.MUTANTS, ROOT) == []
     assert len({(m.module, m.old) for m in mutation.MUTANTS}) == len(mutation.MUTANTS)  # no mutant twice
