@@ -4,6 +4,7 @@ it with `FPDM_ERRORS_DOC=docs/errors.md pytest tests/test_errors.py`."""
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,6 @@ def _flip64(path: Path, entry: str | None = None) -> None:
     b = bytearray(path.read_bytes())
     mids = [int(len(b) * 0.6)]
     if entry is not None:
-        import zipfile
-
-        import torch
-
         t = max(torch.load(path, weights_only=True)[entry].values(), key=lambda v: v.numel())
         data = t.contiguous().numpy().tobytes()
         with zipfile.ZipFile(path) as z:  # torch.save: one uncompressed record per tensor; early on the EMA

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .reproduce import EvalSpec, TrainSpec, _fmt, _mean_se, _paired, _run_tasks
-from .reproduce_ratio import RATIO_SCALES, SEED1, RatioScale, _last_loss, models, write_outputs
+from .reproduce import EvalSpec, TrainSpec, _fmt, _paired, _run_tasks
+from .reproduce_ratio import RATIO_SCALES, SEED1, RatioScale, _fid, _last_loss, models, write_outputs
+from .reproduce_ratio import _rows as _matching
 
 NAMES = ("dit28", "fpdm", "fpdm-N10M12")  # the headline's DiT and both FPDMs (the best one is picked)
 K_SET = (2, 3, 5, 6, 8, 12)  # holds the grid's best k at every seed budget (2, 2, 6, 5) and the seed's 4-8
@@ -25,6 +26,11 @@ SEED1_K = (2, 5)  # k of the second training seed's FPDM cells: the best k at 56
 FACTOR = 2  # train to FACTOR × the study's steps
 
 __all__ = ["FACTOR", "K_SET", "NAMES", "SEED1_K", "cells", "run", "seed_cells", "seed_folder"]
+
+
+def _iters(scale: RatioScale, budget: int) -> list[int]:
+    """The k of K_SET whose constant steps spend `budget` exactly."""
+    return [k for k in K_SET if budget % (2 + k) == 0 and k <= scale.max_iters]
 
 
 def cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
@@ -37,7 +43,7 @@ def cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
         for budget in scale.budgets:
             out.append(EvalSpec("smoothing", m["dit28"], steps, budget, seed_block=b))
             out += [EvalSpec("smoothing", m[name], steps, budget, iters=k, seed_block=b)
-                    for name in NAMES[1:] for k in K_SET if budget % (2 + k) == 0 and k <= scale.max_iters]
+                    for name in NAMES[1:] for k in _iters(scale, budget)]
     return out
 
 
@@ -79,24 +85,18 @@ def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int, scal
     return dst
 
 
-def _mean_fid(rows: list[dict]) -> float:
-    return _mean_se(r["digits_fid"] for r in rows)[0]
-
-
 def _best(results: list[dict], name: str, steps: int, budget: int) -> tuple[int, list[dict]]:
     """The k of K_SET with the lowest mean FID (picked on the evaluation seeds) and its rows."""
     by_k: dict[int, list[dict]] = {}
-    for r in results:
-        s = r["settings"]
-        if s["train"] == name and s["train_steps"] == steps and s["budget"] == budget and s["iters"]:
-            by_k.setdefault(s["iters"], []).append(r)
-    k = min(by_k, key=lambda k: _mean_fid(by_k[k]))
+    for r in _matching(results, train=name, train_steps=steps, budget=budget):
+        if r["settings"]["iters"]:
+            by_k.setdefault(r["settings"]["iters"], []).append(r)
+    k = min(by_k, key=lambda k: _fid(by_k[k]))
     return k, by_k[k]
 
 
 def _rows(results: list[dict], name: str, steps: int, budget: int, k: int | None = None) -> list[dict]:
-    return [r for r in results if r["settings"]["train"] == name and r["settings"]["train_steps"] == steps
-            and r["settings"]["budget"] == budget and r["settings"]["iters"] == k]
+    return _matching(results, train=name, train_steps=steps, budget=budget, iters=k)
 
 
 def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: list[dict], steps: int
@@ -147,15 +147,15 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
         best = {}
         for n in (short, steps):
             cands = [(name, *_best(results, name, n, budget)) for name in NAMES[1:]]
-            best[n] = min(cands, key=lambda c: _mean_fid(c[2]))
+            best[n] = min(cands, key=lambda c: _fid(c[2]))
         lines.append(f"| {budget} | {_fmt(dit[short])} | {_fmt(dit[steps])} | "
                      f"{_paired(dit[steps], dit[short])} | "
                      f"{_fmt(best[short][2])} ({best[short][0]}, {best[short][1]}) | {_fmt(best[steps][2])} "
                      f"({best[steps][0]}, {best[steps][1]}) | {_paired(best[short][2], dit[short])} | "
                      f"{_paired(best[steps][2], dit[steps])} |")
         for n in (short, steps):
-            curves.setdefault(f"DiT-28, {n} steps", []).append((budget, _mean_fid(dit[n])))
-            curves.setdefault(f"best FPDM, {n} steps", []).append((budget, _mean_fid(best[n][2])))
+            curves.setdefault(f"DiT-28, {n} steps", []).append((budget, _fid(dit[n])))
+            curves.setdefault(f"best FPDM, {n} steps", []).append((budget, _fid(best[n][2])))
     for label, pts in curves.items():
         ax.plot(*zip(*pts, strict=True), marker="o", ls="-" if str(steps) in label else "--", label=label,
                 color="C0" if label.startswith("DiT") else "C1")  # colour: the model; dashes: the shorter run
@@ -191,14 +191,14 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
                  if base != "dit28" for k in _seed1_iters(base, budget)]
         cands = [c for c in cands if c[2]]
         if dit and cands:
-            name, k, rows = min(cands, key=lambda c: _mean_fid(c[2]))
+            name, k, rows = min(cands, key=lambda c: _fid(c[2]))
             lines.append(f"| {budget} | {_fmt(dit)} | {_fmt(rows)} ({name}, {k}) | {_paired(rows, dit)} |")
     lines += ["", "## Every cell (DDPM)", "",
               f"| budget | model | k | FID at {short} | FID at {steps} | change (paired) |",
               "|---|---|---|---|---|---|"]
     for budget in scale.budgets:
         for name in NAMES:
-            ks = [None] if name == "dit28" else [k for k in K_SET if budget % (2 + k) == 0]
+            ks = [None] if name == "dit28" else _iters(scale, budget)
             for k in ks:
                 a, b = _rows(results, name, short, budget, k), _rows(results, name, steps, budget, k)
                 if a and b:
