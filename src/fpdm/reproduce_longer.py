@@ -11,6 +11,7 @@ Needs the paper-ratio study's trainings (`fpdm reproduce --study ratio`); writes
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -64,9 +65,9 @@ def seed_cells(scale: RatioScale, steps: int) -> list[EvalSpec]:
 
 
 def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int, scale_name: str = "full") -> Path:
-    """Start the longer training's folder from the study's finished one (its checkpoints and loss log), so
-    the training task resumes it to `steps`. Copied into a temporary folder first: an interrupted copy is
-    redone, never resumed."""
+    """Start the longer training's folder from the study's finished one (its checkpoints linked, its loss
+    log copied), so the training task resumes it to `steps`. Assembled in a temporary folder first: an
+    interrupted copy is redone, never resumed."""
     src = root / "train" / spec.key(scale, scale.train_steps)
     dst = root / "train" / spec.key(scale, steps)
     if dst.exists():
@@ -79,7 +80,13 @@ def seed_folder(root: Path, spec: TrainSpec, scale: RatioScale, steps: int, scal
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in src.iterdir():
-        if f.suffix in (".pt", ".jsonl"):
+        if f.suffix == ".pt":  # checkpoints are only ever replaced by a rename, never written in place:
+            try:  # a hard link shares them (DiT-28's are 100 MB each) and the shorter run keeps its own
+                os.link(f, tmp / f.name)
+                continue
+            except OSError:  # another filesystem, or links not supported
+                pass
+        if f.suffix in (".pt", ".jsonl"):  # the loss log is appended to: a copy
             shutil.copy2(f, tmp / f.name)
     tmp.rename(dst)
     return dst
