@@ -14,7 +14,7 @@ import torch
 
 from .budget import DEFAULT_RATIO, PROFILES
 from .calibrate import DEFAULT_SEEDS
-from .config import PRECISIONS, DiffusionConfig, TrainConfig
+from .config import LR_SCHEDULES, PRECISIONS, DiffusionConfig, TrainConfig
 from .distributed import World, init_world, local_device
 from .fixed_point import GRADIENT_MODES, SOLVERS
 from .lock import FolderInUse
@@ -54,8 +54,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="JSON preset of these options (e.g. configs/imagenet256-"
                    "fpdm-xl2.json); options given on the command line win")
     g = p.add_argument_group("data and model")
-    g.add_argument("--data", default=_T["data"], help="'digits' (built in) or an image folder "
-                   "(class = sub-folder, or unconditional when images lie directly in it)")
+    g.add_argument("--data", default=_T["data"], help="'digits' or 'fashion-mnist' (built in) or an image "
+                   "folder (class = sub-folder, or unconditional when images lie directly in it)")
+    g.add_argument("--data-dir", default=None, help="fashion-mnist: the folder of its four IDX files "
+                   "(default: $FPDM_DATA, else /usr/share/datasets/fashion-mnist)")
     g.add_argument("--image-size", type=int, default=None, help="resize folder images to this size "
                    "(default: the smallest short side)")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = greyscale, 3 = RGB "
@@ -84,6 +86,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=_T["lr"], help="AdamW learning rate")
     g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, default=_T["warmup_steps"], help="linear LR warm-up")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_T["lr_schedule"],
+                   help="after warm-up: constant (DiT), or cosine decay to 0 at --steps (fixed when the run "
+                        "starts)")
     g.add_argument("--grad-clip", type=float, default=_T["grad_clip"], help="max grad norm (0 = off)")
     g.add_argument("--ema-decay", type=float, default=_T["ema_decay"], help="EMA decay per step")
     g.add_argument("--fp-mode", choices=GRADIENT_MODES, default=_T["fp_mode"],
@@ -521,7 +526,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         summary = resume(out, steps=a.steps, device=a.device, keep_last=a.keep_last, fallback=a.fallback,
                          progress=not a.no_progress)
     else:
-        dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels)
+        data_dir = None if a.data_dir is None else str(Path(a.data_dir).resolve())  # resumable from anywhere
+        dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels,
+                               data_dir=data_dir)
         overrides = {k: v for k, v in (("hidden_size", a.hidden_size), ("depth", a.depth),
                                        ("num_heads", a.num_heads)) if v is not None}
         model_cfg = model_config(
@@ -531,9 +538,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
             pre_post_timestep_conditioning=a.pre_post_timestep_conditioning, **overrides)
         train_cfg = TrainConfig(
             data=a.data, out_dir=out, steps=a.steps or _T["steps"], batch_size=a.batch_size, lr=a.lr,
-            weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
-            ema_decay=a.ema_decay, fp_mode=a.fp_mode, fp_max_no_grad=a.fp_max_no_grad,
-            fp_max_with_grad=a.fp_max_with_grad, seed=a.seed, log_every=a.log_every,
+            weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, lr_schedule=a.lr_schedule,
+            data_dir=data_dir, grad_clip=a.grad_clip, ema_decay=a.ema_decay, fp_mode=a.fp_mode,
+            fp_max_no_grad=a.fp_max_no_grad, fp_max_with_grad=a.fp_max_with_grad, seed=a.seed,
+            log_every=a.log_every,
             ckpt_every=a.ckpt_every, keep_every=a.keep_every, device=a.device or _T["device"],
             keep_last=_T["keep_last"] if a.keep_last is None else a.keep_last,
             grad_checkpoint=a.grad_checkpoint,

@@ -28,6 +28,7 @@ class _DictConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class TrainConfig(_DictConfig):
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: "constant" (DiT) or "cosine" (to 0 at lr_decay_steps)
+    lr_decay_steps: int = 0  # cosine's horizon; 0 = the run's steps when it starts (then frozen)
+    data_dir: str | None = None  # where a named dataset's files are read (fashion-mnist); absolute
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999
     # fixed-point gradient (FPDM only): n ~ U{0..fp_max_no_grad}, m ~ U{1..fp_max_with_grad}
@@ -121,6 +125,10 @@ class TrainConfig(_DictConfig):
                              f"{self.keep_every}")
         if self.keep_last < 0:
             raise ValueError(f"--keep-last must be >= 0 (earlier checkpoints kept), got {self.keep_last}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_decay_steps < 0:
+            raise ValueError(f"lr_decay_steps must be >= 0, got {self.lr_decay_steps}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 

@@ -21,6 +21,10 @@ Built-in ``digits``
 
     The name ``digits`` takes precedence over a folder of that name; pass ``./digits`` for the folder.
 
+Built-in ``fashion-mnist``
+    Zalando's Fashion-MNIST from its IDX files (Debian's ``dataset-fashion-mnist``), padded to 32×32:
+    :mod:`fpdm.fashion`.
+
 Image folders: see :mod:`fpdm.image_folder`; latent folders (``fpdm extract-latents``): :mod:`fpdm.latents`.
 """
 
@@ -31,6 +35,7 @@ import functools
 import numpy as np
 import torch
 
+from .fashion import load_fashion_mnist
 from .image_folder import IMAGE_EXTENSIONS, SPLITS, ImageDataset, center_crop_resize, load_image_folder
 from .latents import is_latent_folder, load_latents
 
@@ -45,6 +50,7 @@ __all__ = [
     "load_image_folder",
 ]
 
+NAMED_WITH_FILES = ("fashion-mnist",)  # built-in names whose files are read from --data-dir
 DIGITS_NUM_TEST = 297
 DIGITS_SPLIT_SEED = 0
 
@@ -55,12 +61,19 @@ def load_dataset(
     split: str = "train",
     image_size: int | None = None,
     channels: int | None = None,
+    data_dir: str | None = None,
 ) -> ImageDataset:
-    """Load ``"digits"`` or an image folder; see the module docstring for the exact rules."""
+    """Load ``"digits"``, ``"fashion-mnist"`` (its files from `data_dir`, see :mod:`fpdm.fashion`) or an
+    image folder; see the module docstring for the exact rules."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if data_dir is not None and str(name_or_path) not in NAMED_WITH_FILES:
+        raise ValueError(f"--data-dir applies to {'/'.join(NAMED_WITH_FILES)} only; for a folder pass "
+                         f"its path to --data (got --data {name_or_path})")
     if str(name_or_path) == "digits":
         return load_digits(split=split, image_size=image_size, channels=channels)
+    if str(name_or_path) == "fashion-mnist":
+        return load_fashion_mnist(split, data_dir=data_dir, image_size=image_size, channels=channels)
     if is_latent_folder(name_or_path):  # written by `fpdm extract-latents`
         data = load_latents(name_or_path)
         if (image_size, channels) != (None, None) and (image_size, channels) != (data.image_size,

@@ -181,9 +181,14 @@ class BatchStream:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (as DiT)."""
+    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (as DiT) or a half cosine that
+    reaches 0 at cfg.lr_decay_steps (cfg.steps when that is 0)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        horizon = cfg.lr_decay_steps or cfg.steps
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
     return cfg.lr
 
 
@@ -242,6 +247,8 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusi
     if ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
                               f"--out directory")
+    if train_cfg.lr_schedule == "cosine" and not train_cfg.lr_decay_steps:  # the horizon is fixed at start
+        train_cfg = replace(train_cfg, lr_decay_steps=train_cfg.steps)
     return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress)
 
 
@@ -260,6 +267,10 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
         if ckpt_path.exists():  # set aside, so the next checkpoint does not shift it into ckpt.prev1.pt
             os.replace(ckpt_path, Path(out_dir) / f"{CHECKPOINT_NAME}.damaged")
     saved = TrainConfig.from_dict(state["train_config"])
+    if steps is not None and saved.lr_schedule == "cosine" and steps > saved.lr_decay_steps:
+        raise ValueError(f"--steps {steps}: the run's cosine learning rate reaches 0 at step "
+                         f"{saved.lr_decay_steps}; steps beyond it would train at lr 0 (start a run with "
+                         "--init-from, or a longer --steps, instead)")
     train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
                         device=saved.device if device is None else device,
                         keep_last=saved.keep_last if keep_last is None else keep_last)
@@ -268,7 +279,8 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
 
 
 # settings that describe a run: on resume, each one given must agree with the run's own
-RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay",
+RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
+                         "grad_clip", "ema_decay",
                          "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
                          "keep_every", "grad_checkpoint", "precision", "compile")
 RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
@@ -316,7 +328,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         raise ValueError(f"--fp-mode must be one of {GRADIENT_MODES}, got {train_cfg.fp_mode!r}")
     if dataset is None:
         dataset = load_dataset(train_cfg.data, split="train", image_size=model_cfg.input_size,
-                               channels=model_cfg.in_channels)
+                               channels=model_cfg.in_channels, data_dir=train_cfg.data_dir)
     if (dataset.image_size, dataset.channels) != (model_cfg.input_size, model_cfg.in_channels):
         raise ValueError(f"data {train_cfg.data!r} has {dataset.channels}×{dataset.image_size}² images but "
                          f"the model expects {model_cfg.in_channels}×{model_cfg.input_size}²")
