@@ -98,3 +98,20 @@ def test_checkpointing_is_skipped_without_autograd(monkeypatch):
         assert torch.equal(fn(x), 2 * torch.ones(3)) and calls == []
     fn(x)
     assert calls == [1]
+
+
+def test_batch_invariant_runs_small_batches_at_one_matmul_shape():
+    from fpdm.blocks import MIN_ROWS, batch_invariant
+
+    seen = []
+    layer = torch.nn.Linear(4, 3)
+
+    def spy(c):
+        seen.append(c.shape[0])
+        return layer(c)
+
+    c = torch.randn(20, 4)
+    outs = [batch_invariant(spy, c[:n]) for n in (1, 7, 20)]
+    assert seen == [MIN_ROWS, MIN_ROWS, 20] and MIN_ROWS == 16  # batches below 16 share one shape
+    assert [o.shape[0] for o in outs] == [1, 7, 20]
+    torch.testing.assert_close(outs[1], layer(c[:7]))  # the padding rows are dropped, not mixed in

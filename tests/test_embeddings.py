@@ -43,3 +43,16 @@ def test_label_dropout_uses_null_class():
     assert torch.equal(uncond(labels), uncond.embedding_table.weight[[0, 0, 0]])  # all the null class
     with pytest.raises(ValueError):
         LabelEmbedder(3, 2, 1.5)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 8, 2), (2, 4, 16, 4), (1, 3, 8, 8)])
+def test_patch_embed_is_the_convolution_as_a_matmul(shape):
+    from fpdm.embeddings import PatchEmbed
+
+    n, c, size, p = shape
+    torch.manual_seed(0)
+    pe = PatchEmbed(size, p, c, 24)
+    x = torch.randn(n, c, size, size)
+    conv = pe.proj(x).flatten(2).transpose(1, 2)  # (N, T, D): token t is patch (t // g, t % g)
+    torch.testing.assert_close(pe(x), conv, atol=2e-6, rtol=0)
+    assert list(dict(pe.named_parameters())) == ["proj.weight", "proj.bias"]  # the checkpoints' names

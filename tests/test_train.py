@@ -63,7 +63,7 @@ def _states_equal(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("arch", ["FPDM", "DiT"])
-def test_resume_is_bit_exact(tmp_path, arch):
+def test_resume_is_bit_exact(tmp_path, arch, kernels):
     train(_cfg(tmp_path / "straight", 8), _model(arch), dataset=SUBSET, progress=False)
     train(_cfg(tmp_path / "halves", 4), _model(arch), dataset=SUBSET, progress=False)
     resume(tmp_path / "halves", steps=8, dataset=SUBSET, progress=False)
@@ -76,7 +76,7 @@ def test_resume_is_bit_exact(tmp_path, arch):
     assert strip == [{k: v for k, v in json.loads(line).items() if k != "ms_per_step"} for line in log_b]
 
 
-def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch):
+def test_sigint_saves_and_resumes_exactly(tmp_path, monkeypatch, kernels):
     train(_cfg(tmp_path / "straight", 6), _model("FPDM"), dataset=SUBSET, progress=False)
     calls = {"n": 0}
     real_update = train_mod.update_ema

@@ -134,7 +134,7 @@ MUTANTS: list[Mutant] = [
       "checkpoint() wraps calls even without autograd (sampling pays for the wrapper)", [BLOCKS]),
     M("blocks.py", "MIN_ROWS = 16", "MIN_ROWS = 1",
       "batch-invariance padding disabled: per-sample linears run at the batch's own row count",
-      [SAMPLE, "tests/test_blocks.py"]),
+      ["tests/test_blocks.py"]),
     M("blocks.py", "self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))",
       "self.mlp(modulate(self.norm1(x), shift_mlp, scale_mlp))",
       "MLP branch normalised by norm1 instead of norm2", [PARITY, BLOCKS],
@@ -171,6 +171,15 @@ MUTANTS: list[Mutant] = [
       "update_ema without torch.no_grad()", [EMA, TRAIN],
       equivalent="the sources are detached and make_ema froze the targets, so the in-place lerp records "
                  "no graph either way"),
+    # ------------------------------------------------------------------------------------- embeddings.py
+    M("embeddings.py", "permute(0, 2, 4, 1, 3, 5)  # (N, g, g, C, p, p)",
+      "permute(0, 4, 2, 1, 3, 5)  # (N, g, g, C, p, p)",
+      "patch tokens in column-major order (grid axes swapped in the matmul patch embedding)",
+      ["tests/test_embeddings.py", PARITY]),
+    M("embeddings.py", "permute(0, 2, 4, 1, 3, 5)  # (N, g, g, C, p, p)",
+      "permute(0, 2, 4, 1, 5, 3)  # (N, g, g, C, p, p)",
+      "pixels inside a patch transposed against the convolution weight's (c, i, j) order",
+      ["tests/test_embeddings.py", PARITY]),
     # ----------------------------------------------------------------------------------------- sample.py
     M("sample.py", "range(n_steps - 1, -1, -1)", "range(n_steps - 1, 0, -1)",
       "sampling loop stops before the final (i = 0) step", [SAMPLE]),

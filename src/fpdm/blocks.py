@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 # Below this many rows, BLAS picks other kernels (GEMV, small-M paths) whose rounding differs, so a sample's
 # conditioning would depend on the batch it is in. Padding the per-sample (N, D) linears to this many rows
-# makes a seed give the bit-identical image in any batch on CPU; token linears already have N·T >= 16 rows.
+# gives every batch below 16 one matmul shape: fewer differences, not a guarantee (docs/reproducibility.md).
 MIN_ROWS = 16
 
 

@@ -10,13 +10,20 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import batch_invariant
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping p×p patches → tokens of width D, row-major over the patch grid."""
+    """Non-overlapping p×p patches → tokens of width D, row-major over the patch grid.
+
+    The weights live in a Conv2d (the official checkpoints' `x_embedder.proj`), but the forward is
+    patches × weight: one matmul over N·T rows. A convolution library chooses its algorithm by batch size
+    (oneDNN does), which made a sample's tokens depend on the batch it was in; a matmul keeps each row's
+    arithmetic the same for any batch on the BLAS libraries we know of (not a guarantee: see
+    docs/reproducibility.md)."""
 
     def __init__(self, input_size: int, patch_size: int, in_channels: int, hidden_size: int) -> None:
         super().__init__()
@@ -33,7 +40,12 @@ class PatchEmbed(nn.Module):
             raise ValueError(
                 f"expected inputs of spatial size {self.input_size}x{self.input_size}, got {tuple(x.shape)}"
             )
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
+        n, c = x.shape[:2]
+        p, g = self.patch_size, self.grid_size
+        patches = x.reshape(n, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)  # (N, g, g, C, p, p)
+        patches = patches.reshape(n, g * g, c * p * p)  # (N, T, C·p·p), in the weight's (c, i, j) order
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)  # (D, C·p·p)
+        return F.linear(patches, weight, self.proj.bias)  # (N, T, D)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

@@ -1,9 +1,9 @@
 """Sampling: DDPM/DDIM over a respaced chain, classifier-free guidance, FPDM's per-step iteration plans,
 warm starts ("reuse"), and budgeted adaptive solving — with a record of what was actually run.
 
-One random generator per sample seed draws that sample's initial noise and every step's noise, and the
-model's per-sample computations are batch-invariant, so on CPU a seed gives the bit-identical image in any
-batch (on CUDA, cuBLAS chooses kernels by batch size and ~1e-6 differences remain).
+One random generator per sample seed draws that sample's initial noise and every step's noise, so they never
+depend on the batch; the arithmetic may (maths libraries choose kernels by batch size), so a seed's image at
+another batch size agrees to a tolerance, and bit for bit only for the same batch (docs/reproducibility.md).
 Warm-start state lives in this function's loop only: it starts empty for every batch.
 """
 
