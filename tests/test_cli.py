@@ -268,7 +268,7 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
     assert rc == 2 and "holds batches of an interrupted run with other settings" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*.json")),
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*256*.json")),
                          ids=lambda p: p.stem)
 def test_shipped_presets_are_valid(preset):
     from fpdm.cli import _apply_preset, build_parser
@@ -280,6 +280,25 @@ def test_shipped_presets_are_valid(preset):
     assert a.ema_decay == 0.9999 and a.device == "cuda"
     if cfg.arch == "fpdm":
         assert (a.fp_mode, a.fp_max_no_grad, a.fp_max_with_grad) == ("sjfb", 10, 12)
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs").glob("fashion32-*.json")),
+                         ids=lambda p: p.stem)
+def test_fashion_recipes_train_every_model_alike(preset):
+    """The Fashion study compares models trained the same way: only the model and S-JFB range differ."""
+    from fpdm.cli import _apply_preset, build_parser
+
+    a = build_parser().parse_args(["train"])
+    _apply_preset(a, str(preset))
+    cfg = model_config(a.model, input_size=32, in_channels=1, num_classes=10,
+                       **({} if a.depth is None else {"depth": a.depth}))
+    assert a.data == "fashion-mnist" and (cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (128, 4, 4)
+    assert (a.steps, a.batch_size, a.lr, a.lr_schedule, a.warmup_steps) == (10_000, 64, 1e-3, "cosine", 500)
+    assert (a.ema_decay, a.keep_every) == (0.9995, 1000)
+    assert cfg.depth == {"dit28": 28, "dit12": 12}.get(preset.stem.split("-")[1], 6)
+    if cfg.arch == "fpdm":
+        want = (10, 12) if "n10m12" in preset.stem else (3, 3)
+        assert (a.fp_mode, a.fp_max_no_grad, a.fp_max_with_grad) == ("sjfb", *want)
 
 
 def test_preset_with_command_line_override(tmp_path, capsys):

@@ -176,8 +176,8 @@ MUTANTS: list[Mutant] = [
       "permute(0, 4, 2, 1, 3, 5)  # (N, g, g, C, p, p)",
       "patch tokens in column-major order (grid axes swapped in the matmul patch embedding)",
       ["tests/test_embeddings.py", PARITY]),
-    M("embeddings.py", "permute(0, 2, 4, 1, 3, 5)  # (N, g, g, C, p, p)",
-      "permute(0, 2, 4, 1, 5, 3)  # (N, g, g, C, p, p)",
+    M("embeddings.py", "weight = self.proj.weight.reshape(self.proj.out_channels, -1)",
+      "weight = self.proj.weight.transpose(2, 3).reshape(self.proj.out_channels, -1)",
       "pixels inside a patch transposed against the convolution weight's (c, i, j) order",
       ["tests/test_embeddings.py", PARITY]),
     # ----------------------------------------------------------------------------------------- sample.py

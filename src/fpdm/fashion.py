@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +26,31 @@ import xxhash
 
 from .image_folder import SPLITS, ImageDataset
 
-__all__ = ["CLASS_NAMES", "DEFAULT_DIR", "FASHION_SIZE", "fashion_dir", "load_fashion_mnist", "read_idx"]
+__all__ = ["CLASS_NAMES", "DEFAULT_DIR", "FASHION_SIZE", "OFFICIAL", "Release", "fashion_dir",
+           "load_fashion_mnist", "read_idx"]
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_SIZE = 32  # 28×28 padded by 2 on each side: patch 4 gives 64 tokens, patch 2 gives 256
 PAD = 2
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000)}
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _IMAGE_MAGIC, _LABEL_MAGIC = 0x00000803, 0x00000801
-# XXH3-64 of the decoded uint8 arrays (pixels [N, 28, 28] C order, labels [N]) of the official files
-PINNED = {"train": (0xC11B6543AE1530F3, 0x46E784B61AA2B893), "test": (0xACF1CD2C87A40A9B, 0xF3627F35E9CAE75F)}
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a split's files must decode to: the image count and XXH3-64 digests of the uint8 arrays
+    (pixels [N, 28, 28] in C order, labels [N])."""
+
+    count: int
+    pixels: int
+    labels: int
+
+
+OFFICIAL = {"train": Release(60_000, 0xC11B6543AE1530F3, 0x46E784B61AA2B893),
+            "test": Release(10_000, 0xACF1CD2C87A40A9B, 0xF3627F35E9CAE75F)}
 
 
 def fashion_dir(data_dir: str | Path | None = None) -> Path:
@@ -88,27 +102,27 @@ def _digest(a: np.ndarray) -> int:
 
 
 def load_split_arrays(split: str, data_dir: str | Path | None = None,
-                      pinned: dict[str, tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels uint8 [N, 28, 28], labels uint8 [N]) of the official `split` ("train" or "test"), checked.
-    `pinned` replaces the digests (tests pass their own small files' digests)."""
+                      release: dict[str, Release] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels uint8 [N, 28, 28], labels uint8 [N]) of `split` ("train" or "test"), checked against the
+    official release (`release` replaces it: tests check their own small files)."""
     folder = fashion_dir(data_dir)
-    img_stem, lab_stem, n = _FILES[split]
-    pixels = read_idx(_find(folder, img_stem), _IMAGE_MAGIC, (n, 28, 28))
-    labels = read_idx(_find(folder, lab_stem), _LABEL_MAGIC, (n,))
+    img_stem, lab_stem = _FILES[split]
+    want = (release or OFFICIAL)[split]
+    pixels = read_idx(_find(folder, img_stem), _IMAGE_MAGIC, (want.count, 28, 28))
+    labels = read_idx(_find(folder, lab_stem), _LABEL_MAGIC, (want.count,))
     if labels.max(initial=0) > 9:
         raise ValueError(f"{_find(folder, lab_stem)}: label {int(labels.max())} outside 0–9")
-    want = (pinned or PINNED)[split]
     got = (_digest(pixels), _digest(labels))
-    if got != want:
+    if got != (want.pixels, want.labels):
         raise ValueError(f"Fashion-MNIST {split} files in {folder} decode to other data than the official "
-                         f"release (digests {got[0]:#018x}/{got[1]:#018x}, expected {want[0]:#018x}/"
-                         f"{want[1]:#018x}): damaged or different files")
+                         f"release (digests {got[0]:#018x}/{got[1]:#018x}, expected {want.pixels:#018x}/"
+                         f"{want.labels:#018x}): damaged or different files")
     return pixels, labels
 
 
 def load_fashion_mnist(split: str = "train", *, data_dir: str | Path | None = None,
                        image_size: int | None = None, channels: int | None = None,
-                       pinned: dict[str, tuple[int, int]] | None = None) -> ImageDataset:
+                       release: dict[str, Release] | None = None) -> ImageDataset:
     """Fashion-MNIST as ``[N, 1, 32, 32]`` in ``[-1, 1]``: the official 60k train / 10k test split
     (``all`` is both, train first)."""
     if split not in SPLITS:
@@ -120,7 +134,7 @@ def load_fashion_mnist(split: str = "train", *, data_dir: str | Path | None = No
     if channels not in (None, 1):
         raise ValueError(f"--channels {channels}: Fashion-MNIST is greyscale (1 channel)")
     parts = ["train", "test"] if split == "all" else [split]
-    arrays = [load_split_arrays(s, data_dir, pinned) for s in parts]
+    arrays = [load_split_arrays(s, data_dir, release) for s in parts]
     pixels = np.concatenate([a[0] for a in arrays])
     labels = np.concatenate([a[1] for a in arrays])
     padded = np.zeros((len(pixels), 1, FASHION_SIZE, FASHION_SIZE), dtype=np.uint8)  # background 0
