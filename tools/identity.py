@@ -31,7 +31,8 @@ import torch
 WORK = Path("/tmp/fpdm-identity-work")
 ARRAY_TOL, NUMBER_TOL = 1e-6, 1e-5
 DROP = {"wall_s", "ms_per_step", "peak_rss_mib", "steps_this_run", "wall", "cost_s", "elapsed_s",
-        "created", "duration_s", "fpdm_version", "torch_version", "seconds", "sampling_s", "training_s"}
+        "created", "duration_s", "fpdm_version", "torch_version", "seconds", "sampling_s", "training_s",
+        "server_s", "fpdm_digest"}  # the digest of a record hashes its wall times too
 
 
 def _commands(w: Path) -> list[tuple[str, list[str]]]:
@@ -72,7 +73,7 @@ SERVE_REQUESTS = [("GET", "/api/models", None), ("GET", "/api/feasible?model=dig
 def _clean(obj: Any) -> Any:
     """A record without its wall-clock fields; data-URL images decoded to arrays."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items() if k not in DROP}
+        return {k: _clean(v) for k, v in obj.items() if k not in DROP and not k.endswith("wall_s")}
     if isinstance(obj, list):
         return [_clean(v) for v in obj]
     if isinstance(obj, str) and obj.startswith("data:image/png;base64,"):
@@ -120,7 +121,7 @@ def _serve() -> dict[str, Any]:
     return answers
 
 
-def run_all() -> dict[str, dict[str, Any]]:
+def run_all(only: set[str] | None = None) -> dict[str, dict[str, Any]]:
     from fpdm.cli import main
 
     shutil.rmtree(WORK, ignore_errors=True)
@@ -128,6 +129,8 @@ def run_all() -> dict[str, dict[str, Any]]:
     torch.set_num_threads(1)
     results = {}
     for name, argv in _commands(WORK):
+        if only and name not in only and not name.startswith("train"):  # the others use the trainings
+            continue
         before = {p for p in WORK.rglob("*") if p.is_file()}
         t0 = time.perf_counter()
         rc = main(argv)
@@ -135,8 +138,39 @@ def run_all() -> dict[str, dict[str, Any]]:
             sys.exit(f"{name}: `fpdm {' '.join(argv)}` exited {rc}")
         results[name] = _outputs(WORK, before)
         print(f"ran {name:<22} {time.perf_counter() - t0:6.1f} s, {len(results[name])} files", flush=True)
-    results["serve"] = {"answers": _serve()}
+    if not only or "serve" in only:
+        results["serve"] = {"answers": _serve()}
     return results
+
+
+def _without_wall_matched(report: dict[str, Any]) -> dict[str, Any]:
+    """A study's results without what is sized by measured wall-clock (the equal-cost cells, and the DiT
+    trained for as long as an FPDM took, with its cells), which no two runs share."""
+    def timed(entry: dict[str, Any]) -> bool:
+        s = entry.get("settings", {})
+        return s.get("experiment") == "equal_cost" or "eqwall" in str(s.get("train", "")) or \
+            "eqwall" in str(entry.get("name", ""))
+
+    cells = [c for c in report.get("cells", []) if not timed(c)]
+    trainings = report.get("trainings")
+    if isinstance(trainings, list):
+        trainings = [t for t in trainings if not timed(t)]
+    elif isinstance(trainings, dict):
+        trainings = {k: v for k, v in trainings.items() if "eqwall" not in k}
+    return {**report, "cells": cells, "trainings": trainings}
+
+
+def _normalise(results: dict[str, Any]) -> dict[str, Any]:
+    """Both sides of a check through today's cleaning (a record made by an older version of this tool
+    kept more): wall-clock fields dropped, and of `reproduce` only its results.json files (its cache files
+    are named by keys, and its wall-clock-matched cells depend on measured times)."""
+    out = {}
+    for name, files in results.items():
+        if name.startswith("reproduce"):
+            files = {k: _without_wall_matched(v) for k, v in files.items() if k.endswith("results.json")}
+        out[name] = {k: v if isinstance(v, dict) and any(isinstance(x, np.ndarray) for x in v.values())
+                     else _clean(v) for k, v in files.items()}
+    return out
 
 
 def _compare(a: Any, b: Any, where: str, worst: dict[str, float]) -> list[str]:
@@ -175,16 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("record", "check"))
     p.add_argument("folder", type=Path, help="where `record` keeps the outputs and `check` reads them")
+    p.add_argument("--only", default=None, help="comma-separated command names (the trainings always run)")
     a = p.parse_args(argv)
-    results = run_all()
+    only = set(a.only.split(",")) if a.only else None
+    results = run_all(only)
     if a.mode == "record":
         _save(results, a.folder)
         print(f"recorded {len(results)} commands in {a.folder / 'identity.pt'}")
         return 0
-    before = torch.load(a.folder / "identity.pt", weights_only=False)
+    before = _normalise(torch.load(a.folder / "identity.pt", weights_only=False))
+    results = _normalise(results)
     worst = {"array": 0.0, "number": 0.0}
     bad = 0
     for name in before:
+        if name not in results:
+            continue
         problems = _compare(before[name], results.get(name, {}), name, worst)
         bad += bool(problems)
         print(f"{'same' if not problems else 'DIFFERS':<8} {name}")
