@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from batch_dependent import perturbed_kernels  # noqa: E402
 
 import fpdm  # noqa: E402
-from fpdm.sample import SamplerSettings, load_model  # noqa: E402
+from fpdm.sampling.loop import SamplerSettings  # noqa: E402
+from fpdm.weights.loading import load_model
 
 CASES = {  # (model, settings, iters): 120 blocks = 30 FPDM steps of 1 + 2 + 1, or 20 DiT steps of 6
     "fpdm ddpm k=2": ("digits-fpdm", SamplerSettings(), 2),

@@ -1,4 +1,4 @@
-"""What the digest check (fpdm.digest) adds to loading a digits checkpoint.
+"""What the digest check (fpdm.common.digest) adds to loading a digits checkpoint.
 
 A `make demo`-sized training checkpoint (FPDM-T/2 on digits: model, EMA, AdamW moments, RNG states) is
 written once; then, interleaved in one process:
@@ -34,13 +34,13 @@ import torch
 import xxhash
 from common import interleaved, median_ms, parser, table, write_json
 
-import fpdm.checkpoint as checkpoint
-import fpdm.digest as digest
-import fpdm.export as export
+import fpdm.common.checkpoint as checkpoint
+import fpdm.common.digest as digest
+import fpdm.weights.export as export
 from fpdm.config import TrainConfig
-from fpdm.registry import model_config
-from fpdm.sample import load_model
-from fpdm.train import train
+from fpdm.models.registry import model_config
+from fpdm.training.loop import train
+from fpdm.weights.loading import load_model
 
 
 def file_hash(path: Path) -> int:

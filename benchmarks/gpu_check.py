@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import fpdm
-from fpdm.fixed_point import IterationPlan, draw_plan
+from fpdm.fixed_point.solvers import IterationPlan, draw_plan
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False

@@ -11,7 +11,7 @@ for extra in "--iters 4" "--steps 105 --profile increasing --reuse" "--steps 105
 done
 python3 - <<'PY'
 import torch
-from fpdm.sample import SamplerSettings, load_model, sample
+from fpdm.sampling.loop import SamplerSettings, load_model, sample
 m, d, _ = load_model("/tmp/g/ckpt.pt")
 m = m.cuda()
 labels = torch.arange(7) % 10

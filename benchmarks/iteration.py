@@ -22,7 +22,7 @@ from common import interleaved, median_ms, parser, table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpdm import solve
-from fpdm.registry import create_model
+from fpdm.models.registry import create_model
 
 
 def naive_map(m: Any, h_pre: torch.Tensor, c: torch.Tensor):

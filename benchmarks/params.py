@@ -11,7 +11,7 @@ import argparse
 import torch
 from common import table, write_json
 
-from fpdm.registry import PATCHES, SIZES, create_model
+from fpdm.models.registry import PATCHES, SIZES, create_model
 
 
 def count(name: str, **kw: int) -> int:

@@ -1,4 +1,5 @@
-"""The patch embedding as patches × weight (fpdm.embeddings.PatchEmbed) against the Conv2d it replaced, and
+"""The patch embedding as patches × weight (fpdm.models.embeddings.PatchEmbed) against the Conv2d it
+replaced, and
 a whole FPDM forward with each: ms per call, ratio of medians, interleaved in one process.
 
     python benchmarks/patch_embed.py
@@ -10,8 +11,8 @@ import torch
 from common import interleaved, median_ms, parser, table, write_json
 
 from fpdm.config import ModelConfig
-from fpdm.embeddings import PatchEmbed
-from fpdm.registry import build_model
+from fpdm.models.embeddings import PatchEmbed
+from fpdm.models.registry import build_model
 
 SHAPES = {"digits 8×8 /2, batch 100": (100, 1, 8, 2), "fashion 32×32 /4, batch 100": (100, 1, 32, 4),
           "latent 32×32×4 /2, batch 8": (8, 4, 32, 2)}

@@ -15,7 +15,7 @@ from common import interleaved, median_ms, parser, table, write_json
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from fpdm.blocks import DiTBlock
+from fpdm.models.blocks import DiTBlock
 
 
 def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Sampling throughput at a fixed budget of transformer-block evaluations, DiT vs FPDM, with the FLOPs each
 run actually spends (counted by torch.utils.flop_counter over the whole run, next to `forward_flops`'s
-formula) and the block evaluations counted by `fpdm.instrument`. Weights are random: cost does not depend
+formula) and the block evaluations counted by `fpdm.models.instrument`. Weights are random: cost does not
+depend
 on them. DDIM, no guidance, 1 thread, medians of interleaved repeats.
 
     python benchmarks/sampling.py [--budget 120] [--repeats 3] [--json PATH]
@@ -15,10 +16,10 @@ from common import interleaved, median_ms, parser, table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpdm import DiffusionConfig
-from fpdm.budget import plan_budget
-from fpdm.registry import create_model
-from fpdm.sample import SamplerSettings, sample
-from fpdm.train import make_diffusion
+from fpdm.diffusion.gaussian import make_diffusion
+from fpdm.models.registry import create_model
+from fpdm.sampling.budget import plan_budget
+from fpdm.sampling.loop import SamplerSettings, sample
 
 SETTINGS = {"tiny": dict(size="T/2", input_size=8, channels=1, classes=10, num=100, iters=(1, 2, 4)),
             "S/2-256": dict(size="S/2", input_size=32, channels=4, classes=1000, num=8,

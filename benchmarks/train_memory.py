@@ -1,7 +1,8 @@
 """Training memory per step, DiT-XL/2 vs FPDM-XL/2 (S-JFB at the released N = 10, M = 12), latent 32×32×4.
 
 Memory = training state (parameters + gradients + AdamW moments + EMA, fp32, from the parameter count) +
-activations. Activations are measured device-independently with `fpdm.memory.MemoryMeter` (every storage
+activations. Activations are measured device-independently with `fpdm.training.memory.MemoryMeter` (every
+storage
 created during forward + backward, freed when it dies; gradients pre-allocated so only activations,
 their gradients and transients are counted — including the recomputation inside gradient checkpoints).
 Measured at two batches (default 1 and 4): per-sample = the slope, fixed = the rest (batch-independent
@@ -23,8 +24,8 @@ import torch
 from common import table, write_json
 
 from fpdm import IterationPlan
-from fpdm.memory import MemoryMeter, training_state_bytes
-from fpdm.registry import create_model
+from fpdm.models.registry import create_model
+from fpdm.training.memory import MemoryMeter, training_state_bytes
 
 MIB = 2**20
 GIB = 2**30

@@ -1,5 +1,6 @@
 """Training step time, DiT vs FPDM at equal width: forward, ADM hybrid loss, backward, clip, AdamW, EMA —
-the loop of `fpdm.train`, minus data loading. FPDM draws its S-JFB plan per step from a generator reset at
+the loop of `fpdm.training.loop`, minus data loading. FPDM draws its S-JFB plan per step from a generator
+reset at
 every repeat, so each repeat times the same plans.
 
 Settings: the tiny digits size (T/2 on 8×8×1, batch 64, N = M = 3 as `fpdm train`) and S/2 width with
@@ -17,9 +18,9 @@ import torch
 from common import interleaved, median_ms, parser, table, write_json
 
 from fpdm import DiffusionConfig, draw_plan
-from fpdm.ema import make_ema, update_ema
-from fpdm.registry import create_model
-from fpdm.train import make_diffusion
+from fpdm.diffusion.gaussian import make_diffusion
+from fpdm.models.registry import create_model
+from fpdm.training.ema import make_ema, update_ema
 
 SETTINGS = {"tiny": dict(size="T/2", input_size=8, channels=1, classes=10, batch=64, N=3, M=3),
             "S/2-256": dict(size="S/2", input_size=32, channels=4, classes=1000, batch=8, N=10, M=12)}

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from fpdm import IterationPlan, ModelConfig, build_model
-from fpdm.blocks import DiTBlock, checkpointed
-from fpdm.memory import MemoryMeter
+from fpdm.models.blocks import DiTBlock, checkpointed
+from fpdm.training.memory import MemoryMeter
 
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=6, num_heads=4, num_classes=10,
            learn_sigma=True, class_dropout_prob=0.0)
@@ -57,7 +57,7 @@ def test_checkpointed_is_plain_call_without_autograd():
 
 
 def test_fused_attention_equals_explicit_softmax_attention():
-    from fpdm.blocks import Attention
+    from fpdm.models.blocks import Attention
 
     torch.manual_seed(0)
     attn = Attention(32, 4).double()
@@ -69,8 +69,8 @@ def test_fused_attention_equals_explicit_softmax_attention():
 
 
 def test_compile_blocks_keeps_outputs_names_and_block_counting():
-    from fpdm.blocks import compile_blocks
-    from fpdm.instrument import count_block_calls
+    from fpdm.models.blocks import compile_blocks
+    from fpdm.models.instrument import count_block_calls
 
     model = _model("fpdm").eval()
     x, t, y = _inputs()
@@ -88,7 +88,7 @@ def test_compile_blocks_keeps_outputs_names_and_block_counting():
 
 def test_checkpointing_is_skipped_without_autograd(monkeypatch):
     # sampling under no_grad must not pay for checkpoint's bookkeeping (it would recompute nothing anyway)
-    import fpdm.blocks as blocks
+    import fpdm.models.blocks as blocks
 
     calls = []
     monkeypatch.setattr(blocks, "checkpoint", lambda fn, *a, **kw: calls.append(1) or fn(*a))
@@ -101,7 +101,7 @@ def test_checkpointing_is_skipped_without_autograd(monkeypatch):
 
 
 def test_batch_invariant_runs_small_batches_at_one_matmul_shape():
-    from fpdm.blocks import MIN_ROWS, batch_invariant
+    from fpdm.models.blocks import MIN_ROWS, batch_invariant
 
     seen = []
     layer = torch.nn.Linear(4, 3)

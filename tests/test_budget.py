@@ -5,7 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpdm import create_model
-from fpdm.budget import (
+from fpdm.models.registry import model_config
+from fpdm.sampling.budget import (
     PROFILES,
     BudgetError,
     allocate,
@@ -14,7 +15,6 @@ from fpdm.budget import (
     plan_budget,
     step_cost,
 )
-from fpdm.registry import model_config
 
 FPDM_T = model_config("FPDM-T/2", input_size=8, in_channels=1, num_classes=10)  # pre 1, post 1, depth 6
 DIT_T = model_config("DiT-T/2", input_size=8, in_channels=1, num_classes=10)

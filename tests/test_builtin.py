@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fpdm import builtin
-from fpdm.builtin_build import build
-from fpdm.cli import main
-from fpdm.digest import tensor_hash
-from fpdm.sample import load_model
+from fpdm.cli.app import main
+from fpdm.common.digest import tensor_hash
+from fpdm.weights import builtin
+from fpdm.weights.build import build
+from fpdm.weights.loading import load_model
 
 
 def test_a_missing_builtin_says_how_to_build_it(tmp_path, monkeypatch, capsys):
@@ -37,9 +37,9 @@ def test_build_is_reproducible_and_loads_by_name(tmp_path, monkeypatch):
 
 def test_bf16_storage_halves_the_file_and_loads_as_float32(tmp_path):
     from fpdm.config import TrainConfig
-    from fpdm.export import export_weights
-    from fpdm.registry import model_config
-    from fpdm.train import train
+    from fpdm.models.registry import model_config
+    from fpdm.training.loop import train
+    from fpdm.weights.export import export_weights
 
     mc = model_config("DiT-T/2", input_size=8, in_channels=1, num_classes=10, hidden_size=32, depth=2,
                       num_heads=2)

@@ -3,8 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from fpdm.budget import BudgetError
-from fpdm.calibrate import allocate_by_table
+from fpdm.sampling.budget import BudgetError
+from fpdm.sampling.calibrate import allocate_by_table
 
 
 def _brute_force(errors, total):
@@ -53,8 +53,11 @@ import json  # noqa: E402
 
 import torch  # noqa: E402
 
-import fpdm.sample_many as ss  # noqa: E402
-from fpdm.calibrate import (  # noqa: E402
+import fpdm.sampling.many as ss  # noqa: E402
+from fpdm.config import ModelConfig  # noqa: E402
+from fpdm.diffusion.gaussian import GaussianDiffusion  # noqa: E402
+from fpdm.models.registry import build_model  # noqa: E402
+from fpdm.sampling.calibrate import (  # noqa: E402
     calibrate,
     candidate_steps,
     check_schedule,
@@ -62,10 +65,7 @@ from fpdm.calibrate import (  # noqa: E402
     step_errors,
     write_schedule,
 )
-from fpdm.config import ModelConfig  # noqa: E402
-from fpdm.diffusion import GaussianDiffusion  # noqa: E402
-from fpdm.registry import build_model  # noqa: E402
-from fpdm.sample import SamplerSettings, sample  # noqa: E402
+from fpdm.sampling.loop import SamplerSettings, sample  # noqa: E402
 
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
 DIFF = GaussianDiffusion.make(learn_sigma=True)
@@ -156,7 +156,7 @@ def test_a_scheduled_run_spends_exactly_the_budget_and_stale_schedules_are_refus
 
 
 def test_calibrate_and_sample_from_the_command_line(tmp_path, capsys):
-    from fpdm.cli import main
+    from fpdm.cli.app import main
 
     tiny = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
     assert main(["train", "--model", "FPDM-T/2", *tiny, "--steps", "2", "--batch-size", "8", "--out",

@@ -1,4 +1,4 @@
-"""Tests for fpdm.checkpoint: atomic weights_only checkpoints and exact RNG restoration."""
+"""Tests for fpdm.common.checkpoint: atomic weights_only checkpoints and exact RNG restoration."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fpdm import checkpoint as ckpt
-from fpdm.checkpoint import (
+from fpdm.common import checkpoint as ckpt
+from fpdm.common.checkpoint import (
     capture_rng_state,
     generator_state,
     load_checkpoint,
@@ -227,7 +227,7 @@ def test_every_torch_load_in_the_tree_is_weights_only():
 
 def test_atomic_write_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     # the order that makes a power cut safe: data on disk, then the name switched, then the name on disk
-    import fpdm.checkpoint as ck
+    import fpdm.common.checkpoint as ck
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fpdm.cli import build_parser, main
-from fpdm.registry import model_config
+from fpdm.cli.app import build_parser, main
+from fpdm.models.registry import model_config
 
 TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 
@@ -173,7 +173,7 @@ def test_results_of_other_settings_are_never_replaced_silently(tiny_run, tmp_pat
 
 
 def test_sweep_refuses_other_settings_and_keeps_finished_rows(tiny_run, tmp_path, capsys, monkeypatch):
-    import fpdm.cli as cli
+    import fpdm.cli.app as cli
 
     ckpt, out = str(tiny_run / "ckpt.pt"), str(tmp_path / "sw")
     base = ["sweep", "--ckpt", ckpt, "--budget", "24", "--iters-list", "2,4", "--seeds", "0-3", "--out", out,
@@ -235,7 +235,7 @@ def test_sample_writes_adm_npz(tiny_run, tmp_path, capsys):
 
 
 def test_interrupted_sampling_resumes_to_the_same_samples(tiny_run, tmp_path, monkeypatch, capsys):
-    import fpdm.sample as sample_mod
+    import fpdm.sampling.loop as sample_mod
 
     args = ["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "3", "--seeds", "0-6", "--batch-size",
             "2", "--no-progress", "--out"]
@@ -271,7 +271,7 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*256*.json")),
                          ids=lambda p: p.stem)
 def test_shipped_presets_are_valid(preset):
-    from fpdm.cli import _apply_preset, build_parser
+    from fpdm.cli.app import _apply_preset, build_parser
 
     a = build_parser().parse_args(["train"])
     _apply_preset(a, str(preset))
@@ -286,7 +286,7 @@ def test_shipped_presets_are_valid(preset):
                          ids=lambda p: p.stem)
 def test_fashion_recipes_train_every_model_alike(preset):
     """The Fashion study compares models trained the same way: only the model and S-JFB range differ."""
-    from fpdm.cli import _apply_preset, build_parser
+    from fpdm.cli.app import _apply_preset, build_parser
 
     a = build_parser().parse_args(["train"])
     _apply_preset(a, str(preset))
@@ -331,7 +331,7 @@ def test_sample_and_train_end_with_a_short_human_summary(tmp_path, capsys):
 
 
 def test_reproduce_interrupted_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
-    import fpdm.reproduce as reproduce
+    import fpdm.studies.digits as reproduce
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -343,7 +343,7 @@ def test_reproduce_interrupted_exits_130_with_one_line(tmp_path, monkeypatch, ca
 
 
 def test_sampling_interrupted_before_any_batch_leaves_nothing(tiny_run, tmp_path, monkeypatch, capsys):
-    import fpdm.sample as sample_mod
+    import fpdm.sampling.loop as sample_mod
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fpdm import IterationPlan, ModelConfig, build_model
-from fpdm.blocks import compile_blocks
-from fpdm.memory import MemoryMeter
+from fpdm.models.blocks import compile_blocks
+from fpdm.training.memory import MemoryMeter
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CFG = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=6, num_heads=4, num_classes=10,

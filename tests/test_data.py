@@ -1,4 +1,4 @@
-"""Tests for fpdm.data: the fixed digits split and the torchvision-free image-folder loader."""
+"""Tests for fpdm.data.datasets: the fixed digits split and the torchvision-free image-folder loader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits as sk_load_digits
 
-from fpdm.data import ImageDataset, center_crop_resize, load_dataset
+from fpdm.data.datasets import ImageDataset, center_crop_resize, load_dataset
 
 TRAIN_PER_CLASS = [149, 152, 148, 153, 151, 152, 151, 149, 145, 150]
 TEST_PER_CLASS = [29, 30, 29, 30, 30, 30, 30, 30, 29, 30]

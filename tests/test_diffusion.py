@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from fpdm.diffusion import GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
-from fpdm.schedules import beta_schedule, space_timesteps
+from fpdm.diffusion.gaussian import GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
+from fpdm.diffusion.samplers.ddim import ddim_step
+from fpdm.diffusion.samplers.ddpm import ddpm_step
+from fpdm.diffusion.schedules import beta_schedule, space_timesteps
 
 SHAPE = (3, 2, 4, 4)  # B, C, H, W
 C = SHAPE[1]
@@ -126,7 +128,7 @@ def test_ddpm_step_learned_range_matches_diffusers(prediction, theirs):
     for t in (999, 500, 37, 1, 0):
         x, out = _randn(t), _cat(_randn(t + 1), var_seed=t + 2)
         ref = sched.step(out, t, x, generator=torch.Generator().manual_seed(t + 3))
-        x_prev, x0 = d.ddpm_step(out, x, t, _randn(t + 3))
+        x_prev, x0 = ddpm_step(d, out, x, t, _randn(t + 3))
         torch.testing.assert_close(x0, ref.pred_original_sample, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(x_prev, ref.prev_sample, rtol=1e-10, atol=1e-10)
 
@@ -140,7 +142,7 @@ def test_ddpm_step_fixed_variance_matches_diffusers(ours, theirs):
     for t in (999, 250, 1, 0):
         x, eps = _randn(t), _randn(t + 1)
         ref = sched.step(eps, t, x, generator=torch.Generator().manual_seed(t + 3))
-        x_prev, x0 = d.ddpm_step(eps, x, t, _randn(t + 3))
+        x_prev, x0 = ddpm_step(d, eps, x, t, _randn(t + 3))
         torch.testing.assert_close(x0, ref.pred_original_sample, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(x_prev, ref.prev_sample, rtol=1e-10, atol=1e-10)
 
@@ -156,7 +158,7 @@ def test_cosine_ddpm_step_matches_diffusers():
     for t in (998, 400, 3):
         x, out = _randn(t), _cat(_randn(t + 1))
         ref = sched.step(out, t, x, generator=torch.Generator().manual_seed(t + 3))
-        x_prev, _ = d.ddpm_step(out, x, t, _randn(t + 3))
+        x_prev, _ = ddpm_step(d, out, x, t, _randn(t + 3))
         torch.testing.assert_close(x_prev, ref.prev_sample, rtol=1e-10, atol=1e-10)
 
 
@@ -171,7 +173,7 @@ def test_respaced_ddpm_step_matches_diffusers_custom_timesteps():
     for i, t in enumerate(kept):
         x, out = _randn(i), _cat(_randn(i + 50), var_seed=i)
         ref = sched.step(out, t, x, generator=torch.Generator().manual_seed(i + 7))
-        x_prev, x0 = d.ddpm_step(out, x, i, _randn(i + 7))
+        x_prev, x0 = ddpm_step(d, out, x, i, _randn(i + 7))
         torch.testing.assert_close(x0, ref.pred_original_sample, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(x_prev, ref.prev_sample, rtol=1e-10, atol=1e-10)
 
@@ -194,7 +196,7 @@ def test_ddim_step_matches_diffusers(prediction, theirs):
         for i, t in enumerate(kept):
             x, pred, noise = _randn(i), _randn(i + 20), _randn(i + 40)
             ref = sched.step(pred, t, x, eta=eta, variance_noise=noise if eta > 0 else None)
-            x_prev, x0 = d.ddim_step(_cat(pred), x, i, eta=eta, noise=noise)
+            x_prev, x0 = ddim_step(d, _cat(pred), x, i, eta=eta, noise=noise)
             torch.testing.assert_close(x0, ref.pred_original_sample, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(x_prev, ref.prev_sample, rtol=1e-10, atol=1e-10)
 
@@ -390,16 +392,16 @@ def test_ddpm_step_noise_rules():
     d = GaussianDiffusion.make("linear", 1000, learn_sigma=True)
     x, out, noise = _randn(0), _cat(_randn(1)), _randn(2)
     i = torch.tensor([0, 3, 999])
-    x_prev, _ = d.ddpm_step(out, x, i, noise)
+    x_prev, _ = ddpm_step(d, out, x, i, noise)
     pm = d.p_mean_variance(out, x, i)
     torch.testing.assert_close(x_prev[0], pm["mean"][0], rtol=0, atol=0)
     torch.testing.assert_close(x_prev[1:], (pm["mean"] + torch.exp(0.5 * pm["log_variance"]) * noise)[1:])
-    mean_only, _ = d.ddpm_step(out, x, 0, None)
+    mean_only, _ = ddpm_step(d, out, x, 0, None)
     torch.testing.assert_close(mean_only, d.p_mean_variance(out, x, 0)["mean"], rtol=0, atol=0)
     with pytest.raises(ValueError, match="noise"):
-        d.ddpm_step(out, x, i, None)
+        ddpm_step(d, out, x, i, None)
     with pytest.raises(ValueError, match="noise"):
-        d.ddim_step(out, x, i, eta=0.5)
+        ddim_step(d, out, x, i, eta=0.5)
 
 
 def test_ddim_identities():
@@ -409,15 +411,15 @@ def test_ddim_identities():
     i = torch.tensor([0, 7, 19])
     x_t = d.q_sample(x0, i, eps)
     # deterministic DDIM with the exact eps lands on the previous kept marginal with the same (x0, eps)
-    x_prev, _ = d.ddim_step(eps, x_t, i)
+    x_prev, _ = ddim_step(d, eps, x_t, i)
     expected = d.q_sample(x0, (i - 1).clamp(min=0), eps)
     expected[0] = x0[0]
     torch.testing.assert_close(x_prev, expected, rtol=1e-9, atol=1e-9)
     # eta = 1 is ancestral sampling with the fixed-small (posterior) variance
     x, pred, noise = _randn(5), _randn(6), _randn(7)
     for k in (1, 10, 19):
-        a, _ = d.ddim_step(pred, x, k, eta=1.0, noise=noise)
-        b, _ = d.ddpm_step(pred, x, k, noise)
+        a, _ = ddim_step(d, pred, x, k, eta=1.0, noise=noise)
+        b, _ = ddpm_step(d, pred, x, k, noise)
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
@@ -434,15 +436,15 @@ def test_zero_terminal_snr_sampling_is_finite_with_v_prediction():
         pm = d.p_mean_variance(out, x, last)
         assert all(bool(torch.isfinite(val).all()) for val in pm.values())
         torch.testing.assert_close(pm["pred_xstart"], -v, rtol=0, atol=0)  # x0 = -v when abar = 0
-        assert bool(torch.isfinite(d.ddpm_step(out, x, last, _randn(2))[0]).all())
+        assert bool(torch.isfinite(ddpm_step(d, out, x, last, _randn(2))[0]).all())
         for eta in (0.0, 1.0):
-            assert bool(torch.isfinite(d.ddim_step(out, x, last, eta=eta, noise=_randn(2))[0]).all())
-        assert bool(torch.isfinite(d.ddim_step(out, x, last, clip_denoised=True)[0]).all())
+            assert bool(torch.isfinite(ddim_step(d, out, x, last, eta=eta, noise=_randn(2))[0]).all())
+        assert bool(torch.isfinite(ddim_step(d, out, x, last, clip_denoised=True)[0]).all())
         # a full chain with a toy v-model stays finite
         x_ddpm = x_ddim = x
         for i in reversed(range(d.num_timesteps)):
-            x_ddpm, _ = d.ddpm_step(_cat(0.5 * x_ddpm), x_ddpm, i, _randn(100 + i))
-            x_ddim, _ = d.ddim_step(_cat(0.5 * x_ddim), x_ddim, i)
+            x_ddpm, _ = ddpm_step(d, _cat(0.5 * x_ddpm), x_ddpm, i, _randn(100 + i))
+            x_ddim, _ = ddim_step(d, _cat(0.5 * x_ddim), x_ddim, i)
         assert bool(torch.isfinite(x_ddpm).all()) and bool(torch.isfinite(x_ddim).all())
     # the training loss at the terminal step is finite too
     x0, eps = _data(), _randn(3)

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import fpdm.sample_many as ss
-from fpdm.checkpoint import load_checkpoint, save_checkpoint
-from fpdm.config import ModelConfig
-from fpdm.diffusion import GaussianDiffusion
-from fpdm.digest import (
+import fpdm.sampling.many as ss
+from fpdm.common.checkpoint import load_checkpoint, save_checkpoint
+from fpdm.common.digest import (
     DIGEST_KEY,
     DamagedFile,
     check_json,
@@ -27,8 +25,10 @@ from fpdm.digest import (
     tensor_hash,
     with_json_digest,
 )
-from fpdm.export import load_exported
-from fpdm.registry import build_model
+from fpdm.config import ModelConfig
+from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.models.registry import build_model
+from fpdm.weights.export import load_exported
 
 ASSETS = Path(__file__).parents[1] / "src" / "fpdm" / "assets"
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
@@ -118,7 +118,7 @@ def test_a_partial_check_covers_the_entries_used_and_every_value():
 
 
 def test_sampling_checks_the_weights_it_loads(tmp_path):
-    from fpdm.sample import load_model
+    from fpdm.weights.loading import load_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="fpdm", **CFG))
@@ -220,7 +220,7 @@ def test_damaged_exports_and_builtin_assets_are_never_used(tmp_path):
 
 
 def test_damaged_feature_weights_are_never_used(tmp_path):
-    from fpdm.digits_features import _load
+    from fpdm.evaluation.digits_features import _load
 
     net, ref = _load(str(ASSETS / "digits_features.safetensors"))
     for i, (what, _) in enumerate(_damaged_copies(ASSETS / "digits_features.safetensors",
@@ -264,7 +264,7 @@ def test_damaged_sampling_parts_are_sampled_again(tmp_path):
 
 
 def test_damaged_cache_entries_are_recomputed(tmp_path):
-    from fpdm.reproduce import _cached, _store
+    from fpdm.studies.digits import _cached, _store
 
     result = {"settings": {"k": 3}, "digits_fid": 21.337, "blocks": 560, "iters_run": [2, 3]}
     _store(tmp_path / "e.json", result)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fpdm.data import load_dataset
-from fpdm.digits_features import (
+from fpdm.data.datasets import load_dataset
+from fpdm.evaluation.digits_features import (
     FeatureTrainConfig,
     digits_features,
     load_feature_net,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fpdm.cli import main
-from fpdm.distributed import World
+from fpdm.cli.app import main
+from fpdm.common.distributed import World
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed next to this python")

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from fpdm.ema import make_ema, update_ema
+from fpdm.training.ema import make_ema, update_ema
 
 
 def test_update_is_the_closed_form_average():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fpdm.embeddings import LabelEmbedder, drop_labels, sincos_pos_embed_2d, timestep_embedding
+from fpdm.models.embeddings import LabelEmbedder, drop_labels, sincos_pos_embed_2d, timestep_embedding
 
 
 def test_pos_embed_closed_form():
@@ -47,7 +47,7 @@ def test_label_dropout_uses_null_class():
 
 @pytest.mark.parametrize("shape", [(3, 1, 8, 2), (2, 4, 16, 4), (1, 3, 8, 8)])
 def test_patch_embed_is_the_convolution_as_a_matmul(shape):
-    from fpdm.embeddings import PatchEmbed
+    from fpdm.models.embeddings import PatchEmbed
 
     n, c, size, p = shape
     torch.manual_seed(0)

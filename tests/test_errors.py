@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fpdm.checkpoint import load_checkpoint, save_checkpoint
-from fpdm.cli import main
+from fpdm.cli.app import main
+from fpdm.common.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 ROWS: list[tuple[str, str, str]] = []
@@ -69,14 +69,14 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         import errno
         import shutil
 
-        import fpdm.checkpoint
+        import fpdm.common.checkpoint
 
         shutil.copytree(Path(fp).parent, tmp / "run")
 
         def full(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(fpdm.checkpoint.os, "fsync", full)
+        monkeypatch.setattr(fpdm.common.checkpoint.os, "fsync", full)
         return ["train", "--resume", "--out", str(tmp / "run"), "--steps", "3", "--no-progress"]
     if case == "unwritable output folder":
         monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests may run as root

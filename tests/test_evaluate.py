@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fpdm.data import load_dataset
-from fpdm.evaluate import as_digits, digits_metrics, load_samples
+from fpdm.data.datasets import load_dataset
+from fpdm.evaluation.evaluate import as_digits, digits_metrics, load_samples
 
 TRAIN = load_dataset("digits", split="train")
 

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from fpdm.cli import main
-from fpdm.export import export_weights, load_exported
-from fpdm.sample import load_model, sample
+from fpdm.cli.app import main
+from fpdm.sampling.loop import sample
+from fpdm.weights.export import export_weights, load_exported
+from fpdm.weights.loading import load_model
 
 TINY = ["--hidden-size", "32", "--depth", "4", "--num-heads", "2"]
 

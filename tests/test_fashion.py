@@ -10,8 +10,8 @@ import pytest
 import torch
 import xxhash
 
-from fpdm.data import load_dataset
-from fpdm.fashion import CLASS_NAMES, DEFAULT_DIR, Release, load_fashion_mnist, read_idx
+from fpdm.data.datasets import load_dataset
+from fpdm.data.fashion import CLASS_NAMES, DEFAULT_DIR, Release, load_fashion_mnist, read_idx
 
 N = {"train": 12, "test": 5}
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fpdm.fixed_point import (
+from fpdm.fixed_point.solvers import (
     GRADIENT_MODES,
     IterationPlan,
     SolveStats,

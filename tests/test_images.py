@@ -1,4 +1,4 @@
-"""Tests for fpdm.images: exact [-1, 1] -> uint8 mapping and PNG grid layout."""
+"""Tests for fpdm.common.images: exact [-1, 1] -> uint8 mapping and PNG grid layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fpdm.images import grid_shape, make_grid, save_image_grid, to_uint8
+from fpdm.common.images import grid_shape, make_grid, save_image_grid, to_uint8
 
 
 def _read(path) -> tuple[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""fpdm.inception: ADM .npz export, image loading, k-NN precision/recall, and the torch-fidelity path.
+"""fpdm.evaluation.inception: ADM .npz export, image loading, k-NN precision/recall, and the torch-fidelity
+path.
 
 The I/O and precision/recall tests need no torch-fidelity and run everywhere. The Inception tests skip
 without it (the optional `eval` extra); they use a randomly initialised Inception saved to a local file, so
@@ -18,15 +19,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fpdm import inception
-from fpdm.images import to_uint8
-from fpdm.inception import (
+from fpdm.common.images import to_uint8
+from fpdm.evaluation import inception
+from fpdm.evaluation.inception import (
     export_adm_npz,
     inception_features,
     inception_metrics,
     load_images,
 )
-from fpdm.metrics import precision_recall
+from fpdm.evaluation.metrics import precision_recall
 
 # ------------------------------------------------------------------------------------------------------------
 # export_adm_npz / load_images (no torch-fidelity)

@@ -1,8 +1,8 @@
 import torch
 
 from fpdm import create_model
-from fpdm.blocks import DiTBlock
-from fpdm.instrument import count_block_calls
+from fpdm.models.blocks import DiTBlock
+from fpdm.models.instrument import count_block_calls
 
 
 def test_counts_explicit_blocks_and_iterations_and_restores():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fpdm.cli import main
+from fpdm.cli.app import main
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -61,8 +61,8 @@ def test_extract_train_sample_decode(tiny_vae, folder, tmp_path, capsys):
 
 
 def test_latents_equal_the_vae_encoding(tiny_vae, folder, tmp_path):
-    from fpdm.data import load_dataset, load_image_folder
-    from fpdm.latents import decode, extract_latents, load_vae
+    from fpdm.data.datasets import load_dataset, load_image_folder
+    from fpdm.data.latents import decode, extract_latents, load_vae
 
     extract_latents(folder, tiny_vae, tmp_path / "l", 16, seed=3, progress=False)
     data = load_dataset(str(tmp_path / "l"))
@@ -88,7 +88,7 @@ def test_missing_vae_is_named(folder, tmp_path, capsys):
 def test_damaged_latents_are_never_used(tiny_vae, folder, tmp_path):
     import random
 
-    from fpdm.latents import extract_latents, load_latents
+    from fpdm.data.latents import extract_latents, load_latents
 
     extract_latents(folder, tiny_vae, tmp_path / "l", 16, seed=3, progress=False)
     good = load_latents(tmp_path / "l")

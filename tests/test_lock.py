@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fpdm.lock import LOCK_NAME, FolderInUse, hold
+from fpdm.common.lock import LOCK_NAME, FolderInUse, hold
 
 
 def test_a_held_folder_is_refused_naming_its_owner(tmp_path):

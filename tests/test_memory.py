@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fpdm import IterationPlan, ModelConfig, build_model
-from fpdm.memory import MemoryMeter, training_state_bytes
+from fpdm.training.memory import MemoryMeter, training_state_bytes
 
 
 def _chain():

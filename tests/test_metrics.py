@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fpdm.metrics import (
+from fpdm.evaluation.metrics import (
     bootstrap_fid,
     fid_from_features,
     frechet_distance,
@@ -75,7 +75,7 @@ def test_precision_recall():
 
 
 def test_precision_recall_blocks_do_not_change_the_result(monkeypatch):
-    import fpdm.metrics as m
+    import fpdm.evaluation.metrics as m
 
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(400, 6)), rng.normal(loc=0.3, size=(350, 6))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fpdm.cli import main
-from fpdm.official import infer_config
-from fpdm.sample import load_model
+from fpdm.cli.app import main
+from fpdm.weights.loading import load_model
+from fpdm.weights.official import infer_config
 
 REF = load_file(str(Path(__file__).parent / "data" / "official_outputs.safetensors"))
 X, T, Y = REF["input.x"], REF["input.t"], REF["input.y"]

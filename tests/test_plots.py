@@ -2,7 +2,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from fpdm.plots import plot_residuals, plot_schedule, residual_figure
+from fpdm.common.plots import plot_residuals, plot_schedule, residual_figure
 
 RECORD = {"steps": 3, "budget": 30, "settings": {"sampler": "ddim", "solver": "picard", "reuse": True,
                                                  "tol": 0.05},

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fpdm
-from fpdm.registry import MODEL_NAMES, model_config
+from fpdm.models.registry import MODEL_NAMES, model_config
 
 DATA = Path(__file__).parent / "data"
 MANIFEST = json.loads((DATA / "official_state_dict_manifest.json").read_text())["models"]

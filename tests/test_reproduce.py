@@ -1,6 +1,6 @@
 import json
 
-from fpdm.reproduce import FULL, QUICK, TINY, experiments, run
+from fpdm.studies.digits import FULL, QUICK, TINY, experiments, run
 
 
 def test_experiment_grid_covers_every_finding():

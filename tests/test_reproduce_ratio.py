@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fpdm.reproduce_ratio import (
+from fpdm.studies.ratio import (
     RATIO_FULL,
     RATIO_QUICK,
     RATIO_TINY,

@@ -3,10 +3,13 @@ import torch
 from batch_dependent import BATCH_TOL
 
 from fpdm.config import ModelConfig
-from fpdm.diffusion import GaussianDiffusion
-from fpdm.registry import build_model
-from fpdm.sample import SamplerSettings, load_model, parse_seeds, sample
-from fpdm.schedules import space_timesteps
+from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.diffusion.samplers.ddim import ddim_step
+from fpdm.diffusion.samplers.ddpm import ddpm_step
+from fpdm.diffusion.schedules import space_timesteps
+from fpdm.models.registry import build_model
+from fpdm.sampling.loop import SamplerSettings, parse_seeds, sample
+from fpdm.weights.loading import load_model
 
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
 
@@ -81,7 +84,7 @@ def test_per_sample_tol_spends_each_samples_budget_exactly(solver):
 
 
 def test_unspent_iterations_are_spread_not_piled_onto_the_last_step():
-    from fpdm.sample import spread_unspent
+    from fpdm.sampling.loop import spread_unspent
 
     unspent = torch.tensor([10, 3, 0, 7])
     assert spread_unspent(unspent, 4).tolist() == [2, 0, 0, 1]  # an even share of what is left
@@ -102,7 +105,7 @@ def test_ddpm_sampler_equals_hand_loop():
             t = torch.full((2,), int(spaced.timesteps[i]))
             out = m(x, t, labels, iters=3)
             noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
-            x, _ = spaced.ddpm_step(out, x, i, noise, clip_denoised=True)
+            x, _ = ddpm_step(spaced, out, x, i, noise, clip_denoised=True)
     torch.testing.assert_close(got, x.clamp(-1, 1))
 
 
@@ -146,7 +149,7 @@ def test_reuse_warm_starts_from_previous_z_star():
         for i in (2, 1, 0):
             t = torch.full((1,), int(spaced.timesteps[i]))
             out, z = m(x, t, labels, iters=2, z_init=z, return_state=True)
-            x, _ = spaced.ddpm_step(out, x, i, torch.randn(1, 1, 8, 8, generator=g).unsqueeze(0)[0],
+            x, _ = ddpm_step(spaced, out, x, i, torch.randn(1, 1, 8, 8, generator=g).unsqueeze(0)[0],
                                     clip_denoised=True)
     torch.testing.assert_close(got, x.clamp(-1, 1), atol=1e-6, rtol=0)
     plain, _ = sample(m, DIFF, labels, seeds, steps=3, iters=2)
@@ -154,7 +157,7 @@ def test_reuse_warm_starts_from_previous_z_star():
 
 
 def test_guidance_combines_halves_on_all_or_three_channels():
-    from fpdm.sample import _guided
+    from fpdm.sampling.loop import _guided
 
     cond, uncond = torch.full((1, 8, 1, 1), 2.0), torch.full((1, 8, 1, 1), 1.0)
     out = _guided(torch.cat([cond, uncond]), 1, 3.0, channels=4)
@@ -177,7 +180,7 @@ def test_parse_seeds():
 
 
 def test_diverged_steps_rule():
-    from fpdm.sample import diverged_steps
+    from fpdm.sampling.loop import diverged_steps
 
     res = [[34.6, 0.2, 0.002], [1.0, 1.05, 1.1], [1.0, float("nan")], [2.0, 1.9], [0.9, 0.8, 0.49]]
     assert diverged_steps(res, 0.5) == [1, 2]
@@ -214,5 +217,5 @@ def test_ddim_with_eta_equals_hand_loop_with_fresh_noise():
         for i in (3, 2, 1, 0):
             out = m(x, torch.full((2,), int(spaced.timesteps[i])), labels, iters=3)
             noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
-            x, _ = spaced.ddim_step(out, x, i, eta=0.7, noise=noise, clip_denoised=True)
+            x, _ = ddim_step(spaced, out, x, i, eta=0.7, noise=noise, clip_denoised=True)
     torch.testing.assert_close(got, x.clamp(-1, 1))

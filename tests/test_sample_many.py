@@ -3,12 +3,12 @@ import torch
 from batch_dependent import BATCH_TOL
 
 import fpdm
-import fpdm.sample_many as ss
-from fpdm.budget import allocate
+import fpdm.sampling.many as ss
 from fpdm.config import ModelConfig
-from fpdm.diffusion import GaussianDiffusion
-from fpdm.registry import build_model
-from fpdm.sample import SamplerSettings, sample
+from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.models.registry import build_model
+from fpdm.sampling.budget import allocate
+from fpdm.sampling.loop import SamplerSettings, sample
 
 CFG = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=10)
 DIFF = GaussianDiffusion.make(learn_sigma=True)
@@ -68,7 +68,7 @@ def test_interrupted_run_resumes_from_its_parts(tmp_path, monkeypatch, kernels):
             raise KeyboardInterrupt
         return sample(*args, **kwargs)
 
-    monkeypatch.setattr(fpdm.sample, "sample", flaky)
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", flaky)
     with pytest.raises(KeyboardInterrupt):
         ss.sample_seeds(m, DIFF, range(7), parts=parts, **kw)
     assert ss.count_parts(parts) == 2

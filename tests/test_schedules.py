@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fpdm.schedules import beta_schedule, rescale_zero_terminal_snr, space_timesteps
+from fpdm.diffusion.schedules import beta_schedule, rescale_zero_terminal_snr, space_timesteps
 
 
 def _cosine_abar(t: np.ndarray, T: int) -> np.ndarray:

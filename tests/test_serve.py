@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fpdm.serve import make_server
+from fpdm.serve.server import make_server
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_fid_on_demand(url):
 
 
 def test_serve_command_checks_its_port(capsys):
-    from fpdm.cli import main
+    from fpdm.cli.app import main
 
     assert main(["serve", "--port", "70000"]) == 2
     assert "--port must be in 0..65535, got 70000" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page():
-    from fpdm.serve import make_server
+    from fpdm.serve.server import make_server
 
     server = make_server(port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,6 +1,6 @@
 import json
 
-from fpdm.sweep import write_table
+from fpdm.sampling.sweep import write_table
 
 
 def test_write_table(tmp_path):

@@ -5,12 +5,12 @@ import signal
 import pytest
 import torch
 
-import fpdm.train as train_mod
-from fpdm.checkpoint import load_checkpoint
+import fpdm.training.loop as train_mod
+from fpdm.common.checkpoint import load_checkpoint
 from fpdm.config import TrainConfig
-from fpdm.data import load_dataset
-from fpdm.registry import model_config
-from fpdm.train import BatchStream, ema_decay_at, lr_at, resume, train
+from fpdm.data.datasets import load_dataset
+from fpdm.models.registry import model_config
+from fpdm.training.loop import BatchStream, ema_decay_at, lr_at, resume, train
 
 DIGITS = load_dataset("digits", split="train")
 SUBSET = type(DIGITS).__new__(type(DIGITS))
@@ -222,7 +222,7 @@ def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
 _CRASH = """
 import io, os, sys
 import torch
-import fpdm.checkpoint as c
+import fpdm.common.checkpoint as c
 point, writes, real_save = sys.argv[1], [0], torch.save
 
 def nth():
@@ -248,7 +248,7 @@ def fsync_dir(d):
         os._exit(137)
 
 torch.save, c.os.replace, c._fsync_dir = save, replace, fsync_dir
-from fpdm.cli import main
+from fpdm.cli.app import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -303,7 +303,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "fpdm.cli", "train", "--model", "FPDM-T/2", "--hidden-size", "32", "--depth",
+    cmd = [sys.executable, "-m", "fpdm.cli", "train", "--model", "FPDM-T/2",
+           "--hidden-size", "32", "--depth",
            "4", "--num-heads", "2", "--steps", "60", "--batch-size", "16", "--warmup-steps", "5",
            "--ckpt-every", "1", "--log-every", "1", "--no-progress", "--threads", "1"]
     subprocess.run([*cmd, "--out", str(tmp_path / "straight")], check=True, capture_output=True)
@@ -336,7 +337,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("arch", ["FPDM", "DiT"])
 def test_same_seed_same_curve_and_samples(tmp_path, arch):
-    from fpdm.sample import load_model, sample
+    from fpdm.sampling.loop import sample
+    from fpdm.weights.loading import load_model
 
     for name in ("a", "b"):
         train(_cfg(tmp_path / name, 5), _model(arch), dataset=SUBSET, progress=False)
@@ -373,7 +375,7 @@ def test_keep_every_keeps_the_checkpoints_of_a_shorter_run(tmp_path):
 def test_the_drawn_plan_is_what_the_model_runs(tmp_path, monkeypatch, mode):
     # S-JFB is the training algorithm: the plan drawn each step must reach the fixed-point solve unchanged,
     # and the model must run exactly its iterations (counted at the solve, independently of the plan object)
-    import fpdm.fixed_point as fp
+    import fpdm.fixed_point.solvers as fp
 
     drawn, ran = [], []
     real_draw, real_iterate = train_mod.draw_plan, fp.iterate
@@ -403,7 +405,7 @@ def test_the_drawn_plan_is_what_the_model_runs(tmp_path, monkeypatch, mode):
 
 def test_ema_after_one_step_is_the_warm_up_average(tmp_path):
     # step 0's decay is min(0.999, 1/10) = 0.1: EMA = 0.1 · initial weights + 0.9 · weights after the step
-    from fpdm.registry import build_model
+    from fpdm.models.registry import build_model
 
     cfg = _cfg(tmp_path, 1)
     train(cfg, _model("DiT"), dataset=SUBSET, progress=False)

@@ -3,7 +3,7 @@
     .venv/bin/python tools/identity.py record /root/fpdm-cache/identity/before   # with the old code
     .venv/bin/python tools/identity.py check  /root/fpdm-cache/identity/before   # with the new code
 
-Every command runs in-process through `fpdm.cli.main` (and `fpdm serve`'s JSON answers over HTTP) in one
+Every command runs in-process through `fpdm.cli.app` (and `fpdm serve`'s JSON answers over HTTP) in one
 fixed work folder, so the paths inside the records are the same on both sides. What is kept: every array
 (samples, trained weights, calibrated schedules) and every record with its wall-clock fields dropped.
 `check` reruns the commands and compares: arrays to max |difference| <= 1e-6, numbers in records to 1e-5
@@ -103,7 +103,7 @@ def _outputs(w: Path, before: set[Path]) -> dict[str, Any]:
 
 
 def _serve() -> dict[str, Any]:
-    from fpdm.serve import make_server
+    from fpdm.serve.server import make_server
 
     server = make_server(port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -122,7 +122,7 @@ def _serve() -> dict[str, Any]:
 
 
 def run_all(only: set[str] | None = None) -> dict[str, dict[str, Any]]:
-    from fpdm.cli import main
+    from fpdm.cli.app import main
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fpdm.reproduce import FULL, EvalSpec, TrainSpec, _key, _run_parallel, _store, _train_task  # noqa: E402
+from fpdm.studies.digits import FULL, EvalSpec, TrainSpec, _key, _run_parallel, _store, _train_task  # noqa: E402
 
 PUBLISHED = ROOT / "docs" / "results" / "results.json"
 
@@ -50,7 +50,7 @@ def _is_grid(settings: dict) -> bool:
 def _trained_to(folder: Path) -> int | None:
     """The step of the checkpoint in `folder` (None without one); only its values are checked here, the
     training that resumes from it checks the tensors."""
-    from fpdm.checkpoint import load_checkpoint
+    from fpdm.common.checkpoint import load_checkpoint
 
     return load_checkpoint(folder / "ckpt.pt", only=())["step"] if (folder / "ckpt.pt").exists() else None
 

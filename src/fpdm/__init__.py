@@ -1,17 +1,17 @@
 """Fixed Point Diffusion Models in PyTorch."""
 
-__version__ = "0.1.0"  # before the imports: modules below read it while the package initialises
-
-from .blocks import compile_blocks
-from .calibrate import calibrate
-from .config import DiffusionConfig, ModelConfig, TrainConfig
-from .diffusion import GaussianDiffusion
-from .dit import DiT
-from .fixed_point import GRADIENT_MODES, IterationPlan, draw_plan, solve
-from .fpdm import FPDM
-from .registry import MODEL_NAMES, build_model, create_model, model_config
-from .sample import SamplerSettings, load_model
-from .sample_many import SampleRun, sample_seeds
+from fpdm.config import DiffusionConfig, ModelConfig, TrainConfig
+from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.fixed_point.solvers import GRADIENT_MODES, IterationPlan, draw_plan, solve
+from fpdm.models.blocks import compile_blocks
+from fpdm.models.dit import DiT
+from fpdm.models.fpdm import FPDM
+from fpdm.models.registry import MODEL_NAMES, build_model, create_model, model_config
+from fpdm.sampling.calibrate import calibrate
+from fpdm.sampling.loop import SamplerSettings
+from fpdm.sampling.many import SampleRun, sample_seeds
+from fpdm.version import __version__ as __version__  # re-exported
+from fpdm.weights.loading import load_model
 
 __all__ = [
     "DiT", "DiffusionConfig", "FPDM", "GRADIENT_MODES", "GaussianDiffusion", "IterationPlan", "MODEL_NAMES",

@@ -104,7 +104,7 @@ class TrainConfig(_DictConfig):
     device: str = "cpu"
     grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
     precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)
-    compile: bool = False  # torch.compile each transformer block (fpdm.blocks.compile_blocks)
+    compile: bool = False  # torch.compile each transformer block (fpdm.models.blocks.compile_blocks)
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):

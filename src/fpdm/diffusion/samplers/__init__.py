@@ -1,0 +1,13 @@
+"""Samplers: one module per family of step rules, each a pure step function and a `StepRule`; this
+registry names them for the sampling loop, `calibrate` and the command line. A new sampler is one module
+here and one line below (docs/architecture.md)."""
+
+from fpdm.diffusion.samplers import ddim, ddpm
+from fpdm.diffusion.samplers.base import StepRule
+
+SAMPLERS: dict[str, StepRule] = {
+    "ddpm": ddpm.RULE,
+    "ddim": ddim.RULE,
+}
+
+__all__ = ["SAMPLERS", "StepRule"]

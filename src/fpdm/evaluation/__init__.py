@@ -1,0 +1,1 @@
+"""Metrics (FID, KID, precision/recall), the digits feature net, Inception, `evaluate`."""

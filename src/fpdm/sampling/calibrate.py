@@ -1,0 +1,296 @@
+"""Calibrated allocation of a block budget (beyond the paper): iterations go where they reduce the error.
+
+The seed's profiles are hand-shaped ramps, and an adaptive tolerance stops a step on its own residual, which
+says nothing about how much that step's error hurts the sample. Here the allocation is measured:
+
+1. `step_errors`: along a sampling trajectory with converged solves (calibration seeds, disjoint from any
+   evaluation seeds), for each step j and each iteration count k, how far the sampler's next state
+   x_{t-1} moves when step j's prediction comes from k iterations instead of the converged fixed point
+   (mean squared difference; the same noise, guidance and clipping as sampling, and with reuse the
+   warm start the step would get).
+2. `allocate_by_table`: the integer counts (>= 1 each, spending the budget exactly) minimising the summed
+   errors — an exact dynamic programme, since the tables are small (steps × iterations).
+3. `calibrate`: step 1 and 2 for each candidate number of steps; the candidates' errors are not comparable
+   (fewer steps also discretise the chain more coarsely), so the step count is chosen by a measured score
+   of samples drawn on the calibration seeds (digits-FID for digits models), or given.
+
+The schedule is JSON (`write_schedule`): budget, steps, iterations per step, the sampler settings, the hash
+of the weights it was measured on, the calibration seeds, what was measured, and what it cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fpdm.diffusion.samplers import SAMPLERS
+from fpdm.sampling.budget import BudgetError
+
+__all__ = ["DEFAULT_SEEDS", "SCHEDULE_FORMAT", "allocate_by_table", "calibrate", "candidate_steps",
+           "check_schedule", "read_schedule", "step_errors", "weights_hash", "write_schedule"]
+
+SCHEDULE_FORMAT = "fpdm-schedule/1"
+# Evaluation seed blocks start at 0, 100000, 200000, ... (reproduce) and the built-in weights are scored on
+# 0-99: calibrating on these would tune on the test set.
+DEFAULT_SEEDS = range(900_000, 900_200)
+
+
+def allocate_by_table(errors: np.ndarray, total: int) -> list[int]:
+    """Iterations per step minimising sum_j errors[j, k_j - 1] subject to sum_j k_j == total and
+    1 <= k_j <= errors.shape[1]. Exact (dynamic programme over steps and iterations spent); among equal
+    optima the one that gives more iterations to earlier steps is chosen, so the result is deterministic."""
+    e = np.asarray(errors, dtype=np.float64)
+    if e.ndim != 2 or e.shape[0] < 1 or e.shape[1] < 1:
+        raise ValueError(f"errors must be a (steps, max_iters) table, got shape {e.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("errors must be finite")
+    steps, kmax = e.shape
+    if not steps <= total <= steps * kmax:
+        raise BudgetError(f"{total} iterations cannot be spread over {steps} steps with 1..{kmax} each")
+    # best[t]: least error of the steps so far having spent t iterations; choice[j, t]: step j's k there
+    inf = np.inf
+    best = np.full(total + 1, inf)
+    best[0] = 0.0
+    choice = np.zeros((steps, total + 1), dtype=np.int64)
+    for j in range(steps):
+        new = np.full(total + 1, inf)
+        for k in range(1, min(kmax, total) + 1):  # smaller k first: on ties a later step takes fewer
+            cand = np.full(total + 1, inf)
+            cand[k:] = best[:total + 1 - k] + e[j, k - 1]
+            better = cand < new
+            new[better] = cand[better]
+            choice[j, better] = k
+        best = new
+    alloc = []
+    t = total
+    for j in range(steps - 1, -1, -1):
+        k = int(choice[j, t])
+        alloc.append(k)
+        t -= k
+    assert t == 0
+    return alloc[::-1]
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """A hash of the weights a model samples with (a schedule is only valid for these)."""
+    from fpdm.common.digest import digest_state, hash_json
+
+    return f"{hash_json(digest_state(dict(model.state_dict()))['tensors']):016x}"
+
+
+def candidate_steps(model: Any, budget: int, max_iters: int, n: int = 6) -> list[int]:
+    """Step counts that can spend `budget` with 1..max_iters iterations per step (DiT: the one count),
+    at most `n` of them, spread geometrically between the fewest and the most."""
+    from fpdm.sampling.budget import plan_budget
+
+    cfg = model.config
+    if cfg.arch == "dit":
+        return [plan_budget(cfg, budget).steps]
+    fixed = cfg.pre_depth + cfg.post_depth
+    lo, hi = math.ceil(budget / (fixed + max_iters)), budget // (fixed + 1)
+    if hi < 1 or lo > hi:
+        raise BudgetError(f"budget {budget} is below one step: a step costs {fixed + 1} blocks or more")
+    if hi - lo + 1 <= n:
+        return list(range(lo, hi + 1))
+    return sorted({int(round(v)) for v in np.geomspace(lo, hi, n)})
+
+
+@torch.no_grad()
+def step_errors(model: Any, diffusion: Any, steps: int, seeds: Sequence[int], labels: Tensor,
+                settings: Any = None, max_iters: int = 26, ref_iters: int | None = None,
+                device: str = "cpu") -> np.ndarray:
+    """(steps, max_iters) table: entry [j, k - 1] is the mean squared change of the sampler's next state
+    x_{t-1} at step j (sampling order) between a prediction from k Picard iterations and from `ref_iters`
+    (default 2 × max_iters) — along the trajectory that converged solves take, with the sampler's own noise,
+    guidance, clipping and (with `settings.reuse`) warm starts."""
+    from fpdm.diffusion.schedules import space_timesteps
+    from fpdm.sampling.loop import SamplerSettings, _guided, _per_sample_randn
+
+    s = settings or SamplerSettings()
+    if s.solver != "picard" or s.tol is not None:
+        raise ValueError("calibration measures fixed iteration counts of the Picard solver: drop --tol and "
+                         "--solver")
+    ref_iters = ref_iters or 2 * max_iters
+    if ref_iters < max_iters:
+        raise ValueError(f"ref_iters ({ref_iters}) must be >= max_iters ({max_iters})")
+    spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
+    cfg, n = model.config, len(seeds)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+    x = _per_sample_randn(generators, shape).to(device)
+    guidance = s.cfg_scale != 1.0
+    y = labels.to(device)
+    if guidance:
+        y = torch.cat([y, torch.full_like(y, cfg.num_classes)])
+    channels = 3 if s.cfg_legacy else cfg.in_channels
+    errors = np.zeros((spaced.num_timesteps, max_iters))
+    z_prev = None
+    rule = SAMPLERS[s.sampler]
+    for j, i in enumerate(range(spaced.num_timesteps - 1, -1, -1)):
+        x_in = torch.cat([x, x]) if guidance else x
+        t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
+        h, c, c_pp = model.encode(x_in, t, y)
+        f = model.fixed_point_map(h, c)
+        z = z_prev if (s.reuse and z_prev is not None) else h
+        outs = []
+        for k in range(1, ref_iters + 1):
+            z = f(z)
+            if k <= max_iters:
+                outs.append(model.decode(z, c_pp))
+        outs.append(model.decode(z, c_pp))  # the reference, last
+        if guidance:
+            outs = [_guided(o, n, s.cfg_scale, channels) for o in outs]
+        noise = _per_sample_randn(generators, shape).to(device) if rule.stochastic(s.eta) else None
+
+        def step(out: Tensor, x: Tensor = x, i: int = i, noise: Tensor | None = noise) -> Tensor:
+            return rule.step(spaced, out, x, i, noise, eta=s.eta, clip_denoised=s.clip_denoised)
+
+        ref = step(outs[-1])
+        for k, out in enumerate(outs[:-1]):
+            errors[j, k] = float(((step(out) - ref) ** 2).mean())
+        x, z_prev = ref, z
+    return errors
+
+
+def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] = DEFAULT_SEEDS,
+              labels: Tensor | None = None, settings: Any = None, steps: int | None = None,
+              max_iters: int = 26, ref_iters: int | None = None, measure_samples: int = 64,
+              score: Callable[[Tensor, Tensor], float] | None = None, device: str = "cpu",
+              checkpoint: str = "", progress: bool = False) -> dict[str, Any]:
+    """A schedule for `budget` blocks per sample: for each candidate step count (`steps`, or
+    `candidate_steps`), the measured error table of the first `measure_samples` calibration seeds and its
+    optimal allocation; among several candidates, the one whose samples on all `seeds` score lowest
+    (`score(samples, labels)`, e.g. digits-FID) is chosen. A DiT has one feasible step count and nothing
+    to allocate. Returns the schedule (see `write_schedule`)."""
+    from fpdm.diffusion.schedules import space_timesteps
+    from fpdm.models.instrument import count_block_calls
+    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.many import class_labels, sample_seeds
+
+    s = settings or SamplerSettings()
+    seeds = [int(v) for v in seeds]
+    labels = class_labels(model.config.num_classes, len(seeds)) if labels is None else labels
+    cfg = model.config
+    t0 = time.perf_counter()
+    blocks = 0  # block evaluations, sample by sample (guidance's second half included)
+    rows_per_sample = 2 if s.cfg_scale != 1.0 else 1
+    candidates = [steps] if steps is not None else candidate_steps(model, budget, max_iters)
+    if len(candidates) > 1 and score is None:
+        raise ValueError("choosing the number of steps needs a score of samples (digits-FID for digits "
+                         "models); give --steps")
+    rows: list[dict[str, Any]] = []
+    for n_steps in candidates:
+        row: dict[str, Any] = {"steps": n_steps}
+        if cfg.arch == "dit":
+            from fpdm.sampling.budget import plan_budget
+
+            plan_budget(cfg, budget, steps=n_steps)  # a BudgetError if the count does not fit
+            row["iters"] = None
+        else:
+            total = budget - n_steps * (cfg.pre_depth + cfg.post_depth)
+            if not n_steps <= total <= n_steps * max_iters:
+                raise BudgetError(f"--steps {n_steps} cannot spend budget {budget}: that leaves {total} "
+                                  f"iterations for {n_steps} steps of 1..{max_iters} each")
+            m = min(measure_samples, len(seeds))
+            # no step can get more than what is left when every other step has its one: measure no further
+            cap = min(max_iters, total - (n_steps - 1))
+            row["ref_iters"] = ref_iters or 2 * cap  # the reference: twice the most any step can get
+            with count_block_calls(model) as counted:
+                table = step_errors(model, diffusion, n_steps, seeds[:m], labels[:m], s, cap,
+                                    row["ref_iters"], device)
+            blocks += counted["blocks"] * m * rows_per_sample  # block calls × the batch they ran on
+            row["iters"] = allocate_by_table(table, total)
+            row["predicted_error"] = float(sum(table[j, k - 1] for j, k in enumerate(row["iters"])))
+            row["errors"] = table.tolist()
+        if len(candidates) > 1:
+            schedule_here = {"steps": n_steps, "iters": row["iters"], "budget": budget}
+            with count_block_calls(model) as counted:
+                run = sample_seeds(model, diffusion, seeds, labels=labels, settings=s, device=device,
+                                   schedule=schedule_here, batch_size=len(seeds))
+            blocks += counted["blocks"] * len(seeds) * rows_per_sample
+            row["score"] = float(score(run.samples, labels))
+        rows.append(row)
+        if progress:
+            print(f"calibrate: {n_steps} steps" + (f", score {row['score']:.3f}" if "score" in row else ""),
+                  flush=True)
+    best = min(rows, key=lambda r: r.get("score", 0.0))
+    return {
+        "format": SCHEDULE_FORMAT, "budget": budget, "steps": best["steps"], "iters": best["iters"],
+        "arch": cfg.arch, "settings": asdict(replace(s)), "checkpoint": checkpoint,
+        "weights_hash": weights_hash(model), "calibration_seeds": [seeds[0], seeds[-1], len(seeds)],
+        "max_iters": max_iters, "ref_iters": ref_iters or "twice the most one step can get",
+        "measure_samples": min(measure_samples, len(seeds)), "candidates": rows,
+        "timesteps": sorted(space_timesteps(diffusion.num_timesteps, best["steps"]), reverse=True),
+        "cost": {"seconds": round(time.perf_counter() - t0, 3), "blocks": blocks,
+                 "as_many_blocks_as_sampling_images": round(blocks / (budget * rows_per_sample), 1)},
+    }
+
+
+# the sampler settings a schedule was measured with and must be sampled with
+_MATCHED = ("sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "clip_denoised")
+
+
+def check_schedule(schedule: dict[str, Any], model: Any, settings: Any, budget: int | None = None,
+                   source: str = "the schedule") -> None:
+    """Refuse a schedule made for other weights, another budget or other sampler settings (a ValueError
+    naming what differs), or one whose steps and iterations do not spend its budget."""
+    if schedule.get("format") != SCHEDULE_FORMAT:
+        raise ValueError(f"{source} is not an fpdm schedule (expected format {SCHEDULE_FORMAT!r})")
+    if schedule["weights_hash"] != weights_hash(model):
+        made_for = schedule.get("checkpoint") or "another checkpoint"
+        raise ValueError(f"{source} was calibrated for other weights ({made_for}); calibrate this checkpoint "
+                         "with `fpdm calibrate`")
+    if budget is not None and budget != schedule["budget"]:
+        raise ValueError(f"--budget {budget} but {source} spends {schedule['budget']}; calibrate for "
+                         f"{budget} or drop --budget")
+    mine = asdict(settings)
+    for key in _MATCHED:
+        if mine[key] != schedule["settings"][key]:
+            raise ValueError(f"{source} was calibrated with {key}={schedule['settings'][key]!r}, this run "
+                             f"has {mine[key]!r}: calibrate with the settings you sample with")
+    if settings.tol is not None or settings.solver != "picard":
+        raise ValueError("a calibrated schedule fixes every step's iterations: drop --tol and --solver")
+    cfg = model.config
+    iters = schedule["iters"]
+    spent = schedule["steps"] * cfg.depth if cfg.arch == "dit" else \
+        schedule["steps"] * (cfg.pre_depth + cfg.post_depth) + sum(iters)
+    if spent != schedule["budget"] or (iters is not None and len(iters) != schedule["steps"]):
+        raise ValueError(f"{source} is inconsistent: its steps and iterations spend {spent} blocks, not its "
+                         f"budget {schedule['budget']}")
+
+
+def write_schedule(path: str | Path, schedule: dict[str, Any], plot: bool = True) -> list[Path]:
+    """The schedule as JSON at `path` (with a digest) and, with `plot`, a PNG beside it: iterations per
+    step against t, over the measured error curves. Returns the files written."""
+    from fpdm.common.checkpoint import atomic_write
+    from fpdm.common.digest import with_json_digest
+
+    path = Path(path)
+    text = json.dumps(with_json_digest(schedule), indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    written = [path]
+    if plot and schedule["iters"] is not None:
+        from fpdm.common.plots import plot_schedule
+
+        written.append(path.with_suffix(".png"))
+        plot_schedule(schedule, written[-1])
+    return written
+
+
+def read_schedule(path: str | Path) -> dict[str, Any]:
+    """A schedule written by `write_schedule` (its digest checked)."""
+    from fpdm.common.digest import read_json
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--schedule {p} not found (write one with `fpdm calibrate`)")
+    return read_json(p)

@@ -1,0 +1,226 @@
+"""Sampling: DDPM/DDIM over a respaced chain, classifier-free guidance, FPDM's per-step iteration plans,
+warm starts ("reuse"), and budgeted adaptive solving — with a record of what was actually run.
+
+One random generator per sample seed draws that sample's initial noise and every step's noise, so they never
+depend on the batch; the arithmetic may (maths libraries choose kernels by batch size), so a seed's image at
+another batch size agrees to a tolerance, and bit for bit only for the same batch (docs/reproducibility.md).
+Warm-start state lives in this function's loop only: it starts empty for every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.diffusion.samplers import SAMPLERS as STEP_RULES
+from fpdm.diffusion.schedules import space_timesteps
+from fpdm.fixed_point.solvers import SOLVERS, SolveStats, make_solver
+from fpdm.models.dit import DiT
+from fpdm.models.fpdm import FPDM
+from fpdm.models.instrument import count_block_calls
+from fpdm.sampling.budget import forward_flops
+
+SAMPLERS = tuple(STEP_RULES)  # the registry's names: fpdm.diffusion.samplers
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "ddpm"
+    eta: float = 0.0
+    cfg_scale: float = 1.0  # 1 = no guidance
+    cfg_legacy: bool = False  # DiT's legacy guidance of the first 3 channels only
+    reuse: bool = False  # warm-start each step's fixed point from the previous step's z*
+    tol: float | None = None  # stop a step early below this relative residual; unspent budget carries on
+    solver: str = "picard"
+    anderson_window: int = 5
+    clip_denoised: bool = True
+    # a step whose relative residual is non-finite, or still above this after >= 3 evaluations, is reported
+    # as diverged (record + warning): its output is not a fixed point, the samples may be noise
+    divergence_bound: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        for name in ("eta", "cfg_scale", "tol", "divergence_bound"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        if self.eta < 0:
+            raise ValueError(f"--eta must be >= 0, got {self.eta}")
+        if self.cfg_scale < 1:
+            raise ValueError(f"--cfg-scale must be >= 1 (1 = no guidance), got {self.cfg_scale}")
+        if self.tol is not None and self.tol <= 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+        if self.anderson_window < 1:
+            raise ValueError(f"anderson_window must be >= 1, got {self.anderson_window}")
+        if not self.divergence_bound > 0:
+            raise ValueError(f"divergence_bound must be > 0, got {self.divergence_bound}")
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-99' (inclusive range), '3,7,9', or a mix such as '0-3,10'."""
+    seeds: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise ValueError(f"--seeds {spec!r}: expected ranges and numbers like '0-99' or '0-3,10'") from None
+    if not seeds:
+        raise ValueError(f"--seeds {spec!r} selects no seed")
+    bad = next((s for s in seeds if not 0 <= s < 2**63), None)
+    if bad is not None:  # a torch.Generator seed is a signed 64-bit integer
+        raise ValueError(f"--seeds {spec!r}: seed {bad} is outside [0, 2^63)")
+    if len(set(seeds)) != len(seeds):
+        twice = next(s for i, s in enumerate(seeds) if s in seeds[:i])
+        raise ValueError(f"--seeds {spec!r} names seed {twice} more than once (each seed is one sample)")
+    return seeds
+
+
+def _per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int]) -> Tensor:
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])  # (N, *shape)
+
+
+def _guided(out: Tensor, n: int, scale: float, channels: int) -> Tensor:
+    """Combine the conditional and unconditional halves: eps_u + s (eps_c - eps_u) on `channels`."""
+    cond, uncond = out[:n], out[n:]
+    mixed = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
+    return torch.cat([mixed, cond[:, channels:]], dim=1)
+
+
+@torch.no_grad()
+def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seeds: Sequence[int], *,
+           steps: int | str = 50, iters: Sequence[int] | int | None = None,
+           settings: SamplerSettings | None = None, device: str | torch.device = "cpu",
+           progress: bool = False) -> tuple[Tensor, dict[str, Any]]:
+    """Draw len(seeds) samples (N, C, H, W) in [-1, 1] for `labels`, and a record of what ran.
+
+    `steps`: an int or an ADM spec ("ddim25", "10,20") choosing the kept timesteps. `iters` (FPDM only): one
+    count per step in sampling order, or one count for every step (default depth - pre - post). With
+    `settings.tol`, a step may stop early; what it leaves unspent is added to the next step's allowance, and
+    the last step always spends what remains, so the total equals sum(iters)."""
+    s = settings or SamplerSettings()
+    if len(labels) != len(seeds):
+        raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds")
+    spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
+    n_steps = spaced.num_timesteps
+    cfg = model.config
+    is_fpdm = isinstance(model, FPDM)
+    if is_fpdm:
+        k = model.default_iters if iters is None else iters
+        plan = [int(k)] * n_steps if isinstance(k, int) else [int(v) for v in k]
+        if len(plan) != n_steps or min(plan) < 0:
+            raise ValueError(f"need {n_steps} non-negative iteration counts, got {plan}")
+    else:
+        if iters is not None:
+            raise ValueError("iters applies to FPDM models only")
+        plan = []
+    guidance = s.cfg_scale != 1.0
+    if guidance and cfg.num_classes == 0:
+        raise ValueError("classifier-free guidance needs a class-conditional model")
+    n = len(seeds)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+    x = _per_sample_randn(generators, shape).to(device)  # (N, C, H, W)
+    y = labels.to(device)
+    if guidance:
+        y = torch.cat([y, torch.full_like(y, cfg.num_classes)])  # second half: the null class
+    guided_channels = 3 if s.cfg_legacy else cfg.in_channels
+
+    rule = STEP_RULES[s.sampler]
+    z_prev = None  # warm-start state, local to this batch
+    rows = n * (2 if guidance else 1)
+    unspent = torch.zeros(rows, dtype=torch.long)  # per row (sample, or guidance half): --tol's savings
+    iters_run, iters_mean, step_stats = [], [], []
+    t0 = time.perf_counter()
+    with count_block_calls(model) as counted:
+        for j, i in enumerate(tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress)):
+            x_in = torch.cat([x, x]) if guidance else x
+            t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
+            if is_fpdm:
+                last = j == n_steps - 1
+                stats = SolveStats()
+                if s.tol is None:  # every sample runs the plan: one solve for the batch
+                    solver = make_solver(s.solver, plan[j], None, stats, s.anderson_window)
+                else:  # each sample stops on its own residual and keeps what it saved for later steps
+                    extra = spread_unspent(unspent, n_steps - j)
+                    unspent -= extra
+                    limits = plan[j] + extra
+                    solver = make_solver(s.solver, int(limits.max()), None if last else s.tol, stats,
+                                         s.anderson_window, limits=limits)
+                out, z = model(x_in, t, y, iters=solver, z_init=z_prev if s.reuse else None,
+                               return_state=True)
+                if s.tol is not None:
+                    spent = stats.evals_per_sample
+                    unspent += limits - spent
+                    iters_mean.append(round(float(spent.double().mean()), 3))
+                z_prev = z
+                iters_run.append(stats.evals)
+                step_stats.append(stats)
+            else:
+                out = model(x_in, t, y)
+            if guidance:
+                out = _guided(out, n, s.cfg_scale, guided_channels)
+            noise = _per_sample_randn(generators, shape).to(device) if rule.stochastic(s.eta) else None
+            x = rule.step(spaced, out, x, i, noise, eta=s.eta, clip_denoised=s.clip_denoised)
+    wall = time.perf_counter() - t0
+    passes = 2 if guidance else 1  # guidance evaluates each sample twice; the block budget does not count it
+    if is_fpdm:
+        per_step = iters_mean if s.tol is not None else iters_run  # what one sample ran, on average
+        flops = passes * sum(forward_flops(cfg, k) for k in per_step)
+    else:
+        flops = passes * n_steps * forward_flops(cfg)
+    # blocks per sample, counted: rows through blocks / rows per batch (a per-sample --tol solve runs the
+    # fixed-point block on the samples still iterating only, so its calls and its per-sample cost differ)
+    blocks, remainder = divmod(counted["rows"], rows)
+    record = {
+        "arch": cfg.arch, "steps": n_steps, "timesteps": [int(v) for v in spaced.timesteps[::-1]],
+        "iters_planned": plan, "iters_run": iters_run,
+        "blocks_counted": blocks if not remainder else round(counted["rows"] / rows, 3),
+        "block_calls": counted["blocks"],
+        "flops_per_sample": flops, "wall_s": round(wall, 4), "num_samples": n,
+        "seeds": [int(seeds[0]), int(seeds[-1])], "settings": asdict(s),
+        "residuals": [st.residual_values() for st in step_stats],
+    }
+    if s.tol is not None and is_fpdm:
+        record["iters_run_mean"] = iters_mean  # per step, over the samples (iters_run: the batch's calls)
+    record["diverged_steps"] = diverged_steps(record["residuals"], s.divergence_bound)
+    record["non_finite_samples"] = int((~torch.isfinite(x.flatten(1)).all(dim=1)).sum())
+    if record["diverged_steps"]:
+        worst = max(abs(r[-1]) if math.isfinite(r[-1]) else math.inf for r in
+                    (record["residuals"][j] for j in record["diverged_steps"]))
+        warnings.warn(f"the fixed-point iteration diverged at {len(record['diverged_steps'])} of {n_steps} "
+                      f"steps (final relative residual up to {worst:.3g} > {s.divergence_bound}): these "
+                      "samples may be noise; see the record's diverged_steps and residuals", stacklevel=2)
+    if record["non_finite_samples"]:
+        warnings.warn(f"{record['non_finite_samples']} of {n} samples contain NaN/inf", stacklevel=2)
+    return x.clamp(-1, 1).cpu(), record
+
+
+def spread_unspent(unspent: Tensor, remaining: int) -> Tensor:
+    """How much of each sample's unspent iterations the current step may use when `remaining` steps are
+    left (this one included): an even share, and everything at the last step — so savings from early
+    convergence spread over the rest of the chain instead of piling onto its last step."""
+    return unspent.clone() if remaining <= 1 else unspent // remaining
+
+
+def diverged_steps(residuals: Sequence[Sequence[float]], bound: float) -> list[int]:
+    """Indices (in sampling order) of steps whose fixed-point solve did not converge: a non-finite residual,
+    or a final relative residual above `bound` after at least 3 evaluations (the first evaluations move far
+    from the initial point even when the iteration converges, so fewer are not judged)."""
+    out = []
+    for j, r in enumerate(residuals):
+        if any(not math.isfinite(v) for v in r) or (len(r) >= 3 and r[-1] > bound):
+            out.append(j)
+    return out

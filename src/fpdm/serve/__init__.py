@@ -1,0 +1,1 @@
+"""`fpdm serve`: the compute dial in a browser."""

@@ -1,0 +1,1 @@
+"""The reproduction studies: the digits study, the paper-ratio study, the longer-training study."""

@@ -1,0 +1,1 @@
+"""The training loop (S-JFB and its ablations), EMA, memory metering."""

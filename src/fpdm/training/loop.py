@@ -1,0 +1,495 @@
+"""Training loop: DiT or FPDM (S-JFB and its ablations) with AdamW, warm-up, clipping, EMA, exact resume.
+
+A checkpoint holds the three configs, model, EMA, optimizer, step, the batch stream's position and every
+random state, so `--resume` continues bit-exactly and `fpdm sample --ckpt` needs no architecture flags.
+SIGINT/SIGTERM finish the current step, write a checkpoint and stop: an interruption loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from fpdm.common.checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    generator_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    set_generator_state,
+)
+from fpdm.common.digest import DamagedFile
+from fpdm.common.distributed import init_world, local_device
+from fpdm.common.lock import hold
+from fpdm.config import DiffusionConfig, ModelConfig, TrainConfig
+from fpdm.data.datasets import ImageDataset, load_dataset
+from fpdm.diffusion.gaussian import make_diffusion
+from fpdm.fixed_point.solvers import GRADIENT_MODES, draw_plan
+from fpdm.models.blocks import compile_blocks
+from fpdm.models.embeddings import drop_labels
+from fpdm.models.registry import build_model, model_config
+from fpdm.training.ema import make_ema, update_ema
+from fpdm.version import __version__
+
+CHECKPOINT_NAME = "ckpt.pt"
+LOG_NAME = "log.jsonl"
+
+
+def _write_bytes(data: bytes, f: IO[bytes]) -> None:
+    f.write(data)
+
+
+def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> None:
+    """`<out_dir>/summary.json`: the run's wall time, speed and memory (`fpdm train` writes it)."""
+    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def train_summary_lines(summary: dict[str, Any], out_dir: str | Path) -> list[str]:
+    """A short aligned account of a training run for people (summary.json keeps every number)."""
+    log = Path(out_dir) / LOG_NAME
+    last = None
+    if log.exists():
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        last = json.loads(lines[-1]).get("loss") if lines else None
+    ms = summary.get("ms_per_step")
+    rows = [("model", f"{summary['arch']}, {summary['parameters']:,} parameters"),
+            ("steps", f"{summary['step']} ({summary['steps_this_run']} this run"
+                      f"{', interrupted' if summary.get('interrupted') else ''})"),
+            ("wall", f"{summary['wall_s']:.1f} s" + (f", {ms:.1f} ms/step" if ms else "")
+             + f", peak RSS {summary['peak_rss_mib']:.0f} MiB"),
+            ("loss", "–" if last is None else f"{last:.4f} (last log record)"),
+            ("files", f"{summary['checkpoint']}, {log}, {Path(out_dir) / 'summary.json'}")]
+    return [f"{k:>6}  {v}" for k, v in rows]
+
+
+def previous_path(out_dir: str | Path, i: int) -> Path:
+    """Where `keep_last` keeps the i-th checkpoint before the latest (i = 1 is the one just before)."""
+    return Path(out_dir) / f"ckpt.prev{i}.pt"
+
+
+def _hold_latest(out: Path, keep_last: int) -> Path | None:
+    """Before `ckpt.pt` is replaced: a second name (hard link) for it, so it survives the replacement."""
+    ckpt, held = out / CHECKPOINT_NAME, out / f"{CHECKPOINT_NAME}.held"
+    if keep_last < 1 or not ckpt.exists():
+        return None
+    held.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, held)  # the same bytes under a second name, without copying them
+    except OSError:  # a filesystem without hard links
+        atomic_write(held, partial(_write_bytes, ckpt.read_bytes()))
+    return held
+
+
+def _keep_previous(out: Path, held: Path | None, keep_last: int) -> None:
+    """Once the new `ckpt.pt` is safely written: the held one becomes `ckpt.prev1.pt` (prev1 → prev2, …),
+    `keep_last` of them kept. Done after the write so a failed write (a full disk) loses none of them."""
+    for i in range(keep_last + 1, keep_last + 100):  # fewer kept than before: drop the surplus
+        if not previous_path(out, i).exists():
+            break
+        previous_path(out, i).unlink()
+    if held is None:
+        return
+    for i in range(keep_last, 1, -1):
+        if previous_path(out, i - 1).exists():
+            os.replace(previous_path(out, i - 1), previous_path(out, i))
+    os.replace(held, previous_path(out, 1))
+
+
+def resume_point(out_dir: str | Path, fallback: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resume starts from, and its state: `ckpt.pt`, checked. If it is missing or damaged,
+    a ValueError names the damage and the newest intact `ckpt.prevN.pt` (which `fallback` resumes from)."""
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    kept = [previous_path(out, i) for i in range(1, 100) if previous_path(out, i).exists()]
+    if not ckpt_path.exists() and not kept:
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    try:
+        return ckpt_path, load_checkpoint(ckpt_path)
+    except DamagedFile as e:
+        damage = f"{e.path} is damaged: {e.what}"
+    except (ValueError, FileNotFoundError) as e:  # unreadable (truncated, not a checkpoint) or missing
+        damage = str(e).splitlines()[0]
+    for prev in kept:
+        try:
+            state = load_checkpoint(prev)
+        except ValueError:
+            continue
+        if not fallback:
+            raise ValueError(f"{damage}; {prev} (step {state.get('step')}) is intact: add --fallback to "
+                             "resume from it (the steps after it are trained again)")
+        state["_fallback_from"] = damage  # resume() says so and sets the damaged file aside
+        return prev, state
+    raise ValueError(f"{damage}; " + ("no intact earlier checkpoint is kept either" if kept else
+                                      "no earlier checkpoint is kept (--keep-last)")
+                     + ": restore the run folder from a copy or start again")
+
+
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where `keep_every` keeps the checkpoint of `step` (beside the latest `ckpt.pt`)."""
+    return Path(out_dir) / f"ckpt-{step:07d}.pt"
+
+
+class BatchStream:
+    """Shuffled epochs of mini-batches from an in-memory dataset; its position is part of the checkpoint."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError("the dataset is empty")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = generator_state(self.generator)
+        self.perm = torch.randperm(n, generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        chunks, have = [], 0
+        while have < self.batch_size:
+            if self.pos == self.n:
+                self.epoch_start_state = generator_state(self.generator)
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            take = min(self.batch_size - have, self.n - self.pos)
+            chunks.append(self.perm[self.pos:self.pos + take])
+            self.pos += take
+            have += take
+        return torch.cat(chunks)  # (batch_size,) indices
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_start_state": self.epoch_start_state, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_generator_state(self.generator, state["epoch_start_state"])
+        self.epoch_start_state = state["epoch_start_state"]
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = state["pos"]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (as DiT) or a half cosine that
+    reaches 0 at cfg.lr_decay_steps (cfg.steps when that is 0)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        horizon = cfg.lr_decay_steps or cfg.steps
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return cfg.lr
+
+
+def ema_decay_at(step: int, cfg: TrainConfig) -> float:
+    """EMA decay with a warm-up, min(decay, (1 + step) / (10 + step)): early on the average would
+    otherwise be dominated by the (zero-output) initialisation, which matters for short runs."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[dict[str, bool]]:
+    """Turn SIGINT/SIGTERM into a flag checked between steps, so a step is never left half-done."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag["stop"]:  # a second signal: the user really wants out now
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a record torn by a crash mid-write
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig | None = None, *,
+          dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
+    """Start a new run in `train_cfg.out_dir` (refuses to overwrite one) and return its summary."""
+    ckpt_path = Path(train_cfg.out_dir) / CHECKPOINT_NAME
+    if ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
+                              f"--out directory")
+    if train_cfg.lr_schedule == "cosine" and not train_cfg.lr_decay_steps:  # the horizon is fixed at start
+        train_cfg = replace(train_cfg, lr_decay_steps=train_cfg.steps)
+    return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress)
+
+
+def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
+           keep_last: int | None = None, fallback: bool = False, dataset: ImageDataset | None = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
+    shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
+    many earlier checkpoints are kept; `fallback` resumes from the newest intact earlier checkpoint when
+    `ckpt.pt` is damaged (see :func:`resume_point`)."""
+    start, state = resume_point(out_dir, fallback)
+    damage = state.pop("_fallback_from", None)
+    if damage is not None:
+        print(f"resuming from {start} (step {state.get('step')}): {damage}", file=sys.stderr)
+        ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+        if ckpt_path.exists():  # set aside, so the next checkpoint does not shift it into ckpt.prev1.pt
+            os.replace(ckpt_path, Path(out_dir) / f"{CHECKPOINT_NAME}.damaged")
+    saved = TrainConfig.from_dict(state["train_config"])
+    if steps is not None and saved.lr_schedule == "cosine" and steps > saved.lr_decay_steps:
+        raise ValueError(f"--steps {steps}: the run's cosine learning rate reaches 0 at step "
+                         f"{saved.lr_decay_steps}; steps beyond it would train at lr 0 (start a run with "
+                         "--init-from, or a longer --steps, instead)")
+    train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
+                        device=saved.device if device is None else device,
+                        keep_last=saved.keep_last if keep_last is None else keep_last)
+    return _run(train_cfg, ModelConfig.from_dict(state["model_config"]),
+                DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
+
+
+# settings that describe a run: on resume, each one given must agree with the run's own
+RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
+                         "grad_clip", "ema_decay",
+                         "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
+                         "keep_every", "grad_checkpoint", "precision", "compile")
+RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
+                         "pre_post_timestep_conditioning", "class_dropout_prob")
+
+
+def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
+    """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
+    {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
+    (only the step count, the device and how many checkpoints are kept may change). Nothing to check
+    without a checkpoint."""
+    try:
+        _, state = resume_point(out_dir, fallback)
+    except FileNotFoundError:
+        return  # resume() names the missing checkpoint
+    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
+    if "model" in given:
+        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
+                                               if k in given})
+        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
+        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
+        if mine != theirs:
+            raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
+                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
+                             "--resume continues a run with its own settings "
+                             "(only --steps, --device and --keep-last may change)")
+    checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
+    for flag, saved in checks:
+        if flag in given and flag in saved and given[flag] != saved[flag]:
+            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
+                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
+                             "(only --steps, --device and --keep-last may change)")
+
+
+def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "") + "]"
+
+
+def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig,
+         state: dict[str, Any] | None, dataset: ImageDataset | None, progress: bool) -> dict[str, Any]:
+    out = Path(train_cfg.out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    if train_cfg.fp_mode not in GRADIENT_MODES:
+        raise ValueError(f"--fp-mode must be one of {GRADIENT_MODES}, got {train_cfg.fp_mode!r}")
+    if dataset is None:
+        dataset = load_dataset(train_cfg.data, split="train", image_size=model_cfg.input_size,
+                               channels=model_cfg.in_channels, data_dir=train_cfg.data_dir)
+    if (dataset.image_size, dataset.channels) != (model_cfg.input_size, model_cfg.in_channels):
+        raise ValueError(f"data {train_cfg.data!r} has {dataset.channels}×{dataset.image_size}² images but "
+                         f"the model expects {model_cfg.in_channels}×{model_cfg.input_size}²")
+    if dataset.num_classes > model_cfg.num_classes:
+        raise ValueError(f"data has {dataset.num_classes} classes, the model only {model_cfg.num_classes}")
+
+    world = init_world(train_cfg.device)
+    local = world.shard(train_cfg.batch_size)  # this process's rows of every global batch
+    device = torch.device(local_device(train_cfg.device, world))
+    torch.manual_seed(train_cfg.seed)  # label dropout draws from the global RNG
+    model = build_model(model_cfg).to(device)
+    ema = make_ema(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    diffusion = make_diffusion(diffusion_cfg, model_cfg.learn_sigma)
+    gen = torch.Generator().manual_seed(train_cfg.seed + 1)  # timesteps, noise, fixed-point plans
+    batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
+    images, labels = dataset.images, dataset.labels
+    is_fpdm = model_cfg.arch == "fpdm"
+    if train_cfg.compile:
+        compile_blocks(model)
+    # DDP averages gradients over processes; weights, EMA and checkpoints stay the plain model's
+    net = model if world.size == 1 else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    step = 0
+    if state is not None:
+        if state.get("num_images", len(dataset)) != len(dataset):
+            raise ValueError(f"data {train_cfg.data!r} now has {len(dataset)} training images, the run was "
+                             f"started with {state['num_images']}: its data order cannot be resumed")
+        saved_classes = state.get("class_names", list(dataset.class_names))
+        if saved_classes != list(dataset.class_names):
+            raise ValueError(f"data {train_cfg.data!r} now has classes {_short(dataset.class_names)}, the "
+                             f"run was started with {_short(saved_classes)}: its labels would change meaning")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        set_generator_state(gen, state["generator"])
+        batches.load_state_dict(state["batches"])
+        restore_rng_state(state["rng"])
+        if world.is_main:
+            _truncate_log(out / LOG_NAME, step)
+
+    def checkpoint() -> None:
+        if not world.is_main:
+            return
+        held = _hold_latest(out, train_cfg.keep_last)
+        try:
+            _save()
+        except BaseException:
+            if held is not None:
+                held.unlink(missing_ok=True)
+            raise
+        _keep_previous(out, held, train_cfg.keep_last)
+
+    def _save() -> None:
+        save_checkpoint(ckpt_path, {
+            "fpdm_version": __version__,
+            "model_config": model_cfg.to_dict(),
+            "train_config": train_cfg.to_dict(),
+            "diffusion_config": diffusion_cfg.to_dict(),
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "generator": generator_state(gen),
+            "batches": batches.state_dict(),
+            "num_images": len(dataset),
+            "class_names": list(dataset.class_names),
+            "rng": capture_rng_state(),
+        })
+
+    out.mkdir(parents=True, exist_ok=True)
+    with hold(out, "fpdm train", enabled=world.is_main):  # one process per run folder
+        for stale in [*out.glob(f".{CHECKPOINT_NAME}.*.tmp"), *out.glob(f"{CHECKPOINT_NAME}.held")] \
+                if world.is_main else ():
+            stale.unlink()  # a checkpoint write that a crash cut short
+        world.barrier()
+        if step >= train_cfg.steps and world.is_main:
+            print(f"nothing to do: the run in {out} is at step {step} and --steps is {train_cfg.steps}",
+                  file=sys.stderr)
+        model.train()
+        acc: dict[str, torch.Tensor | float] = {}
+        n_acc = 0
+        t_start = time.perf_counter()
+        t_interval = t_start
+        steps_run = 0
+        interrupted = False
+        bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}",
+                   disable=not (progress and world.is_main), dynamic_ncols=True)
+        log_path = out / LOG_NAME if world.is_main else Path(os.devnull)
+        with _stop_on_signal() as flag, open(log_path, "a") as log:
+            while step < train_cfg.steps:
+                # every process draws the whole global batch (same generators), then keeps its rows
+                idx = batches.next()
+                y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
+                t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
+                noise = torch.randn(images[idx].shape, generator=gen)
+                x0, y, t, noise = (v[local].to(device) for v in (images[idx], y, t, noise))  # (B/N, ...)
+                x_t = diffusion.q_sample(x0, t, noise)
+                kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
+                if is_fpdm:
+                    plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad,
+                                     gen)
+                    kw["iters"] = plan
+                with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
+                    output = net(x_t, t, y, **kw)
+                terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
+                loss = terms["loss"].mean()
+                if world.any(not torch.isfinite(loss)):  # every process stops at the same step
+                    checkpoint()
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved "
+                                             f"to {ckpt_path} — try a lower --lr or --grad-clip")
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, train_cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                if not torch.isfinite(grad_norm):  # before the update: weights and optimizer are still good
+                    checkpoint()
+                    raise FloatingPointError(f"gradient norm is {grad_norm.item()} at step {step} (loss "
+                                             f"{loss.item():.4g}); last good state saved to {ckpt_path} — "
+                                             "try a lower --lr or --grad-clip")
+                opt.step()
+                update_ema(ema, model, ema_decay_at(step, train_cfg))
+                step += 1
+                steps_run += 1
+
+                for k, v in terms.items():
+                    acc[k] = acc.get(k, 0.0) + v.detach().mean()  # stays on device: no sync per step
+                acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm
+                if is_fpdm:
+                    acc["iters"] = acc.get("iters", 0.0) + plan.total
+                n_acc += 1
+                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                    if world.size > 1:
+                        acc = {k: world.all_mean(torch.as_tensor(v)) if k not in ("iters", "grad_norm") else v
+                               for k, v in acc.items()}
+                        if is_fpdm and len(set(world.all_gather_int(round(float(acc["iters"]))))) > 1:
+                            raise RuntimeError(f"processes drew different fixed-point plans by step {step}")
+                    now = time.perf_counter()
+                    rec = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()},
+                           "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
+                    acc, n_acc, t_interval = {}, 0, now
+                bar.update(1)
+                stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
+                keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
+                if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+                    checkpoint()
+                if keep and world.is_main:  # numbered copies for quality-vs-step curves
+                    atomic_write(snapshot_path(out, step), partial(_write_bytes, ckpt_path.read_bytes()))
+                if stop:
+                    interrupted = True
+                    break
+        bar.close()
+        wall = time.perf_counter() - t_start
+        summary = {
+            "arch": model_cfg.arch, "parameters": model.num_parameters, "step": step,
+            "steps_this_run": steps_run, "wall_s": round(wall, 3),
+            "ms_per_step": round(1000 * wall / steps_run, 3) if steps_run else None,
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "checkpoint": str(ckpt_path), "interrupted": interrupted,
+        }
+        if interrupted:
+            print(f"interrupted at step {step}; resume with --resume --out {out}", file=sys.stderr)
+        return summary
