@@ -517,7 +517,8 @@ def _add_plot_residuals(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from fpdm.data.datasets import load_dataset
-    from fpdm.training.loop import resume, train, train_summary_lines, write_summary
+    from fpdm.training.loop import resume, train
+    from fpdm.training.run_folder import train_summary_lines, write_summary
 
     if a.config:
         _apply_preset(a, a.config)

@@ -216,7 +216,8 @@ def _train_task(args: tuple) -> dict[str, Any]:
     device = rest[0] if rest else "cpu"
     from fpdm.config import TrainConfig
     from fpdm.models.registry import model_config
-    from fpdm.training.loop import CHECKPOINT_NAME, resume, train
+    from fpdm.training.loop import resume, train
+    from fpdm.training.run_folder import CHECKPOINT_NAME
 
     _one_thread()
     out = Path(root) / "train" / spec.key(scale, steps)
@@ -251,7 +252,7 @@ def _eval_task(args: tuple) -> dict[str, Any]:
     cached = _cached(path)
     if cached is not None:
         return cached
-    from fpdm.training.loop import CHECKPOINT_NAME, snapshot_path
+    from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
 
     folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
     ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
