@@ -173,7 +173,7 @@ def test_results_of_other_settings_are_never_replaced_silently(tiny_run, tmp_pat
 
 
 def test_sweep_refuses_other_settings_and_keeps_finished_rows(tiny_run, tmp_path, capsys, monkeypatch):
-    import fpdm.cli.app as cli
+    import fpdm.cli.sweep as cli
 
     ckpt, out = str(tiny_run / "ckpt.pt"), str(tmp_path / "sw")
     base = ["sweep", "--ckpt", ckpt, "--budget", "24", "--iters-list", "2,4", "--seeds", "0-3", "--out", out,
@@ -271,7 +271,8 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*256*.json")),
                          ids=lambda p: p.stem)
 def test_shipped_presets_are_valid(preset):
-    from fpdm.cli.app import _apply_preset, build_parser
+    from fpdm.cli.app import build_parser
+    from fpdm.cli.train import _apply_preset
 
     a = build_parser().parse_args(["train"])
     _apply_preset(a, str(preset))
@@ -286,7 +287,8 @@ def test_shipped_presets_are_valid(preset):
                          ids=lambda p: p.stem)
 def test_fashion_recipes_train_every_model_alike(preset):
     """The Fashion study compares models trained the same way: only the model and S-JFB range differ."""
-    from fpdm.cli.app import _apply_preset, build_parser
+    from fpdm.cli.app import build_parser
+    from fpdm.cli.train import _apply_preset
 
     a = build_parser().parse_args(["train"])
     _apply_preset(a, str(preset))

@@ -264,7 +264,7 @@ def test_damaged_sampling_parts_are_sampled_again(tmp_path):
 
 
 def test_damaged_cache_entries_are_recomputed(tmp_path):
-    from fpdm.studies.digits import _cached, _store
+    from fpdm.studies.engine import _cached, _store
 
     result = {"settings": {"k": 3}, "digits_fid": 21.337, "blocks": 560, "iters_run": [2, 3]}
     _store(tmp_path / "e.json", result)

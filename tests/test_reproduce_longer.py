@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from fpdm.studies.digits import _run_tasks
+from fpdm.studies.engine import _run_tasks
 from fpdm.studies.longer import FACTOR, K_SET, cells, run, seed_cells, seed_folder
-from fpdm.studies.ratio import RATIO_FULL, RATIO_TINY, experiments, models
+from fpdm.studies.ratio_cells import RATIO_FULL, RATIO_TINY, experiments, models
 
 
 def test_cells_are_the_ratio_studys_headline_cells_at_each_length():

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from fpdm.studies.ratio import (
+from fpdm.studies.ratio import link_section, run
+from fpdm.studies.ratio_cells import (
     RATIO_FULL,
     RATIO_QUICK,
     RATIO_TINY,
@@ -10,9 +11,7 @@ from fpdm.studies.ratio import (
     equal_cost_budgets,
     experiments,
     feasible_iters,
-    link_section,
     models,
-    run,
     trainings,
 )
 

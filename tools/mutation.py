@@ -318,7 +318,7 @@ MUTANTS: list[Mutant] = [
       "exported weights loaded without their digest check", [DIGEST]),
     M("sampling/many.py", 'warnings.warn(f"{why.splitlines()[0]}; sampling that batch again", stacklevel=2)',
       "pass", "a damaged sampling part is resampled silently", [DIGEST]),
-    M("studies/digits.py", "        return read_json(path)", "        return json.loads(path.read_text())",
+    M("studies/engine.py", "        return read_json(path)", "        return json.loads(path.read_text())",
       "reproduce cache entries read without their digest check", [DIGEST]),
     M("data/latents.py", "        check_safetensors(f, data, metadata)", "        pass",
       "latent shards loaded without their digest check", [LATENTS]),
@@ -363,7 +363,7 @@ MUTANTS: list[Mutant] = [
     M("training/run_folder.py", "        if not fallback:\n", "        if False:\n",
       "--resume falls back to an earlier checkpoint without being asked", [KEEP]),
     # ---------------------------------------------------------------------- longer training (ratio study)
-    M("studies/digits.py", "summary = resume(out, steps=steps, device=device, progress=False)",
+    M("studies/engine.py", "summary = resume(out, steps=steps, device=device, progress=False)",
       "summary = resume(out, device=device, progress=False)",
       "a training folder seeded from a shorter run resumes to that run's steps, not its key's", [LONGER]),
     M("studies/longer.py", "return [k for k in K_SET if budget % (2 + k) == 0 and k <= scale.max_iters]",

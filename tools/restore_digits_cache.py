@@ -32,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fpdm.studies.digits import FULL, EvalSpec, TrainSpec, _key, _run_parallel, _store, _train_task  # noqa: E402
+from fpdm.studies.digits import FULL  # noqa: E402
+from fpdm.studies.engine import EvalSpec, TrainSpec, _key, _run_parallel, _store, _train_task  # noqa: E402
 
 PUBLISHED = ROOT / "docs" / "results" / "results.json"
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fpdm.studies.digits import EvalSpec, TrainSpec, _fmt, _paired, _run_tasks
-from fpdm.studies.ratio import RATIO_SCALES, SEED1, RatioScale, _fid, _last_loss, models, write_outputs
-from fpdm.studies.ratio import _rows as _matching
+from fpdm.studies.engine import EvalSpec, TrainSpec, _fmt, _paired, _run_tasks
+from fpdm.studies.ratio import _fid, _last_loss, write_outputs
+from fpdm.studies.ratio_cells import RATIO_SCALES, SEED1, RatioScale, models
+from fpdm.studies.ratio_cells import _rows as _matching
 
 NAMES = ("dit28", "fpdm", "fpdm-N10M12")  # the headline's DiT and both FPDMs (the best one is picked)
 K_SET = (2, 3, 5, 6, 8, 12)  # holds the grid's best k at every seed budget (2, 2, 6, 5) and the seed's 4-8

@@ -1,0 +1,50 @@
+"""`fpdm reproduce`: the studies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fpdm.cli.common import _Formatter
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", formatter_class=_Formatter,
+                       help="reproduce the seed's findings on digits",
+                       description="Train, sample and evaluate the seed's Fig. 4-5, Tables 3-5, reuse and "
+                                   "the adaptive solvers on the built-in digits; writes <out>/README.md with "
+                                   "tables and plots. Cached by config: run it again to resume.")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (both studies ≈13 min on 2 cores)")
+    p.add_argument("--scale", choices=("full", "quick", "tiny"), default=None,
+                   help="explicit scale (default: full, or quick with --quick)")
+    p.add_argument("--out", default="results", help="output and cache directory")
+    p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
+    p.add_argument("--study", choices=("all", "digits", "ratio", "longer"), default="all",
+                   help="digits: the first study (DiT of depth 6, <out>/README.md); ratio: FPDM against DiTs "
+                        "of depth 28 and 12 (<out>/ratio/README.md); all: both; longer: the ratio study's "
+                        "DiT-28 and FPDMs trained on to twice its steps, its headline cells again "
+                        "(<out>/ratio/longer/README.md; needs the ratio study's trainings)")
+    p.add_argument("--device", default="cpu",
+                   help="where trainings and sampling run (e.g. cuda); the cache is keyed by settings only")
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from fpdm.studies import digits as reproduce
+    from fpdm.studies import longer as reproduce_longer
+    from fpdm.studies import ratio as reproduce_ratio
+
+    scale = a.scale or ("quick" if a.quick else "full")
+    try:
+        if a.study in ("all", "digits"):
+            reproduce.run(scale, a.out, workers=a.workers, device=a.device)
+        if a.study in ("all", "ratio"):
+            reproduce_ratio.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
+        if a.study == "longer":
+            reproduce_longer.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
+    except KeyboardInterrupt:
+        print(f"fpdm reproduce: interrupted; finished trainings and cells are cached in {a.out} (trainings "
+              "keep their last checkpoint): run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,350 @@
+"""The studies engine: training and evaluation cells keyed by their settings, a cache folder that makes
+every study resumable, single-threaded worker processes, calibrated schedules for cells that ask for one,
+and the paired statistics the reports print. Each study (`digits`, `ratio`, `longer`) declares its models,
+cells and verdicts on top of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    name: str  # human label, e.g. "fpdm", "dit", "sjfb-N6-M6"
+    model: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields beyond the scale's
+
+    def key(self, scale: Any, steps: int) -> str:  # a study's scale: batch_size, lr, warmup_steps
+        return _key({"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
+                     "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps})
+
+
+CALIBRATION_RULE = "reference 2 x the most one step can get"  # part of calibrated cells' keys
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    experiment: str
+    train: TrainSpec
+    train_steps: int
+    budget: int
+    iters: int | None = None
+    steps: int | None = None
+    profile: str = "constant"
+    sampler: str = "ddpm"
+    reuse: bool = False
+    tol: float | None = None
+    solver: str = "picard"
+    seed_block: int = 0
+    snapshot: int | None = None  # evaluate the training's kept checkpoint of this step, not its last one
+    # sample with a schedule `fpdm.sampling.calibrate` measured for this budget and sampler
+    calibrated: bool = False
+    labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def settings(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("labels")
+        d["train"] = d["train"]["name"]
+        for later in ("snapshot", "calibrated"):  # cells without them keep the keys they had before them
+            if not d[later]:
+                d.pop(later)
+        if d["tol"] is not None:  # --tol became per-sample: results from the batch-wide rule are not reused
+            d["tol_rule"] = "per-sample"
+        if self.calibrated:  # a change in how schedules are measured must not reuse the cells of the old
+            d["calibration"] = CALIBRATION_RULE
+        return d
+
+
+def _one_thread() -> None:
+    """One intra-op thread for torch and for numpy's BLAS: with two workers on two cores, a second BLAS
+    thread made a 128×128 eigh in the metrics 25× slower."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A finished task's result, or None if there is none — or if it is damaged (not valid JSON, or not
+    matching its digest): then the task runs again, with a warning, rather than stopping the whole study."""
+    from fpdm.common.digest import DamagedFile, read_json
+
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except DamagedFile as e:
+        warnings.warn(f"{e}; running its task again", stacklevel=2)
+        return None
+
+
+def _store(path: Path, result: dict[str, Any]) -> None:
+    """Keep a finished task's result, with its digest, atomically."""
+    from fpdm.common.checkpoint import atomic_write
+    from fpdm.common.digest import with_json_digest
+
+    text = json.dumps(with_json_digest(result), indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _train_task(args: tuple) -> dict[str, Any]:
+    spec, scale, steps, root, *rest = args  # (..., device) optionally
+    device = rest[0] if rest else "cpu"
+    from fpdm.config import TrainConfig
+    from fpdm.models.registry import model_config
+    from fpdm.training.loop import resume, train
+    from fpdm.training.run_folder import CHECKPOINT_NAME
+
+    _one_thread()
+    out = Path(root) / "train" / spec.key(scale, steps)
+    summary_path = out / "summary.json"
+    cached = _cached(summary_path)
+    if cached is not None:  # the name is a label: equal settings under two names share one training
+        return cached | {"name": spec.name}
+    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
+                      warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
+                      ckpt_every=max(1, steps // 10), device=device, **dict(spec.train))
+    if (out / CHECKPOINT_NAME).exists():  # to the key's steps: a folder seeded from a shorter run trains on
+        summary = resume(out, steps=steps, device=device, progress=False)
+    else:
+        mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
+        summary = train(cfg, mc, progress=False)
+    summary.update(name=spec.name, spec=asdict(spec))
+    if not summary["interrupted"]:
+        _store(summary_path, summary)
+    return summary
+
+
+def _eval_task(args: tuple) -> dict[str, Any]:
+    spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
+    device = rest[0] if rest else "cpu"
+    from fpdm.evaluation.evaluate import digits_metrics
+    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.many import class_labels, sample_seeds
+    from fpdm.weights.loading import load_model
+
+    _one_thread()
+    path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
+    cached = _cached(path)
+    if cached is not None:
+        return cached
+    from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
+
+    folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
+    ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
+    model, diffusion, _ = load_model(ckpt)
+    model.to(device)
+    seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
+    labels = class_labels(10, len(seeds))
+    settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
+    schedule = None
+    if spec.calibrated:
+        from fpdm.sampling.calibrate import check_schedule
+
+        schedule = _schedule(Path(root), spec, scale, model, diffusion, settings, device)
+        check_schedule(schedule, model, settings, spec.budget, source=f"the schedule of {spec.train.name}")
+    run = sample_seeds(model, diffusion, seeds, labels=labels, budget=spec.budget, iters=spec.iters,
+                       steps=spec.steps, profile=spec.profile, settings=settings, batch_size=len(seeds),
+                       device=device, schedule=schedule)
+    x, rec = run.samples, run.record
+    metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
+    result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
+              "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],
+              "iters_run": rec["iters_run"], **{k: metrics[k] for k in ("digits_fid", "kid", "precision",
+                                                                        "recall", "class_consistency")}}
+    if schedule is not None:
+        result["schedule"] = {
+            "steps": schedule["steps"], "iters": schedule["iters"], "cost": schedule["cost"],
+            "candidates": [{k: c.get(k) for k in ("steps", "score", "predicted_error")}
+                           for c in schedule["candidates"]]}
+    if spec.seed_block == 0 and spec.experiment == "smoothing" and spec.budget == scale.grid_budget \
+            and spec.sampler == "ddpm" and not spec.reuse:
+        from fpdm.common.images import save_image_grid
+
+        dit = spec.iters is None  # a DiT has no k
+        grid = Path(root) / "grids" / f"{spec.train.name}{'' if dit else f'-k{spec.iters}'}.png"
+        shown = seeds[:100]
+        save_image_grid(x[:100], grid, nrow=10, upscale=4, padding=2, labels=labels[:100],
+                        caption=f"{spec.train.name}{'' if dit else f', k={spec.iters}'}: {rec['steps']} DDPM "
+                                f"steps, budget {spec.budget}, seeds {shown[0]}-{shown[-1]}")
+        result["grid"] = str(grid)
+    _store(path, result)
+    return result
+
+
+def calibration_seeds(scale: Any) -> range:
+    """The calibration seeds of a study: `fpdm.sampling.calibrate`'s default block (disjoint from the
+    evaluation
+    blocks, which start at 0, 100000, ...), no more than a cell samples."""
+    from fpdm.sampling.calibrate import DEFAULT_SEEDS
+
+    return DEFAULT_SEEDS[:min(len(DEFAULT_SEEDS), scale.num_samples)]
+
+
+def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any, settings: Any,
+              device: str) -> dict[str, Any]:
+    """The calibrated schedule of a cell's training, budget and sampler: measured once (under a lock, as
+    the cells of several seed blocks share it and run side by side), cached under `<root>/schedules`."""
+    from fpdm.common.lock import FolderInUse, hold
+    from fpdm.evaluation.evaluate import digits_metrics
+    from fpdm.sampling.calibrate import calibrate
+
+    max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
+    key = _key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
+                "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
+                "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
+    folder = root / "schedules" / key
+    path = folder / "schedule.json"
+    while True:
+        try:
+            with hold(folder, "calibration"):
+                cached = _cached(path)
+                if cached is not None:
+                    return cached
+                seeds = calibration_seeds(scale)
+
+                def fid(x: Any, labels: Any) -> float:
+                    return float(digits_metrics(x, labels, bootstrap=2, kid_subsets=2)["digits_fid"])
+
+                schedule = calibrate(model, diffusion, spec.budget, seeds=seeds, settings=settings,
+                                     max_iters=max_iters, measure_samples=min(64, len(seeds)), score=fid,
+                                     device=device, checkpoint=spec.train.name)
+                _store(path, schedule)
+                return schedule
+        except FolderInUse:  # another worker is measuring it: wait for its result
+            time.sleep(2)
+
+
+def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str], None]) -> list:
+    if workers <= 1 or len(jobs) <= 1:
+        out = []
+        for i, job in enumerate(jobs):
+            out.append(fn(job))
+            progress(f"{i + 1}/{len(jobs)}")
+        return out
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        out = []
+        for i, res in enumerate(pool.imap(fn, jobs)):
+            out.append(res)
+            progress(f"{i + 1}/{len(jobs)}")
+        pool.close()
+        return out
+    finally:
+        pool.terminate() if pool._state != "CLOSE" else None
+        pool.join()
+
+
+def _run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
+               workers: int, log: Callable[[str], None], device: str = "cpu"
+               ) -> tuple[list[dict], list[dict]]:
+    """Run the trainings (in the given order) and the cells on `workers` processes, each cell as soon as
+    its training has finished, so no worker waits at a barrier. Returns (summaries, results) in input order.
+    A cell whose training is not in `trains` must have been trained already."""
+    jobs: list[tuple[str, int, tuple]] = [("train", i, (spec, scale, n, str(root), device))
+                                          for i, (spec, n) in enumerate(trains)]
+    index = {t: i for i, t in enumerate(trains)}
+    waiting = list(enumerate(cells))
+    summaries: list[Any] = [None] * len(trains)
+    results: list[Any] = [None] * len(cells)
+
+    def ready() -> tuple[str, int, tuple] | None:
+        if jobs:
+            return jobs.pop(0)
+        for pos, (i, c) in enumerate(waiting):
+            t = index.get((c.train, c.train_steps))
+            if t is None or summaries[t] is not None:
+                del waiting[pos]
+                return ("eval", i, (c, scale, str(root), device))
+        return None
+
+    def finished(kind: str, i: int, res: dict) -> None:
+        if kind == "train":
+            if res.get("interrupted"):
+                raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
+            summaries[i] = res
+            log(f"trained {res['name']} ({sum(s is not None for s in summaries)}/{len(trains)})")
+        else:
+            results[i] = res
+            n = sum(r is not None for r in results)
+            if n % 20 == 0 or n == len(cells):
+                log(f"eval {n}/{len(cells)}")
+
+    fns = {"train": _train_task, "eval": _eval_task}
+    if workers <= 1:
+        while (job := ready()) is not None:
+            finished(job[0], job[1], fns[job[0]](job[2]))
+        return summaries, results
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        flight: list[tuple[Any, str, int]] = []
+        while True:
+            while len(flight) < workers and (job := ready()) is not None:
+                flight.append((pool.apply_async(fns[job[0]], (job[2],)), job[0], job[1]))
+            if not flight:
+                break
+            done = [f for f in flight if f[0].ready()]
+            if not done:
+                time.sleep(0.1)
+                continue
+            for f in done:
+                flight.remove(f)
+                finished(f[1], f[2], f[0].get())
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    return summaries, results
+
+
+def _mean_se(vals: Iterable[float]) -> tuple[float, float]:
+    v = np.asarray(list(vals), dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def _group(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in results:
+        s = r["settings"]
+        if s["experiment"] == experiment:
+            out.setdefault(tuple(s[k] for k in keys), []).append(r)
+    return out
+
+
+def _paired(a: list[dict], b: list[dict], metric: str = "digits_fid") -> str:
+    """Mean ± s.e. of a − b over the sampling-seed blocks both have (same noise and labels: paired)."""
+    fb = {r["settings"]["seed_block"]: r[metric] for r in b}
+    diffs = [r[metric] - fb[r["settings"]["seed_block"]] for r in a if r["settings"]["seed_block"] in fb]
+    if not diffs:
+        return "–"
+    m, se = _mean_se(diffs)
+    return f"{m:+.2f} ± {se:.2f}"
+
+
+def _fmt(rows: list[dict], metric: str = "digits_fid") -> str:
+    m, se = _mean_se(r[metric] for r in rows)
+    return f"{m:.2f} ± {se:.2f}"
+
+
+def _verdict(diffs: list[float]) -> str:
+    if len(diffs) < 2:
+        return "one block: no verdict"
+    m, se = _mean_se(diffs)
+    return "calibrated wins" if m + 2 * se < 0 else "calibrated loses" if m - 2 * se > 0 else \
+        "within 2 s.e."
