@@ -10,8 +10,10 @@ same bytes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from fpdm.common.checkpoint import atomic_write
 from fpdm.common.digest import check_safetensors, safetensors_metadata
-from fpdm.data.datasets import load_dataset
+from fpdm.data.datasets import ImageDataset, load_dataset
 
 WEIGHTS = Path(__file__).parents[1] / "assets" / "digits_features.safetensors"
 
@@ -55,21 +57,21 @@ class FeatureTrainConfig:
     seed: int = 0
 
 
-def train_digits_net(cfg: FeatureTrainConfig = FeatureTrainConfig(), progress: bool = False
-                     ) -> tuple[DigitsNet, float]:
-    """Train on the digits train split; return the net (eval mode) and its held-out accuracy.
+def train_classifier(make_net: Callable[[], nn.Module], train: ImageDataset, test: ImageDataset,
+                     cfg: FeatureTrainConfig, desc: str, progress: bool = False) -> tuple[nn.Module, float]:
+    """Train `make_net()` (built after seeding) on `train` with AdamW and cross-entropy; return it in eval
+    mode and its accuracy on `test`.
 
     Runs with one intra-op thread (restored afterwards): reductions then happen in one fixed order, which is
     what makes the result reproducible bit for bit."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
         torch.manual_seed(cfg.seed)  # initialisation
-        net = DigitsNet()
+        net = make_net()
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         order = torch.Generator().manual_seed(cfg.seed + 1)
-        for _ in tqdm(range(cfg.epochs), desc="train digits features", disable=not progress):
+        for _ in tqdm(range(cfg.epochs), desc=desc, disable=not progress):
             perm = torch.randperm(len(train), generator=order)
             for lo in range(0, len(perm), cfg.batch_size):
                 idx = perm[lo:lo + cfg.batch_size]
@@ -79,21 +81,30 @@ def train_digits_net(cfg: FeatureTrainConfig = FeatureTrainConfig(), progress: b
                 opt.step()
         net.eval()
         with torch.no_grad():
-            acc = (net(test.images).argmax(1) == test.labels).float().mean().item()
-        return net, acc
+            pred = torch.cat([net(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
+        return net, (pred == test.labels).float().mean().item()
     finally:
         torch.set_num_threads(threads)
 
 
-def save_feature_net(net: DigitsNet, accuracy: float, cfg: FeatureTrainConfig, path: str | Path) -> None:
-    """Weights, the held-out split's features (the default reference) and how they were made."""
-    test = load_dataset("digits", split="test")
+def train_digits_net(cfg: FeatureTrainConfig = FeatureTrainConfig(), progress: bool = False
+                     ) -> tuple[DigitsNet, float]:
+    """Train on the digits train split; return the net (eval mode) and its held-out accuracy."""
+    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
+    return train_classifier(DigitsNet, train, test, cfg, "train digits features", progress)
+
+
+def save_feature_net(net: nn.Module, accuracy: float, cfg: FeatureTrainConfig, path: str | Path,
+                     reference: Tensor | None = None, **provenance: Any) -> None:
+    """Weights, the reference images' features (default: the digits held-out split) and how they were made."""
+    if reference is None:
+        reference = load_dataset("digits", split="test").images
     with torch.no_grad():
-        ref = net.features(test.images)
+        ref = torch.cat([net.features(reference[i:i + 1000]) for i in range(0, len(reference), 1000)])
     tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
     tensors["reference.test.features"] = ref.contiguous()
     meta = safetensors_metadata(tensors, config=asdict(cfg), test_accuracy=round(accuracy, 6),
-                                torch=torch.__version__)
+                                torch=torch.__version__, **provenance)
 
     def write(f) -> None:
         from safetensors.torch import save
@@ -103,23 +114,30 @@ def save_feature_net(net: DigitsNet, accuracy: float, cfg: FeatureTrainConfig, p
     atomic_write(path, write)
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str) -> tuple[DigitsNet, np.ndarray]:
+def load_net(path: str | Path, make_net: Callable[[], nn.Module], regenerate: str
+             ) -> tuple[nn.Module, np.ndarray]:
+    """A feature net written by `save_feature_net` (digests checked) and its stored reference features;
+    `regenerate` is the command that writes the file, named in the errors."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"digits feature weights not found at {p}; regenerate them with "
-                                f"`fpdm train-features --out {p}`")
+        raise FileNotFoundError(f"feature weights not found at {p}; regenerate them with "
+                                f"`{regenerate} --out {p}`")
     try:
         with safe_open(str(p), "pt") as f:
             metadata = f.metadata()
         tensors = load_file(str(p))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{p} is not a valid safetensors file ({e}); regenerate it with "
-                         f"`fpdm train-features --out {p}`") from None
+                         f"`{regenerate} --out {p}`") from None
     check_safetensors(p, tensors, metadata)
-    net = DigitsNet()
+    net = make_net()
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     return net.eval(), tensors["reference.test.features"].double().numpy()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> tuple[DigitsNet, np.ndarray]:
+    return load_net(path, DigitsNet, "fpdm train-features")
 
 
 def load_feature_net(path: str | Path = WEIGHTS) -> DigitsNet:
@@ -141,5 +159,5 @@ def digits_features(images: Tensor, path: str | Path = WEIGHTS) -> tuple[np.ndar
     return feats.double().numpy(), net.fc2(feats).argmax(1).numpy()
 
 
-__all__ = ["DigitsNet", "FeatureTrainConfig", "WEIGHTS", "digits_features", "load_feature_net",
-           "reference_features", "save_feature_net", "train_digits_net"]
+__all__ = ["DigitsNet", "FeatureTrainConfig", "WEIGHTS", "digits_features", "load_feature_net", "load_net",
+           "reference_features", "save_feature_net", "train_classifier", "train_digits_net"]
