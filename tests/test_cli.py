@@ -173,12 +173,12 @@ def test_results_of_other_settings_are_never_replaced_silently(tiny_run, tmp_pat
 
 
 def test_sweep_refuses_other_settings_and_keeps_finished_rows(tiny_run, tmp_path, capsys, monkeypatch):
-    import fpdm.cli.sweep as cli
+    import fpdm.sampling.sweep as cli
 
     ckpt, out = str(tiny_run / "ckpt.pt"), str(tmp_path / "sw")
     base = ["sweep", "--ckpt", ckpt, "--budget", "24", "--iters-list", "2,4", "--seeds", "0-3", "--out", out,
             "--no-progress"]
-    real = cli._sample_seeds
+    real = cli.sample_request
     calls = []
 
     def interrupted_at_second(a, model, diffusion, k, **kw):
@@ -187,10 +187,10 @@ def test_sweep_refuses_other_settings_and_keeps_finished_rows(tiny_run, tmp_path
             raise KeyboardInterrupt
         return real(a, model, diffusion, k, **kw)
 
-    monkeypatch.setattr(cli, "_sample_seeds", interrupted_at_second)
+    monkeypatch.setattr(cli, "sample_request", interrupted_at_second)
     assert main(base) == 130
     assert "1 finished row(s) kept" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "_sample_seeds", lambda *args, **kw: calls.append(args[3]) or real(*args, **kw))
+    monkeypatch.setattr(cli, "sample_request", lambda *args, **kw: calls.append(args[3]) or real(*args, **kw))
     assert main(base) == 0 and calls == [2, 4, 4]  # the rerun samples only the missing k
     rows = json.loads((tmp_path / "sw.json").read_text())["rows"]
     assert [r["iters"] for r in rows] == [2, 4] and "gflops_per_sample" in rows[0]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fpdm.cli.common import _add_official_options, _add_threads, _Formatter, _official_kw, _writable_folder
+from fpdm.cli.common import _add_official_options, _add_threads, _Formatter, _official_kw
 from fpdm.sampling.calibrate import DEFAULT_SEEDS
 from fpdm.sampling.loop import SAMPLERS
+from fpdm.sampling.request import writable_folder
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +74,7 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
         v for v in (f"B{a.budget}", a.sampler, a.reuse and "reuse", a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
         if v)
     out = Path(a.out) if a.out else default.with_suffix(".json")
-    _writable_folder(out.parent, f"--out {out}")
+    writable_folder(out.parent, f"--out {out}")
     files = write_schedule(out, schedule)
     cost = schedule["cost"]
     print(f"schedule  {schedule['steps']} steps, iterations {schedule['iters']}" if schedule["iters"] else

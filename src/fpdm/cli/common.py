@@ -4,9 +4,7 @@ defaults, the early check that an output folder is writable."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import fields
-from pathlib import Path
 from typing import NoReturn
 
 from fpdm.config import DiffusionConfig, TrainConfig
@@ -47,15 +45,3 @@ def _add_official_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 def _official_kw(a: argparse.Namespace) -> dict:
     return {"num_heads": a.num_heads, "pre_post_timestep_conditioning": a.pre_post_timestep_conditioning}
-
-
-def _writable_folder(folder: Path, flag: str) -> None:
-    """Fail early, naming the flag and the obstacle, when `folder` cannot be created or written; creates
-    nothing."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"{flag}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(f"{flag}: cannot write in {parent}")
-            return

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from fpdm.cli.common import _Formatter, _official_kw, _writable_folder
+from fpdm.cli.common import _Formatter
 from fpdm.cli.sampling_options import (
     _add_sampling_options,
-    _refuse_other_results,
-    _sample_identity,
-    _sample_seeds,
-    _sample_tag,
 )
-from fpdm.common.distributed import init_world, local_device
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -37,73 +31,17 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from fpdm.data.latents import training_vae
-    from fpdm.evaluation.evaluate import digits_eval, small_sample_warning
-    from fpdm.sampling.loop import parse_seeds
-    from fpdm.sampling.many import (
-        count_parts,
-        discard_empty_parts,
-        grid_caption,
-        parts_folder,
-        remove_parts,
-        summary_lines,
-        write_record,
-        write_samples,
-    )
+    from fpdm.sampling.many import summary_lines
+    from fpdm.sampling.request import Interrupted, SampleRequest, sample_to_files
     from fpdm.weights.loading import load_model
 
-    model, diffusion, ckpt = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
-    vae_path = a.vae or training_vae(ckpt)
-    world = init_world(a.device)  # several processes under torchrun: batches are shared out
-    a.device = local_device(a.device, world)
-    model.to(a.device)
-    prefix = Path(a.out) if a.out else Path(a.ckpt).parent / "samples" / _sample_tag(a)
-    _writable_folder(prefix.parent, f"--out {prefix}")  # before sampling, not after it
-    for flag, value in (("--nrow", a.nrow), ("--upscale", a.upscale)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    identity = _sample_identity(a)
-    _refuse_other_results(Path(f"{prefix}.json"), identity, a.overwrite)
-    if a.eval and (warning := small_sample_warning(len(parse_seeds(a.seeds)))) is not None:
-        print(f"fpdm sample: warning: {warning}", file=sys.stderr)
-    parts = parts_folder(prefix)
+    r = SampleRequest.from_options(a)
+    model, diffusion, ckpt = load_model(r.ckpt, **r.load_kwargs())
     try:
-        run = _sample_seeds(a, model, diffusion, a.iters, parts=parts, world=world)
-        if run is None:  # another process writes the outputs
-            return 0
-    except KeyboardInterrupt:
-        discard_empty_parts(parts)  # an empty folder would only block a later run with other settings
-        kept = f"{count_parts(parts)} finished batch(es) kept in {parts}: run the same command again to " \
-            "resume" if parts.exists() else "no batch had finished"
-        print(f"fpdm sample: interrupted; {kept}", file=sys.stderr)
+        done = sample_to_files(r, model, diffusion, ckpt)
+    except Interrupted as e:
+        print(f"fpdm sample: interrupted; {e}", file=sys.stderr)
         return 130
-    except BaseException:
-        discard_empty_parts(parts)
-        raise
-    x, record = run.samples, run.record
-    latents = None
-    if vae_path:
-        from fpdm.data.latents import decode, load_vae
-
-        latents, x = x, decode(load_vae(vae_path, a.device), x)  # (N, 3, H, W) in [-1, 1]
-        record["vae"] = vae_path
-    name = Path(a.ckpt).name if Path(a.ckpt).name != "ckpt.pt" else Path(a.ckpt).parent.name
-    png, npz = write_samples(prefix, x, run.labels, run.seeds, latents=latents, nrow=a.nrow,
-                             upscale=a.upscale, caption=grid_caption(record, name),
-                             show_labels=model.config.num_classes > 0)
-    record.update(ckpt=a.ckpt, train_step=ckpt.get("step"), ema=not a.no_ema, png=str(png), npz=str(npz),
-                  identity=identity)
-    if a.adm_npz:
-        from fpdm.evaluation.inception import export_adm_npz
-
-        record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
-    if a.eval:
-        metrics = digits_eval(x, run.labels, model.config)
-        if not metrics:
-            raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
-                             "digits; use `fpdm eval --inception-weights` on the .npz")
-        record["eval"] = metrics
-    write_record(prefix, record)
-    remove_parts(parts)  # everything is in the .npz now
-    print("\n".join(summary_lines(record, prefix)))
+    if done is not None:  # None: another torchrun process writes the outputs
+        print("\n".join(summary_lines(*done)))
     return 0

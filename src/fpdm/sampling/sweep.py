@@ -10,6 +10,16 @@ from typing import Any
 import numpy as np
 
 from fpdm.config import ModelConfig
+from fpdm.sampling.request import (
+    CALIBRATED,
+    Interrupted,
+    SampleRequest,
+    _stderr,
+    sample_identity,
+    sample_request,
+    sample_tag,
+    writable_folder,
+)
 
 
 def write_table(rows: list[dict[str, Any]], prefix: str | Path, settings: dict[str, Any]) -> None:
@@ -86,3 +96,61 @@ def run_sweep(sample_k: Callable[[Any], Any], ks: list[Any], prefix: str | Path,
     if rows:
         write_table(rows, prefix, settings)
     return rows
+
+
+def sweep_iters(r: SampleRequest) -> list[int | str | None]:
+    """The k of each row `fpdm sweep` is asked for; the request's checks that need no weights."""
+    if r.budget is None:
+        raise ValueError("fpdm sweep needs --budget")
+    if r.steps is not None or r.iters is not None:
+        raise ValueError("fpdm sweep derives the steps from --budget and each k of --iters-list; drop "
+                         "--steps/--iters")
+    try:
+        return [int(v) for v in r.iters_list.split(",")]
+    except ValueError:
+        raise ValueError(f"--iters-list {r.iters_list!r}: expected comma-separated integers") from None
+
+
+def sweep_to_files(r: SampleRequest, model: Any, diffusion: Any, ks: list[int | str | None],
+                   on_row: Callable[[dict[str, Any]], None], on_skip: Callable[[Any, ValueError], None],
+                   warn: Callable[[str], None] = _stderr) -> Path:
+    """`fpdm sweep`'s work after loading the weights: one row per k (a DiT has one row; --schedule adds
+    the calibrated one), each sampled in resumable parts and kept in `<prefix>.json` as it finishes, so a
+    rerun resumes. Returns the prefix of `<prefix>.md/.json`. Ctrl-C raises `Interrupted`."""
+    from fpdm.evaluation.evaluate import small_sample_warning
+    from fpdm.sampling.loop import parse_seeds
+    from fpdm.sampling.many import parts_folder, remove_parts
+
+    model.to(r.device)
+    tag = f"budget{r.budget}-" + sample_tag(r).replace(f"-B{r.budget}", "")
+    prefix = Path(r.out) if r.out else Path(r.ckpt).parent / "sweeps" / tag
+    writable_folder(prefix.parent, f"--out {prefix}")
+    if model.config.arch != "fpdm":
+        ks = [None]
+    if r.schedule:
+        ks = [*ks, CALIBRATED]  # one more row: the calibrated schedule at the same budget
+    settings = {**sample_identity(r), "iters_list": r.iters_list}
+    if previous_rows(prefix, settings) is None:
+        if not r.overwrite:
+            raise FileExistsError(f"{prefix}.json holds a sweep with other settings; pass --overwrite to "
+                                  "replace it (and its grids), or choose another --out")
+        remove_outputs(prefix)
+    if (warning := small_sample_warning(len(parse_seeds(r.seeds)))) is not None:
+        warn(f"fpdm sweep: warning: {warning}")
+
+    def sample_k(k: int | str | None) -> Any:
+        parts = parts_folder(f"{prefix}-k{k}")
+        run = sample_request(r, model, diffusion, k, parts=parts)
+        remove_parts(parts)
+        return run
+
+    try:
+        rows = run_sweep(sample_k, ks, prefix, model.config, settings, on_skip=on_skip, on_row=on_row)
+    except KeyboardInterrupt:
+        kept = previous_rows(prefix, settings) or {}
+        raise Interrupted(f"{len(kept)} finished row(s) kept in {prefix}.json: run the same command again "
+                          "to resume") from None
+    if not rows:
+        raise ValueError(f"no k in --iters-list {r.iters_list} spends budget {r.budget} exactly; see "
+                         f"`fpdm budget-table --ckpt {r.ckpt} --budget {r.budget}`")
+    return prefix
