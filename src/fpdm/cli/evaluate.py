@@ -16,8 +16,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                                    "precision/recall, class consistency). Other data: Inception via "
                                    "torch-fidelity (the `eval` extra) with a local weights file.")
     p.add_argument("samples", help="samples: .npz or a folder of images")
-    p.add_argument("--ref", default="digits", help="'digits' (held-out split), 'digits-train', or (with "
-                   "--inception-weights) a folder / .npz of reference images")
+    p.add_argument("--ref", default="digits", help="'digits' (held-out split), 'digits-train', "
+                   "'fashion-mnist' (its 10k test images), or (with --inception-weights) a folder / .npz of "
+                   "reference images")
     p.add_argument("--inception-weights", default=None, help="local Inception weights file for FID/KID/IS/"
                    "precision/recall on real datasets (nothing is downloaded) (default: digits metrics)")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (clipped to set sizes)")
@@ -32,6 +33,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         as_digits,
         check_digit_labels,
         digits_metrics,
+        fashion_metrics,
         load_samples,
         sampler_record,
         small_sample_warning,
@@ -48,11 +50,16 @@ def _cmd_eval(a: argparse.Namespace) -> int:
                       samples=a.samples, reference=a.ref)
     else:
         x, labels = load_samples(a.samples)
-        x = as_digits(x)
+        fashion = a.ref == "fashion-mnist"
+        if fashion and tuple(x.shape[1:]) != (1, 32, 32):
+            raise ValueError(f"--ref fashion-mnist needs 32×32 greyscale samples, got {tuple(x.shape[1:])} "
+                             f"in {a.samples}")
+        x = x if fashion else as_digits(x)
         check_digit_labels(labels, a.samples)
         if (warning := small_sample_warning(len(x))) is not None:
             print(f"fpdm eval: warning: {warning}", file=sys.stderr)
-        result = digits_metrics(x, labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
+        result = fashion_metrics(x, labels, kid_subset_size=a.kid_subset_size) if fashion else \
+            digits_metrics(x, labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
         result["samples"] = a.samples
         sampler = sampler_record(a.samples)
         if sampler is not None:

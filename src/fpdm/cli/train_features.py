@@ -50,7 +50,7 @@ def _cmd_train_features(a: argparse.Namespace) -> int:
         cfg = replace(fashion_features.CONFIG, seed=a.seed, epochs=a.epochs or fashion_features.CONFIG.epochs)
         out = a.out or str(fashion_features.WEIGHTS)
         net, acc = fashion_features.train_fashion_net(cfg, a.data_dir, progress=not a.no_progress)
-        fashion_features.save_fashion_net(net, acc, cfg, out, a.data_dir)
+        fashion_features.save_fashion_net(net, acc, cfg, out)
     if acc < NETS[a.data]:
         print(f"warning: held-out accuracy {acc:.4f} is below {NETS[a.data]}", file=sys.stderr)
     print(json.dumps({"out": out, "test_accuracy": acc}))

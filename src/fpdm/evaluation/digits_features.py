@@ -87,6 +87,12 @@ def train_classifier(make_net: Callable[[], nn.Module], train: ImageDataset, tes
         torch.set_num_threads(threads)
 
 
+@torch.no_grad()
+def batched_features(net: nn.Module, images: Tensor, batch: int = 1000) -> Tensor:
+    """`net.features` of many images, `batch` at a time (the same values as one call)."""
+    return torch.cat([net.features(images[i:i + batch].float().cpu()) for i in range(0, len(images), batch)])
+
+
 def train_digits_net(cfg: FeatureTrainConfig = FeatureTrainConfig(), progress: bool = False
                      ) -> tuple[DigitsNet, float]:
     """Train on the digits train split; return the net (eval mode) and its held-out accuracy."""
@@ -95,14 +101,15 @@ def train_digits_net(cfg: FeatureTrainConfig = FeatureTrainConfig(), progress: b
 
 
 def save_feature_net(net: nn.Module, accuracy: float, cfg: FeatureTrainConfig, path: str | Path,
-                     reference: Tensor | None = None, **provenance: Any) -> None:
-    """Weights, the reference images' features (default: the digits held-out split) and how they were made."""
-    if reference is None:
-        reference = load_dataset("digits", split="test").images
-    with torch.no_grad():
-        ref = torch.cat([net.features(reference[i:i + 1000]) for i in range(0, len(reference), 1000)])
+                     reference: Tensor | None = None, store_reference: bool = True,
+                     **provenance: Any) -> None:
+    """Weights, the reference images' features (default: the digits held-out split; none with
+    `store_reference=False`, for references too large to ship) and how they were made."""
     tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
-    tensors["reference.test.features"] = ref.contiguous()
+    if store_reference:
+        if reference is None:
+            reference = load_dataset("digits", split="test").images
+        tensors["reference.test.features"] = batched_features(net, reference).contiguous()
     meta = safetensors_metadata(tensors, config=asdict(cfg), test_accuracy=round(accuracy, 6),
                                 torch=torch.__version__, **provenance)
 
@@ -115,8 +122,9 @@ def save_feature_net(net: nn.Module, accuracy: float, cfg: FeatureTrainConfig, p
 
 
 def load_net(path: str | Path, make_net: Callable[[], nn.Module], regenerate: str
-             ) -> tuple[nn.Module, np.ndarray]:
-    """A feature net written by `save_feature_net` (digests checked) and its stored reference features;
+             ) -> tuple[nn.Module, np.ndarray | None]:
+    """A feature net written by `save_feature_net` (digests checked) and its stored reference features (None
+    if it stores none);
     `regenerate` is the command that writes the file, named in the errors."""
     p = Path(path)
     if not p.exists():
@@ -132,7 +140,8 @@ def load_net(path: str | Path, make_net: Callable[[], nn.Module], regenerate: st
     check_safetensors(p, tensors, metadata)
     net = make_net()
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    return net.eval(), tensors["reference.test.features"].double().numpy()
+    ref = tensors.get("reference.test.features")
+    return net.eval(), None if ref is None else ref.double().numpy()
 
 
 @functools.lru_cache(maxsize=4)

@@ -31,14 +31,10 @@ def _reference(name: str, weights: str | Path) -> np.ndarray:
     raise ValueError(f"unknown digits reference {name!r}; expected one of {DIGITS_REFERENCES}")
 
 
-def digits_metrics(samples: Tensor, labels: Tensor | None = None, *, reference: str = "digits",
-                   weights: str | Path = WEIGHTS, kid_subset_size: int = 1000, kid_subsets: int = 100,
-                   bootstrap: int = 50, k: int = 3) -> dict[str, Any]:
-    """digits-FID (± bootstrap s.e.), KID (mean, std over subsets), precision/recall (k-NN), and class
-    consistency (share of samples the feature net classifies as their label) for (N, 1, 8, 8) samples in
-    [-1, 1]. `reference`: "digits" (the 297 held-out images) or "digits-train" (1,500)."""
-    feats, pred = digits_features(samples, weights)
-    ref = _reference(reference, weights)
+def _feature_metrics(feats: np.ndarray, pred: np.ndarray, ref: np.ndarray, labels: Tensor | None, name: str,
+                     kid_subset_size: int, kid_subsets: int, bootstrap: int, k: int) -> dict[str, Any]:
+    """FID (± bootstrap s.e.) as `<name>_fid`, KID, precision/recall and class consistency of sample
+    features against reference features of the same network."""
     mu, sigma = gaussian_stats(ref)
     # The cubic kernel is scale-sensitive and these ReLU features are large; measuring both sets in units of
     # the reference's RMS feature value keeps x·y/d near 1, as for Inception features.
@@ -46,25 +42,57 @@ def digits_metrics(samples: Tensor, labels: Tensor | None = None, *, reference: 
     kid_mean, kid_std = kid(feats / scale, ref / scale, subset_size=kid_subset_size, subsets=kid_subsets)
     precision, recall = precision_recall(ref, feats, k=k)
     out: dict[str, Any] = {
-        "digits_fid": frechet_distance(*gaussian_stats(feats), mu, sigma),
-        "digits_fid_se": bootstrap_fid(feats, mu, sigma, n=bootstrap),
+        f"{name}_fid": frechet_distance(*gaussian_stats(feats), mu, sigma),
+        f"{name}_fid_se": bootstrap_fid(feats, mu, sigma, n=bootstrap),
         "kid": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall,
-        "num_samples": len(feats), "reference": reference, "reference_size": len(ref),
-        "features": f"digits CNN ({Path(weights).name}), 128-d", "kid_subset_size": min(kid_subset_size,
-                                                                                       len(feats), len(ref)),
+        "num_samples": len(feats), "reference_size": len(ref),
+        "kid_subset_size": min(kid_subset_size, len(feats), len(ref)),
     }
     if labels is not None:
         out["class_consistency"] = float((pred == np.asarray(labels)).mean())
     return out
 
 
-def digits_eval(x: Tensor, labels: Tensor, cfg: ModelConfig) -> dict[str, Any]:
-    """Digits metrics of samples from a digits-shaped model (8×8, 1 channel); {} for any other model."""
+def digits_metrics(samples: Tensor, labels: Tensor | None = None, *, reference: str = "digits",
+                   weights: str | Path = WEIGHTS, kid_subset_size: int = 1000, kid_subsets: int = 100,
+                   bootstrap: int = 50, k: int = 3) -> dict[str, Any]:
+    """digits-FID (± bootstrap s.e.), KID (mean, std over subsets), precision/recall (k-NN), and class
+    consistency (share of samples the feature net classifies as their label) for (N, 1, 8, 8) samples in
+    [-1, 1]. `reference`: "digits" (the 297 held-out images) or "digits-train" (1,500)."""
+    feats, pred = digits_features(samples, weights)
+    out = _feature_metrics(feats, pred, _reference(reference, weights), labels, "digits", kid_subset_size,
+                           kid_subsets, bootstrap, k)
+    return {**out, "reference": reference, "features": f"digits CNN ({Path(weights).name}), 128-d"}
+
+
+def fashion_metrics(samples: Tensor, labels: Tensor | None = None, *, weights: str | Path | None = None,
+                    kid_subset_size: int = 1000, kid_subsets: int = 100, bootstrap: int = 50,
+                    k: int = 3) -> dict[str, Any]:
+    """fashion-FID and the same companions as `digits_metrics` for (N, 1, 32, 32) samples, against the
+    10,000 Fashion-MNIST test images (features stored with the network; the network never saw them). The
+    floor to expect: 10,000 training images against the test set."""
+    from fpdm.evaluation import fashion_features as ff
+
+    weights = ff.WEIGHTS if weights is None else weights
+    feats, pred = ff.fashion_features(samples, weights)
+    out = _feature_metrics(feats, pred, ff.reference_features(weights), labels, "fashion", kid_subset_size,
+                           kid_subsets, bootstrap, k)
+    return {**out, "reference": "fashion-mnist test (10,000)",
+            "features": f"Fashion-MNIST CNN ({Path(weights).name}), 256-d"}
+
+
+def digits_eval(x: Tensor, labels: Tensor, cfg: ModelConfig, data: str | None = None) -> dict[str, Any]:
+    """The metrics a model's samples are scored with, by what it was trained on (`data`, the checkpoint's
+    train_config data when known): fashion-mnist → fashion metrics; a digits-shaped model (8×8, 1 channel)
+    → digits metrics; {} for any other model."""
+    keys = ("kid", "kid_std", "precision", "recall", "class_consistency")
+    if data == "fashion-mnist" and (cfg.input_size, cfg.in_channels) == (32, 1):
+        m = fashion_metrics(x, labels if cfg.num_classes == 10 else None)
+        return {k: m[k] for k in ("fashion_fid", "fashion_fid_se", *keys) if k in m}
     if (cfg.input_size, cfg.in_channels) != (8, 1):
         return {}
     m = digits_metrics(x, labels if cfg.num_classes == 10 else None)
-    return {k: m[k] for k in ("digits_fid", "digits_fid_se", "kid", "kid_std", "precision", "recall",
-                              "class_consistency") if k in m}
+    return {k: m[k] for k in ("digits_fid", "digits_fid_se", *keys) if k in m}
 
 
 def sampler_record(samples: str | Path) -> dict[str, Any] | None:

@@ -243,10 +243,10 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
 
         record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
     if r.eval:
-        metrics = digits_eval(x, run.labels, model.config)
+        metrics = digits_eval(x, run.labels, model.config, ckpt.get("train_config", {}).get("data"))
         if not metrics:
-            raise ValueError("--eval computes digits metrics, but this model does not make 8×8 greyscale "
-                             "digits; use `fpdm eval --inception-weights` on the .npz")
+            raise ValueError("--eval computes digits or Fashion-MNIST metrics, but this model was trained on "
+                             "neither; use `fpdm eval --inception-weights` on the .npz")
         record["eval"] = metrics
     write_record(prefix, record)
     remove_parts(parts)  # everything is in the .npz now
