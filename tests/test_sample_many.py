@@ -104,3 +104,13 @@ def test_the_merged_record_describes_every_batch_not_the_first(kernels):
     for key in ("iters_run", "iters_run_mean", "blocks_counted", "flops_per_sample"):
         assert split[key] == pytest.approx(one[key]), key
     assert split["blocks_counted"] == 4 * (1 + 6 + 1)
+
+
+def test_summary_names_the_feature_network_of_the_metrics():
+    rec = {"num_samples": 2, "seeds": [0, 1], "arch": "fpdm", "steps": 4, "settings": {},
+           "blocks_counted": 12, "eval": {"fashion_fid": 12.5, "fashion_fid_se": 1.0, "precision": 0.5,
+                                          "recall": 0.5, "class_consistency": 0.9}}
+    lines = ss.summary_lines(rec, "x")
+    assert any(ln.strip().startswith("fashion  FID 12.50 ± 1.00") for ln in lines)
+    rec["eval"] = {"digits_fid": 3.0, "precision": 0.5, "recall": 0.5}
+    assert any(ln.strip().startswith("digits  FID 3.00 ± nan") for ln in ss.summary_lines(rec, "x"))

@@ -307,10 +307,11 @@ def summary_lines(record: dict[str, Any], prefix: str | Path) -> list[str]:
         lines.append(("warning", f"the fixed point diverged at {len(record['diverged_steps'])} step(s)"))
     ev = record.get("eval")
     if ev:
-        lines.append(("digits", f"FID {ev['digits_fid']:.2f} ± {ev.get('digits_fid_se', float('nan')):.2f}, "
-                                f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}"
-                                + (f", class consistency {ev['class_consistency']:.3f}"
-                                   if ev.get("class_consistency") is not None else "")))
+        name = "fashion" if "fashion_fid" in ev else "digits"  # the feature network's data
+        lines.append((name, f"FID {ev[f'{name}_fid']:.2f} ± {ev.get(f'{name}_fid_se', float('nan')):.2f}, "
+                            f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}"
+                            + (f", class consistency {ev['class_consistency']:.3f}"
+                               if ev.get("class_consistency") is not None else "")))
     lines.append(("files", f"{prefix}.png, .npz, .json"))
     return [f"{k:>8}  {v}" for k, v in lines]
 
