@@ -108,9 +108,11 @@ REAL = Path(DEFAULT_DIR)
                     not (REAL / "train-images-idx3-ubyte").exists(),
                     reason=f"Debian's dataset-fashion-mnist is not installed ({DEFAULT_DIR})")
 def test_the_real_files_load_checked_within_3_seconds():
-    t0 = time.perf_counter()
+    # CPU time, not wall time: a loaded machine (CI, or trainings beside the suite) stretches the wall clock;
+    # measured 0.7 s on an idle project machine
+    t0 = time.process_time()
     train, test = load_fashion_mnist("train", data_dir=REAL), load_fashion_mnist("test", data_dir=REAL)
-    assert time.perf_counter() - t0 < 3.0
+    assert time.process_time() - t0 < 3.0
     assert train.images.shape == (60_000, 1, 32, 32) and test.images.shape == (10_000, 1, 32, 32)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
