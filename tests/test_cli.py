@@ -363,3 +363,19 @@ def test_threads_is_accepted_by_every_command_that_computes(tiny_run, tmp_path):
                  "--no-progress", "--threads", "1"]) == 0
     assert main(["plot-residuals", str(tmp_path / "s.json"), "--threads", "1"]) == 0
     assert main(["eval", str(tmp_path / "s.npz"), "--threads", "1"]) == 0
+
+
+def test_the_sample_request_defaults_are_the_commands_defaults():
+    """`fpdm.sampling.request.SampleRequest` documents the library call behind `sample` and `sweep`: its
+    defaults must be the parsers' own."""
+    from dataclasses import fields
+
+    from fpdm.sampling.request import SampleRequest
+
+    plain = SampleRequest(ckpt="x")
+    for command in ("sample", "sweep"):
+        a = build_parser().parse_args([command, "--ckpt", "x"])
+        for f in fields(SampleRequest):
+            if hasattr(a, f.name):
+                assert getattr(a, f.name) == getattr(plain, f.name), (command, f.name)
+        assert SampleRequest.from_options(a) == plain
