@@ -73,7 +73,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C during sampling; the message says what was kept and how to resume."""
 
 
-def _stderr(message: str) -> None:
+def print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
@@ -151,7 +151,7 @@ def sample_identity(r: SampleRequest) -> dict:
     keys = ("ckpt", "no_ema", "seeds", "label", "budget", "steps", "iters", "profile", "ratio", "schedule",
             "sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "tol", "solver", "anderson_window", "vae",
             "num_heads", "pre_post_timestep_conditioning")
-    return {k: getattr(r, k, None) for k in keys}
+    return {k: getattr(r, k) for k in keys}
 
 
 def refuse_other_results(record_path: Path, identity: dict, overwrite: bool) -> None:
@@ -183,7 +183,7 @@ def writable_folder(folder: Path, flag: str) -> None:
 
 
 def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str, Any],
-                    warn: Callable[[str], None] = _stderr) -> tuple[dict[str, Any], Path] | None:
+                    warn: Callable[[str], None] = print_to_stderr) -> tuple[dict[str, Any], Path] | None:
     """`fpdm sample`'s work after loading the weights: checks, batches (resumable in `<prefix>.parts/`),
     decoding latents, the grid, the arrays, the record and the metrics. Returns (record, prefix), or None
     on the processes of a torchrun world other than the first. Ctrl-C raises `Interrupted`."""

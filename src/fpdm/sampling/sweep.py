@@ -14,7 +14,7 @@ from fpdm.sampling.request import (
     CALIBRATED,
     Interrupted,
     SampleRequest,
-    _stderr,
+    print_to_stderr,
     sample_identity,
     sample_request,
     sample_tag,
@@ -113,7 +113,7 @@ def sweep_iters(r: SampleRequest) -> list[int | str | None]:
 
 def sweep_to_files(r: SampleRequest, model: Any, diffusion: Any, ks: list[int | str | None],
                    on_row: Callable[[dict[str, Any]], None], on_skip: Callable[[Any, ValueError], None],
-                   warn: Callable[[str], None] = _stderr) -> Path:
+                   warn: Callable[[str], None] = print_to_stderr) -> Path:
     """`fpdm sweep`'s work after loading the weights: one row per k (a DiT has one row; --schedule adds
     the calibrated one), each sampled in resumable parts and kept in `<prefix>.json` as it finishes, so a
     rerun resumes. Returns the prefix of `<prefix>.md/.json`. Ctrl-C raises `Interrupted`."""
