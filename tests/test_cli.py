@@ -271,11 +271,9 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*256*.json")),
                          ids=lambda p: p.stem)
 def test_shipped_presets_are_valid(preset):
-    from fpdm.cli.app import build_parser
-    from fpdm.cli.train import _apply_preset
+    from fpdm.training.request import TrainRequest, with_preset
 
-    a = build_parser().parse_args(["train"])
-    _apply_preset(a, str(preset))
+    a = with_preset(TrainRequest(), preset)
     cfg = model_config(a.model, input_size=32, in_channels=4, num_classes=1000)
     assert cfg.hidden_size == 1152 and cfg.depth == 28 and a.batch_size == 512 and a.lr == 1e-4
     assert a.ema_decay == 0.9999 and a.device == "cuda"
@@ -287,11 +285,9 @@ def test_shipped_presets_are_valid(preset):
                          ids=lambda p: p.stem)
 def test_fashion_recipes_train_every_model_alike(preset):
     """The Fashion study compares models trained the same way: only the model and S-JFB range differ."""
-    from fpdm.cli.app import build_parser
-    from fpdm.cli.train import _apply_preset
+    from fpdm.training.request import TrainRequest, with_preset
 
-    a = build_parser().parse_args(["train"])
-    _apply_preset(a, str(preset))
+    a = with_preset(TrainRequest(), preset)
     cfg = model_config(a.model, input_size=32, in_channels=1, num_classes=10,
                        **({} if a.depth is None else {"depth": a.depth}))
     assert a.data == "fashion-mnist" and (cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (128, 4, 4)
@@ -379,3 +375,18 @@ def test_the_sample_request_defaults_are_the_commands_defaults():
             if hasattr(a, f.name):
                 assert getattr(a, f.name) == getattr(plain, f.name), (command, f.name)
         assert SampleRequest.from_options(a) == plain
+
+
+def test_the_train_request_defaults_are_the_commands_defaults():
+    """`fpdm.training.request.TrainRequest` is the library call behind `train`: its fields are the parser's
+    options (all of them but the command's own: --config, --threads) with the parser's defaults."""
+    from dataclasses import fields
+
+    from fpdm.training.request import TrainRequest
+
+    a = vars(build_parser().parse_args(["train"]))
+    names = {f.name for f in fields(TrainRequest)}
+    assert set(a) - names == {"config", "threads", "func", "command"}
+    assert TrainRequest.from_options(build_parser().parse_args(["train"])) == TrainRequest()
+    for f in fields(TrainRequest):
+        assert a[f.name] == f.default, f.name

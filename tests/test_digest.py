@@ -264,15 +264,15 @@ def test_damaged_sampling_parts_are_sampled_again(tmp_path):
 
 
 def test_damaged_cache_entries_are_recomputed(tmp_path):
-    from fpdm.studies.engine import _cached, _store
+    from fpdm.studies.engine import cached_result, store_result
 
     result = {"settings": {"k": 3}, "digits_fid": 21.337, "blocks": 560, "iters_run": [2, 3]}
-    _store(tmp_path / "e.json", result)
-    assert _cached(tmp_path / "e.json") == result
+    store_result(tmp_path / "e.json", result)
+    assert cached_result(tmp_path / "e.json") == result
     for what, path in _damaged_copies(tmp_path / "e.json", tmp_path / "bad.json", seed=5):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            got = _cached(path)
+            got = cached_result(path)
         if got is None:
             assert any("bad.json is damaged" in str(w.message) for w in caught), what
         else:

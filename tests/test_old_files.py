@@ -15,7 +15,7 @@ import fpdm
 from fpdm.sampling import loop
 from fpdm.sampling.calibrate import check_schedule, read_schedule
 from fpdm.sampling.many import count_parts
-from fpdm.studies.engine import _cached
+from fpdm.studies.engine import cached_result
 from fpdm.training.loop import resume
 
 OLD = Path(__file__).parent / "data" / "old_layout"
@@ -63,5 +63,5 @@ def test_old_sampling_parts_resume_to_the_samples_of_a_straight_run(tmp_path, mo
 def test_an_old_reproduce_cache_entry_is_read():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # damaged would warn and return None
-        entry = _cached(OLD / "cache_entry.json")
+        entry = cached_result(OLD / "cache_entry.json")
     assert entry["digits_fid"] == pytest.approx(12.5) and entry["settings"]["budget"] == 12

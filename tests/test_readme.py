@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fpdm.cli import main
 
@@ -33,3 +34,8 @@ def test_the_python_equivalents_run_and_match_the_commands(tmp_path, monkeypatch
     assert np.array_equal(np.load("cli.npz")["samples"], np.load("runs/fpdm/b120.npz")["samples"])
     record = json.loads(Path("cli.json").read_text())
     assert record["eval"]["digits_fid"] == scope["metrics"]["digits_fid"]
+    # and the command trains the same weights
+    assert main(["train", "--data", "digits", "--model", "FPDM-T/2", "--out", "cli-run", "--steps", "3",
+                 "--no-progress"]) == 0
+    mine, theirs = (torch.load(f"{d}/ckpt.pt", weights_only=False)["ema"] for d in ("runs/fpdm", "cli-run"))
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fpdm.studies.engine import _run_tasks
+from fpdm.studies.engine import run_tasks
 from fpdm.studies.longer import FACTOR, K_SET, cells, run, seed_cells, seed_folder
 from fpdm.studies.ratio_cells import RATIO_FULL, RATIO_TINY, experiments, models
 
@@ -37,7 +37,7 @@ def test_tiny_run_trains_on_from_the_shorter_runs_and_pairs_their_cells(tmp_path
     m = models(RATIO_TINY)
     steps = RATIO_TINY.train_steps
     names = ("dit28", "fpdm", "fpdm-N10M12", "dit28-seed1", "fpdm-seed1", "fpdm-N10M12-seed1")
-    _run_tasks([(m[n], steps) for n in names], [], RATIO_TINY, root, 2, lambda s: None)
+    run_tasks([(m[n], steps) for n in names], [], RATIO_TINY, root, 2, lambda s: None)
     short_ckpt = root / "train" / m["dit28"].key(RATIO_TINY, steps) / "ckpt.pt"
     before = short_ckpt.stat().st_mtime_ns
     out = run("tiny", root, workers=2, log=lambda s: None)

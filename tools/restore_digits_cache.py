@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fpdm.studies.digits import FULL  # noqa: E402
-from fpdm.studies.engine import EvalSpec, TrainSpec, _key, _run_parallel, _store, _train_task  # noqa: E402
+from fpdm.studies.engine import EvalSpec, TrainSpec, cache_key, run_parallel, store_result, train_task  # noqa: E402
 
 PUBLISHED = ROOT / "docs" / "results" / "results.json"
 
@@ -76,7 +76,7 @@ def main() -> int:
         same = differ = 0
         for cell in published["cells"]:
             st = cell["settings"]
-            path = root / "eval" / f"{_key(st | {'scale': asdict(scale)})}.json"
+            path = root / "eval" / f"{cache_key(st | {'scale': asdict(scale)})}.json"
             if not path.exists() or st.get("tol") is not None:
                 continue
             now = json.loads(path.read_text())
@@ -98,10 +98,10 @@ def main() -> int:
         if _trained_to(folder) != by_name[n]["step"]:  # none yet, or one interrupted: it resumes
             (folder / "summary.json").unlink(missing_ok=True)  # a restored summary would stop the training
             jobs.append((specs[n], scale, by_name[n]["step"], str(root)))
-    _run_parallel(_train_task, jobs, a.workers, lambda msg: print(f"retrain {msg}", flush=True))
+    run_parallel(train_task, jobs, a.workers, lambda msg: print(f"retrain {msg}", flush=True))
     restored = skipped = 0
     for name, summary in by_name.items():  # the published summaries, retrained ones included
-        _store(root / "train" / specs[name].key(scale, summary["step"]) / "summary.json", summary)
+        store_result(root / "train" / specs[name].key(scale, summary["step"]) / "summary.json", summary)
         restored += 1
     for cell in published["cells"]:
         st = cell["settings"]
@@ -111,7 +111,7 @@ def main() -> int:
         spec_settings = EvalSpec(st["experiment"], specs[st["train"]], 0, st["budget"]).settings()
         assert set(spec_settings) <= set(st) | {"train_steps"}, st  # the published keys are still the keys
         cell = {k: v for k, v in cell.items() if k != "grid"} | {"restored": True}  # as --check tells them
-        _store(root / "eval" / f"{_key(st | {'scale': asdict(scale)})}.json", cell)
+        store_result(root / "eval" / f"{cache_key(st | {'scale': asdict(scale)})}.json", cell)
         restored += 1
     print(f"restored {restored} entries under {root}; left to compute: {skipped} cells and the trainings "
           f"{', '.join(a.retrain) or 'none'}")

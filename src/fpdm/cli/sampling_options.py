@@ -10,7 +10,10 @@ from fpdm.sampling.budget import DEFAULT_RATIO, PROFILES
 from fpdm.sampling.loop import SAMPLERS
 
 
-def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_help: str) -> None:
+    """The options `sample` and `sweep` share; --out and --overwrite with each command's own help."""
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt), an "
                    "`fpdm export` folder, or an official DiT/FPDM checkpoint")
     _add_official_options(p)

@@ -16,12 +16,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", formatter_class=_Formatter, help="sample at one budget over several k",
                        description="At a fixed --budget, sample with each of --iters-list (constant k; the "
                                    "steps follow) and tabulate quality. Writes <out>.md/.json and grids.")
-    _add_sampling_options(p)
+    _add_sampling_options(p, out_help="output prefix (default: <ckpt dir>/sweeps/budget<B>-<every setting "
+                                      "that changes the samples>)",
+                          overwrite_help="replace a sweep that --out holds from other settings, with its "
+                                         "grids (refused by default)")
     p.add_argument("--iters-list", default="1,2,3,4,6,8,12", help="comma-separated k values")
-    p.add_argument("--out", default=None, help="output prefix (default: <ckpt dir>/sweeps/budget<B>-<every "
-                   "setting that changes the samples>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a sweep that --out holds from other "
-                   "settings, with its grids (refused by default)")
     p.set_defaults(func=_cmd_sweep)
 
 

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from fpdm.cli.common import _D, _T, _add_threads, _Formatter, _Parser
-from fpdm.config import LR_SCHEDULES, PRECISIONS, DiffusionConfig, TrainConfig
+from fpdm.cli.common import _D, _T, _add_threads, _Formatter
+from fpdm.config import LR_SCHEDULES, PRECISIONS
 from fpdm.diffusion.schedules import BETA_SCHEDULES
 from fpdm.fixed_point.solvers import GRADIENT_MODES
-from fpdm.models.registry import model_config
+
+# (option, type or choices, help) of the training options whose default is TrainConfig's
+_OPTIMISATION = (
+    ("batch_size", int, "images per step"),
+    ("lr", float, "AdamW learning rate"),
+    ("weight_decay", float, "AdamW weight decay"),
+    ("warmup_steps", int, "linear LR warm-up"),
+    ("lr_schedule", LR_SCHEDULES, "after warm-up: constant (DiT), or cosine decay to 0 at --steps (fixed "
+                                  "when the run starts)"),
+    ("grad_clip", float, "max grad norm (0 = off)"),
+    ("ema_decay", float, "EMA decay per step"),
+    ("fp_mode", GRADIENT_MODES, "FPDM fixed-point gradient: S-JFB, 1-step JFB, multi-step JFB, full "
+                                "backprop"),
+    ("fp_max_no_grad", int, "N: n ~ U{0..N} iterations without gradient"),
+    ("fp_max_with_grad", int, "M: m ~ U{1..M} iterations with gradient (multistep: exactly M)"),
+    ("seed", int, "seeds init, data order, noise, plans"),
+    ("log_every", int, "steps per JSONL log record"),
+    ("ckpt_every", int, "steps between checkpoints"),
+    ("keep_every", int, "also keep ckpt-<step>.pt every this many steps, for quality-vs-step curves (0: only "
+                        "the latest ckpt.pt)"),
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -49,27 +67,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, help="run directory (default: runs/<data>-<model>)")
     g.add_argument("--steps", type=int, default=None, help=f"total training steps (default: {_T['steps']}; "
                    "with --resume, the run's own)")
-    g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="images per step")
-    g.add_argument("--lr", type=float, default=_T["lr"], help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, default=_T["warmup_steps"], help="linear LR warm-up")
-    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_T["lr_schedule"],
-                   help="after warm-up: constant (DiT), or cosine decay to 0 at --steps (fixed when the run "
-                        "starts)")
-    g.add_argument("--grad-clip", type=float, default=_T["grad_clip"], help="max grad norm (0 = off)")
-    g.add_argument("--ema-decay", type=float, default=_T["ema_decay"], help="EMA decay per step")
-    g.add_argument("--fp-mode", choices=GRADIENT_MODES, default=_T["fp_mode"],
-                   help="FPDM fixed-point gradient: S-JFB, 1-step JFB, multi-step JFB, full backprop")
-    g.add_argument("--fp-max-no-grad", type=int, default=_T["fp_max_no_grad"],
-                   help="N: n ~ U{0..N} iterations without gradient")
-    g.add_argument("--fp-max-with-grad", type=int, default=_T["fp_max_with_grad"],
-                   help="M: m ~ U{1..M} iterations with gradient (multistep: exactly M)")
-    g.add_argument("--seed", type=int, default=_T["seed"], help="seeds init, data order, noise, plans")
-    g.add_argument("--log-every", type=int, default=_T["log_every"], help="steps per JSONL log record")
-    g.add_argument("--ckpt-every", type=int, default=_T["ckpt_every"], help="steps between checkpoints")
-    g.add_argument("--keep-every", type=int, default=_T["keep_every"],
-                   help="also keep ckpt-<step>.pt every this many steps, for quality-vs-step curves (0: only "
-                        "the latest ckpt.pt)")
+    for name, kind, text in _OPTIMISATION:  # each defaults to TrainConfig's value
+        kw = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        g.add_argument("--" + name.replace("_", "-"), default=_T[name], help=text, **kw)
     g.add_argument("--keep-last", type=int, default=None,
                    help=f"earlier checkpoints kept as ckpt.prev1.pt, … so a damaged latest one does not lose "
                         f"the run (default: {_T['keep_last']}; with --resume, the run's own)")
@@ -91,73 +91,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from fpdm.data.datasets import load_dataset
-    from fpdm.training.loop import resume, train
-    from fpdm.training.run_folder import train_summary_lines, write_summary
+    from fpdm.training.request import TrainRequest, train_from_request, with_preset
+    from fpdm.training.run_folder import train_summary_lines
 
+    r = TrainRequest.from_options(a)
     if a.config:
-        _apply_preset(a, a.config)
-    out = a.out or str(Path("runs") / f"{Path(a.data).name}-{a.model.replace('/', '').lower()}")
-    if a.fallback and not a.resume:
-        raise ValueError("--fallback chooses the checkpoint that --resume continues from; it needs --resume")
-    if a.resume:  # everything but --steps/--device/--keep-last comes from the checkpoint
-        _check_resume_flags(a, out)
-        summary = resume(out, steps=a.steps, device=a.device, keep_last=a.keep_last, fallback=a.fallback,
-                         progress=not a.no_progress)
-    else:
-        data_dir = None if a.data_dir is None else str(Path(a.data_dir).resolve())  # resumable from anywhere
-        dataset = load_dataset(a.data, split="train", image_size=a.image_size, channels=a.channels,
-                               data_dir=data_dir)
-        overrides = {k: v for k, v in (("hidden_size", a.hidden_size), ("depth", a.depth),
-                                       ("num_heads", a.num_heads)) if v is not None}
-        model_cfg = model_config(
-            a.model, input_size=dataset.image_size, in_channels=dataset.channels,
-            num_classes=dataset.num_classes, learn_sigma=not a.no_learn_sigma,
-            class_dropout_prob=a.class_dropout_prob, pre_depth=a.pre_depth, post_depth=a.post_depth,
-            pre_post_timestep_conditioning=a.pre_post_timestep_conditioning, **overrides)
-        train_cfg = TrainConfig(
-            data=a.data, out_dir=out, steps=a.steps or _T["steps"], batch_size=a.batch_size, lr=a.lr,
-            weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, lr_schedule=a.lr_schedule,
-            data_dir=data_dir, grad_clip=a.grad_clip, ema_decay=a.ema_decay, fp_mode=a.fp_mode,
-            fp_max_no_grad=a.fp_max_no_grad, fp_max_with_grad=a.fp_max_with_grad, seed=a.seed,
-            log_every=a.log_every,
-            ckpt_every=a.ckpt_every, keep_every=a.keep_every, device=a.device or _T["device"],
-            keep_last=_T["keep_last"] if a.keep_last is None else a.keep_last,
-            grad_checkpoint=a.grad_checkpoint,
-            precision=a.precision, compile=a.compile)
-        diffusion_cfg = DiffusionConfig(schedule=a.schedule, num_timesteps=a.num_timesteps,
-                                        prediction=a.prediction, zero_terminal_snr=a.zero_terminal_snr)
-        summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not a.no_progress)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
-        if summary["steps_this_run"] == 0 and (Path(out) / "summary.json").exists():
-            return 0  # nothing ran ("nothing to do" was said): keep the summary of the run that did
-        write_summary(out, summary)
-        print("\n".join(train_summary_lines(summary, out)))
+        r = with_preset(r, a.config)
+    summary, report = train_from_request(r)
+    if report:
+        print("\n".join(train_summary_lines(summary, r.out_dir())))
     return 130 if summary["interrupted"] else 0
-
-
-def _train_defaults() -> dict:
-    """`fpdm train`'s option defaults, to tell options given on the command line from the rest."""
-    p = _Parser(prog="fpdm")
-    _add_train(p.add_subparsers(dest="command"))
-    return vars(p.parse_args(["train"]))
-
-
-def _apply_preset(a: argparse.Namespace, path: str) -> None:
-    """Fill the options not given on the command line from a JSON preset."""
-    from fpdm.config import read_preset
-
-    defaults = _train_defaults()
-    allowed = {k: v for k, v in defaults.items() if k not in ("config", "resume", "func", "command")}
-    for key, value in read_preset(path, allowed).items():
-        if getattr(a, key) == defaults[key]:  # not given on the command line
-            setattr(a, key, value)
-
-
-def _check_resume_flags(a: argparse.Namespace, out: str) -> None:
-    """--resume continues a run with its own settings: a flag given with another value is an error."""
-    from fpdm.training.loop import check_resume_settings
-
-    defaults = _train_defaults()
-    check_resume_settings(out, {k: v for k, v in vars(a).items() if k in defaults and v != defaults[k]},
-                          fallback=a.fallback)

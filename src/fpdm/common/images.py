@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,23 +77,10 @@ def make_grid(
     return grid
 
 
-def save_image_grid(
-    images: torch.Tensor,
-    path: str | os.PathLike[str],
-    nrow: int | None = None,
-    upscale: int = 1,
-    padding: int = 1,
-    pad_value: int = 255,
-    labels: Sequence[int] | torch.Tensor | None = None,
-    caption: str | None = None,
-) -> None:
-    """Write :func:`make_grid` as a PNG (greyscale for C=1, RGB for C=3), atomically.
-
-    With `labels`, each tile gets its class in a corner; with `caption`, a line of text (the settings)
-    above the grid — both make the PNG RGB. The file is always PNG whatever the suffix; the parent
-    directory is created.
-    """
-    image = grid_image(images, nrow, upscale, padding, pad_value, labels, caption)
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], **style: Any) -> None:
+    """Write :func:`grid_image` (same keyword options) as a PNG (greyscale for C=1, RGB for C=3),
+    atomically. The file is always PNG whatever the suffix; the parent directory is created."""
+    image = grid_image(images, **style)
     atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
@@ -105,7 +93,8 @@ def grid_image(
     labels: Sequence[int] | torch.Tensor | None = None,
     caption: str | None = None,
 ) -> Image.Image:
-    """The PIL image :func:`save_image_grid` writes."""
+    """:func:`make_grid` as a PIL image. With `labels`, each tile gets its class in a corner; with `caption`,
+    a line of text (the settings) above the grid — both make the image RGB."""
     grid = make_grid(images, nrow=nrow, upscale=upscale, padding=padding, pad_value=pad_value)
     image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # uint8 2-D -> 'L', 3-D -> 'RGB'
     if labels is not None or caption:

@@ -24,14 +24,14 @@ import numpy as np
 from fpdm.studies.engine import (
     EvalSpec,
     TrainSpec,
-    _eval_task,
-    _fmt,
-    _group,
-    _mean_se,
-    _paired,
-    _run_parallel,
-    _train_task,
-    _verdict,
+    eval_task,
+    fmt,
+    group_results,
+    mean_se,
+    paired,
+    run_parallel,
+    train_task,
+    verdict_of,
 )
 
 # ------------------------------------------------------------------------------------------------ scales
@@ -149,7 +149,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     # and DiT train first (their measured times are cached, so the step count is stable across re-runs);
     # the equal-wall-clock DiT then trains alongside everything else, keeping both workers busy.
     first = [t for t in trainings if t[0] in (FPDM, DIT)]
-    summaries = _run_parallel(_train_task, [(s, scale, n, str(root), device) for s, n in first], workers,
+    summaries = run_parallel(train_task, [(s, scale, n, str(root), device) for s, n in first], workers,
                               lambda p: log(f"train FPDM and DiT {p}"))
     if any(s.get("interrupted") for s in summaries):
         raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
@@ -158,12 +158,12 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     eq_cells = [replace(c, train=DIT_EQ_WALL, train_steps=eq_steps) for c in cells
                 if c.experiment == "smoothing" and c.train == DIT and c.sampler == "ddpm"]
     rest = [(DIT_EQ_WALL, eq_steps)] + [t for t in trainings if t[0] not in (FPDM, DIT)]
-    summaries += _run_parallel(_train_task, [(s, scale, n, str(root), device) for s, n in rest], workers,
+    summaries += run_parallel(train_task, [(s, scale, n, str(root), device) for s, n in rest], workers,
                                lambda p: log(f"train the rest (equal wall-clock DiT: {eq_steps} steps) {p}"))
     if any(s.get("interrupted") for s in summaries):
         raise KeyboardInterrupt("a training was interrupted; run the same command again to resume")
     cells = cells + eq_cells
-    results = _run_parallel(_eval_task, [(c, scale, str(root), device) for c in cells], workers,
+    results = run_parallel(eval_task, [(c, scale, str(root), device) for c in cells], workers,
                             lambda p: log(f"eval {p}") if int(p.split("/")[0]) % 20 == 0 or
                             p == f"{len(cells)}/{len(cells)}" else None)
     report = write_report(root, scale_name, scale, summaries, results, time.perf_counter() - t0)
@@ -220,7 +220,7 @@ def calibrated_section(results: list[dict], names: Iterable[str], budgets: Itera
                 continue
             cells = fixed_cells(name, budget)
             full = {k: v for k, v in cells.items() if len(v) == len(cal)}
-            best_key = min(full, key=lambda k: _mean_se(r["digits_fid"] for r in full[k])[0]) if full \
+            best_key = min(full, key=lambda k: mean_se(r["digits_fid"] for r in full[k])[0]) if full \
                 else None
             ks = [k[1] for k in full if k[0] == "k"]
             lo, hi = RECOMMENDED_K
@@ -229,16 +229,16 @@ def calibrated_section(results: list[dict], names: Iterable[str], budgets: Itera
             iters = sch["iters"]
             plan = f"{sch['steps']}; {min(iters)}–{max(iters)}" if iters else f"{sch['steps']}; –"
             cost = sch["cost"]
-            row = [name, str(budget), _fmt(cal), plan]
+            row = [name, str(budget), fmt(cal), plan]
             for key in (best_key, ("k", seed_k) if seed_k is not None else None):
                 if key is None:
                     row += ["–", "–", "–"]
                     continue
                 label = f"k = {key[1]}" if key[0] == "k" else f"{key[0]}, {key[1]} steps"
                 d = diffs(cal, full[key])
-                m, se = _mean_se(d)
-                row += ([f"{label}: {_fmt(full[key])}"] if key == best_key else [label]) + \
-                    [f"{m:+.2f} ± {se:.2f}", _verdict(d)]
+                m, se = mean_se(d)
+                row += ([f"{label}: {fmt(full[key])}"] if key == best_key else [label]) + \
+                    [f"{m:+.2f} ± {se:.2f}", verdict_of(d)]
             worth = cost.get("as_many_blocks_as_sampling_images", 0)
             row.append(f"{cost['seconds']:.0f} s, {cost['blocks']:,} blocks (≈ {worth:,.0f} samples' worth)")
             lines.append("| " + " | ".join(row) + " |")
@@ -283,7 +283,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     plt.close(fig)
     lines += ["", "![training curves](training.png)"]
     # Fig. 4: smoothing
-    smooth = _group(results, "smoothing", ("train", "budget", "sampler", "iters", "reuse"))
+    smooth = group_results(results, "smoothing", ("train", "budget", "sampler", "iters", "reuse"))
     fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.5 * len(scale.budgets), 3.5), squeeze=False)
     lines += ["", "## Smoothing across timesteps (Fig. 4) and reuse (Sec. 5.3)", "",
               "| budget | sampler | k | steps | FPDM | FPDM + reuse | DiT (same width) | DiT (depth 3) | "
@@ -295,23 +295,23 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
                         if t == "fpdm" and b == budget and s == sampler and not r)
             if not ks:
                 continue
-            means = [_mean_se(r["digits_fid"] for r in smooth[("fpdm", budget, sampler, k, False)])
+            means = [mean_se(r["digits_fid"] for r in smooth[("fpdm", budget, sampler, k, False)])
                      for k in ks]
             ax.errorbar(ks, [m for m, _ in means], yerr=[e for _, e in means], fmt="o" + style,
                         label=f"FPDM {sampler}")
             for name, color in (("dit", "k"), ("dit-depth3", "grey")):
                 base = smooth.get((name, budget, sampler, None, False))
                 if base:
-                    ax.axhline(_mean_se(r["digits_fid"] for r in base)[0], color=color, ls=style, lw=1,
+                    ax.axhline(mean_se(r["digits_fid"] for r in base)[0], color=color, ls=style, lw=1,
                                label=f"{name} {sampler}")
             for k in ks:
                 row = smooth[("fpdm", budget, sampler, k, False)]
                 reuse = smooth.get(("fpdm", budget, sampler, k, True), [])
                 dit = smooth.get(("dit", budget, sampler, None, False), [])
                 eq = smooth.get(("dit-depth3", budget, sampler, None, False), [])
-                lines.append(f"| {budget} | {sampler} | {k} | {row[0]['steps']} | {_fmt(row)} | "
-                             f"{_fmt(reuse) if reuse else '–'} | {_fmt(dit) if dit else '–'} | "
-                             f"{_fmt(eq) if eq else '–'} | {_paired(row, dit)} | {_paired(reuse, row)} |")
+                lines.append(f"| {budget} | {sampler} | {k} | {row[0]['steps']} | {fmt(row)} | "
+                             f"{fmt(reuse) if reuse else '–'} | {fmt(dit) if dit else '–'} | "
+                             f"{fmt(eq) if eq else '–'} | {paired(row, dit)} | {paired(reuse, row)} |")
         ax.set_title(f"budget {budget} blocks (DiT: {budget // 6} steps)")
         ax.set_xlabel("iterations per step")
         ax.set_ylabel("digits-FID")
@@ -330,7 +330,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
               if t == "fpdm" and b == budget and smp == "ddpm" and not r}
         entries = []
         if fp:
-            best = min(fp, key=lambda k: _mean_se(r["digits_fid"] for r in fp[k])[0])
+            best = min(fp, key=lambda k: mean_se(r["digits_fid"] for r in fp[k])[0])
             entries.append(("fpdm", best, fp[best]))
         for name in ("dit", "dit-depth3", "dit-eqwall"):
             if (name, budget, "ddpm", None, False) in smooth:
@@ -338,15 +338,15 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
         for name, k, rows in entries:
             per = 1000 * np.mean([r["sample_wall_s"] for r in rows]) / scale.num_samples
             gflops = rows[0]["flops_per_sample"] / 1e9
-            diff = _paired(entries[0][2], rows) if entries[0][0] == "fpdm" and name != "fpdm" else "–"
-            lines.append(f"| {budget} | {name} | {k} | {_fmt(rows)} | {diff} | {gflops:.3f} | {per:.2f} |")
+            diff = paired(entries[0][2], rows) if entries[0][0] == "fpdm" and name != "fpdm" else "–"
+            lines.append(f"| {budget} | {name} | {k} | {fmt(rows)} | {diff} | {gflops:.3f} | {per:.2f} |")
     lines.append("")
     # Every other table with a paired column against its natural reference (same noise and labels)
-    alloc = _group(results, "allocation", ("budget", "profile"))
-    t4_sjfb = {k[0]: rows for k, rows in _group(results, "table4", ("train",)).items()}
-    seeds = _group(results, "training_seeds", ("train", "budget", "iters"))
+    alloc = group_results(results, "allocation", ("budget", "profile"))
+    t4_sjfb = {k[0]: rows for k, rows in group_results(results, "table4", ("train",)).items()}
+    seeds = group_results(results, "training_seeds", ("train", "budget", "iters"))
     seed0 = {"fpdm-seed1": "fpdm", "dit-seed1": "dit"}
-    t3_ref = _group(results, "table3", ("train",)).get(("sjfb-N3-M3",))
+    t3_ref = group_results(results, "table3", ("train",)).get(("sjfb-N3-M3",))
     sections = (
         ("Training-seed repeat (seed 0 vs 1, DDPM)", "training_seeds", ("train", "budget", "iters"),
          "the seed-0 model",
@@ -362,13 +362,13 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
          "S-JFB at the same N", lambda key: t4_sjfb.get("sjfb-" + key[0].split("-", 1)[1])),
     )
     for title, exp, keys, ref_name, ref in sections:
-        groups = _group(results, exp, keys)
+        groups = group_results(results, exp, keys)
         lines += [f"## {title}", "", "| " + " | ".join(keys) + f" | digits-FID | class consistency | "
                   f"− {ref_name} (paired) |", "|" + "---|" * (len(keys) + 3)]
         for key, rows in groups.items():
             base = ref(key)
-            lines.append("| " + " | ".join(str(v) for v in key) + f" | {_fmt(rows)} | "
-                         f"{_fmt(rows, 'class_consistency')} | {_paired(rows, base) if base else '–'} |")
+            lines.append("| " + " | ".join(str(v) for v in key) + f" | {fmt(rows)} | "
+                         f"{fmt(rows, 'class_consistency')} | {paired(rows, base) if base else '–'} |")
         lines.append("")
     lines += calibrated_section(results, ["fpdm"], scale.budgets)
     grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 
-def _key(obj: Any) -> str:
+def cache_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -30,7 +30,7 @@ class TrainSpec:
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields beyond the scale's
 
     def key(self, scale: Any, steps: int) -> str:  # a study's scale: batch_size, lr, warmup_steps
-        return _key({"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
+        return cache_key({"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
                      "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps})
 
 
@@ -80,7 +80,7 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
-def _cached(path: Path) -> dict[str, Any] | None:
+def cached_result(path: Path) -> dict[str, Any] | None:
     """A finished task's result, or None if there is none — or if it is damaged (not valid JSON, or not
     matching its digest): then the task runs again, with a warning, rather than stopping the whole study."""
     from fpdm.common.digest import DamagedFile, read_json
@@ -94,7 +94,7 @@ def _cached(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _store(path: Path, result: dict[str, Any]) -> None:
+def store_result(path: Path, result: dict[str, Any]) -> None:
     """Keep a finished task's result, with its digest, atomically."""
     from fpdm.common.checkpoint import atomic_write
     from fpdm.common.digest import with_json_digest
@@ -103,7 +103,7 @@ def _store(path: Path, result: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _train_task(args: tuple) -> dict[str, Any]:
+def train_task(args: tuple) -> dict[str, Any]:
     spec, scale, steps, root, *rest = args  # (..., device) optionally
     device = rest[0] if rest else "cpu"
     from fpdm.config import TrainConfig
@@ -114,7 +114,7 @@ def _train_task(args: tuple) -> dict[str, Any]:
     _one_thread()
     out = Path(root) / "train" / spec.key(scale, steps)
     summary_path = out / "summary.json"
-    cached = _cached(summary_path)
+    cached = cached_result(summary_path)
     if cached is not None:  # the name is a label: equal settings under two names share one training
         return cached | {"name": spec.name}
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
@@ -127,11 +127,11 @@ def _train_task(args: tuple) -> dict[str, Any]:
         summary = train(cfg, mc, progress=False)
     summary.update(name=spec.name, spec=asdict(spec))
     if not summary["interrupted"]:
-        _store(summary_path, summary)
+        store_result(summary_path, summary)
     return summary
 
 
-def _eval_task(args: tuple) -> dict[str, Any]:
+def eval_task(args: tuple) -> dict[str, Any]:
     spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
     device = rest[0] if rest else "cpu"
     from fpdm.evaluation.evaluate import digits_metrics
@@ -140,8 +140,8 @@ def _eval_task(args: tuple) -> dict[str, Any]:
     from fpdm.weights.loading import load_model
 
     _one_thread()
-    path = Path(root) / "eval" / f"{_key(spec.settings() | {'scale': asdict(scale)})}.json"
-    cached = _cached(path)
+    path = Path(root) / "eval" / f"{cache_key(spec.settings() | {'scale': asdict(scale)})}.json"
+    cached = cached_result(path)
     if cached is not None:
         return cached
     from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
@@ -184,7 +184,7 @@ def _eval_task(args: tuple) -> dict[str, Any]:
                         caption=f"{spec.train.name}{'' if dit else f', k={spec.iters}'}: {rec['steps']} DDPM "
                                 f"steps, budget {spec.budget}, seeds {shown[0]}-{shown[-1]}")
         result["grid"] = str(grid)
-    _store(path, result)
+    store_result(path, result)
     return result
 
 
@@ -206,7 +206,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     from fpdm.sampling.calibrate import calibrate
 
     max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
-    key = _key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
+    key = cache_key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
                 "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
                 "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
     folder = root / "schedules" / key
@@ -214,7 +214,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     while True:
         try:
             with hold(folder, "calibration"):
-                cached = _cached(path)
+                cached = cached_result(path)
                 if cached is not None:
                     return cached
                 seeds = calibration_seeds(scale)
@@ -225,13 +225,13 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
                 schedule = calibrate(model, diffusion, spec.budget, seeds=seeds, settings=settings,
                                      max_iters=max_iters, measure_samples=min(64, len(seeds)), score=fid,
                                      device=device, checkpoint=spec.train.name)
-                _store(path, schedule)
+                store_result(path, schedule)
                 return schedule
         except FolderInUse:  # another worker is measuring it: wait for its result
             time.sleep(2)
 
 
-def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str], None]) -> list:
+def run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str], None]) -> list:
     if workers <= 1 or len(jobs) <= 1:
         out = []
         for i, job in enumerate(jobs):
@@ -251,7 +251,7 @@ def _run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[st
         pool.join()
 
 
-def _run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
+def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
                workers: int, log: Callable[[str], None], device: str = "cpu"
                ) -> tuple[list[dict], list[dict]]:
     """Run the trainings (in the given order) and the cells on `workers` processes, each cell as soon as
@@ -286,7 +286,7 @@ def _run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale
             if n % 20 == 0 or n == len(cells):
                 log(f"eval {n}/{len(cells)}")
 
-    fns = {"train": _train_task, "eval": _eval_task}
+    fns = {"train": train_task, "eval": eval_task}
     if workers <= 1:
         while (job := ready()) is not None:
             finished(job[0], job[1], fns[job[0]](job[2]))
@@ -313,12 +313,12 @@ def _run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale
     return summaries, results
 
 
-def _mean_se(vals: Iterable[float]) -> tuple[float, float]:
+def mean_se(vals: Iterable[float]) -> tuple[float, float]:
     v = np.asarray(list(vals), dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
-def _group(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+def group_results(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for r in results:
         s = r["settings"]
@@ -327,24 +327,24 @@ def _group(results: list[dict], experiment: str, keys: tuple[str, ...]) -> dict[
     return out
 
 
-def _paired(a: list[dict], b: list[dict], metric: str = "digits_fid") -> str:
+def paired(a: list[dict], b: list[dict], metric: str = "digits_fid") -> str:
     """Mean ± s.e. of a − b over the sampling-seed blocks both have (same noise and labels: paired)."""
     fb = {r["settings"]["seed_block"]: r[metric] for r in b}
     diffs = [r[metric] - fb[r["settings"]["seed_block"]] for r in a if r["settings"]["seed_block"] in fb]
     if not diffs:
         return "–"
-    m, se = _mean_se(diffs)
+    m, se = mean_se(diffs)
     return f"{m:+.2f} ± {se:.2f}"
 
 
-def _fmt(rows: list[dict], metric: str = "digits_fid") -> str:
-    m, se = _mean_se(r[metric] for r in rows)
+def fmt(rows: list[dict], metric: str = "digits_fid") -> str:
+    m, se = mean_se(r[metric] for r in rows)
     return f"{m:.2f} ± {se:.2f}"
 
 
-def _verdict(diffs: list[float]) -> str:
+def verdict_of(diffs: list[float]) -> str:
     if len(diffs) < 2:
         return "one block: no verdict"
-    m, se = _mean_se(diffs)
+    m, se = mean_se(diffs)
     return "calibrated wins" if m + 2 * se < 0 else "calibrated loses" if m - 2 * se > 0 else \
         "within 2 s.e."

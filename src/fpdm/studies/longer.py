@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fpdm.studies.engine import EvalSpec, TrainSpec, _fmt, _paired, _run_tasks
+from fpdm.studies.engine import EvalSpec, TrainSpec, fmt, paired, run_tasks
 from fpdm.studies.ratio import _fid, _last_loss, write_outputs
 from fpdm.studies.ratio_cells import RATIO_SCALES, SEED1, RatioScale, models
 from fpdm.studies.ratio_cells import _rows as _matching
@@ -156,11 +156,11 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
         for n in (short, steps):
             cands = [(name, *_best(results, name, n, budget)) for name in NAMES[1:]]
             best[n] = min(cands, key=lambda c: _fid(c[2]))
-        lines.append(f"| {budget} | {_fmt(dit[short])} | {_fmt(dit[steps])} | "
-                     f"{_paired(dit[steps], dit[short])} | "
-                     f"{_fmt(best[short][2])} ({best[short][0]}, {best[short][1]}) | {_fmt(best[steps][2])} "
-                     f"({best[steps][0]}, {best[steps][1]}) | {_paired(best[short][2], dit[short])} | "
-                     f"{_paired(best[steps][2], dit[steps])} |")
+        lines.append(f"| {budget} | {fmt(dit[short])} | {fmt(dit[steps])} | "
+                     f"{paired(dit[steps], dit[short])} | "
+                     f"{fmt(best[short][2])} ({best[short][0]}, {best[short][1]}) | {fmt(best[steps][2])} "
+                     f"({best[steps][0]}, {best[steps][1]}) | {paired(best[short][2], dit[short])} | "
+                     f"{paired(best[steps][2], dit[steps])} |")
         for n in (short, steps):
             curves.setdefault(f"DiT-28, {n} steps", []).append((budget, _fid(dit[n])))
             curves.setdefault(f"best FPDM, {n} steps", []).append((budget, _fid(best[n][2])))
@@ -186,8 +186,8 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
             for k in _seed1_iters(base, budget):
                 a, b = _rows(results, seed1, steps, budget, k), _rows(results, base, steps, budget, k)
                 if a and b:
-                    lines.append(f"| {budget} | {base} | {k or '–'} | {_fmt(a)} | {_fmt(b)} | "
-                                 f"{_paired(a, b)} |")
+                    lines.append(f"| {budget} | {base} | {k or '–'} | {fmt(a)} | {fmt(b)} | "
+                                 f"{paired(a, b)} |")
     ks = ", ".join(map(str, SEED1_K))
     lines += ["", f"FPDM − DiT-28 on the second training seed ({steps} steps; FPDM the best of both models "
               f"at k ∈ {{{ks}}}):", "",
@@ -200,7 +200,7 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
         cands = [c for c in cands if c[2]]
         if dit and cands:
             name, k, rows = min(cands, key=lambda c: _fid(c[2]))
-            lines.append(f"| {budget} | {_fmt(dit)} | {_fmt(rows)} ({name}, {k}) | {_paired(rows, dit)} |")
+            lines.append(f"| {budget} | {fmt(dit)} | {fmt(rows)} ({name}, {k}) | {paired(rows, dit)} |")
     lines += ["", "## Every cell (DDPM)", "",
               f"| budget | model | k | FID at {short} | FID at {steps} | change (paired) |",
               "|---|---|---|---|---|---|"]
@@ -210,8 +210,8 @@ def write_report(out: Path, scale: RatioScale, summaries: list[dict], results: l
             for k in ks:
                 a, b = _rows(results, name, short, budget, k), _rows(results, name, steps, budget, k)
                 if a and b:
-                    lines.append(f"| {budget} | {name} | {k or '–'} | {_fmt(a)} | {_fmt(b)} | "
-                                 f"{_paired(b, a)} |")
+                    lines.append(f"| {budget} | {name} | {k or '–'} | {fmt(a)} | {fmt(b)} | "
+                                 f"{paired(b, a)} |")
     return write_outputs(out, lines, summaries, results)
 
 
@@ -230,7 +230,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         seed_folder(root, spec, scale, steps, scale_name)
     todo = cells(scale, scale.train_steps) + cells(scale, steps) + seed_cells(scale, steps)
     log(f"longer training: {len(trains)} trainings to {steps} steps, {len(todo)} cells -> {root / 'longer'}")
-    summaries, results = _run_tasks(trains, todo, scale, root, workers, log, device)
+    summaries, results = run_tasks(trains, todo, scale, root, workers, log, device)
     path = write_report(root / "longer", scale, summaries, results, steps)
     log(f"wrote {path}")
     return {"trainings": summaries, "cells": results}

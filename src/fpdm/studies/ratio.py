@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fpdm.studies.digits import calibrated_section
-from fpdm.studies.engine import _fmt, _mean_se, _paired, _run_tasks
+from fpdm.studies.engine import fmt, mean_se, paired, run_tasks
 from fpdm.studies.ratio_cells import (
     ADAPTIVE_K,
     DEEP,
@@ -54,7 +54,7 @@ def _key_rows(results: list[dict], experiment: str, **match: Any) -> list[dict]:
 
 
 def _fid(rows: list[dict]) -> float:
-    return _mean_se(r["digits_fid"] for r in rows)[0]
+    return mean_se(r["digits_fid"] for r in rows)[0]
 
 
 def _last_loss(checkpoint: str, n: int = 5) -> tuple[float | None, list[dict]]:
@@ -89,8 +89,8 @@ def headline(results: list[dict], scale: RatioScale) -> list[str]:
                 ms = [1000 * np.mean([r["sample_wall_s"] for r in rows]) / scale.num_samples
                       for rows in (fp, dit)]
                 gf = [rows[0]["flops_per_sample"] / 1e9 for rows in (fp, dit)]
-                lines.append(f"| {budget} | {family} | {sampler} | {dit[0]['steps']}: {_fmt(dit)} | "
-                             f"{best[0]}, {best[1]}, {fp[0]['steps']} | {_fmt(fp)} | {_paired(fp, dit)} | "
+                lines.append(f"| {budget} | {family} | {sampler} | {dit[0]['steps']}: {fmt(dit)} | "
+                             f"{best[0]}, {best[1]}, {fp[0]['steps']} | {fmt(fp)} | {paired(fp, dit)} | "
                              f"{noise} | {gf[0]:.3f} / {gf[1]:.3f} | {ms[0]:.2f} / {ms[1]:.2f} |")
     return lines
 
@@ -106,7 +106,7 @@ def equal_cost_rows(results: list[dict], scale: RatioScale) -> list[str]:
         if fp and dit:
             lines.append(f"| {e['budget']} | {e['sampler']} | {e['kind']} | {e['ratio']:.3f} | "
                          f"{e['train']}, ≈{e['iters']} at {e['equal_budget']} ({e['steps']} steps) | "
-                         f"{_fmt(fp)} | {_fmt(dit)} | {_paired(fp, dit)} |")
+                         f"{fmt(fp)} | {fmt(dit)} | {paired(fp, dit)} |")
     return lines
 
 
@@ -122,7 +122,7 @@ def training_seed_noise(results: list[dict], scale: RatioScale) -> dict[tuple[st
             best = best_fpdm(results, budget, "ddpm")
             k = ks[0] if best is None or None in ks else min(ks, key=lambda k: abs(k - best[1]))
             mine = [r for r in rows if r["settings"]["iters"] == k]
-            out[(base, budget)] = _paired(mine, _smoothing(results, base, budget, "ddpm", k))
+            out[(base, budget)] = paired(mine, _smoothing(results, base, budget, "ddpm", k))
     return out
 
 
@@ -146,7 +146,7 @@ def optimum_k(results: list[dict], scale: RatioScale) -> list[str]:
                     if diff.mean() <= 2 * se or k == best:
                         close.append(str(k))
                 worst = max(fids, key=fids.get)
-                lines.append(f"| {budget} | {name} | {sampler} | {best} ({ref[0]['steps']}): {_fmt(ref)} | "
+                lines.append(f"| {budget} | {name} | {sampler} | {best} ({ref[0]['steps']}): {fmt(ref)} | "
                              f"{', '.join(close)} | {worst}: {fids[worst]:.2f} |")
     return lines
 
@@ -196,8 +196,8 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
         kept = _rows(results, experiment="convergence", train=s["train"], budget=s["budget"],
                      iters=s["iters"])
         final = _smoothing(results, s["train"], s["budget"], "ddpm", s["iters"])
-        lines.append(f"| {s['train']} | {s['budget']} | {s['iters'] or '–'} | {_fmt(kept)} | "
-                     f"{_fmt(final) if final else '–'} | {_paired(final, kept) if final else '–'} |")
+        lines.append(f"| {s['train']} | {s['budget']} | {s['iters'] or '–'} | {fmt(kept)} | "
+                     f"{fmt(final) if final else '–'} | {paired(final, kept) if final else '–'} |")
     lines += ["", "## Headline: FPDM (best k) against DiT at equal block budget", "",
               "Best k picked on the evaluation seeds themselves (optimistic for FPDM). Training-seed noise: "
               "paired seed 1 − seed 0 of the same model at that budget (FPDM at the k nearest the best).", ""]
@@ -219,7 +219,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
         for sampler, style in (("ddpm", "-"), ("ddim", "--")):
             dit = _smoothing(results, family, budget, sampler)
             if dit:
-                m, se = _mean_se(r["digits_fid"] for r in dit)
+                m, se = mean_se(r["digits_fid"] for r in dit)
                 ax.axhline(m, color="k", ls=style, lw=1,
                            label=f"{family} {sampler} ({dit[0]['steps']} steps)")
                 ax.axhspan(m - se, m + se, color="k", alpha=0.08)
@@ -231,7 +231,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
                 ks = sorted({r["settings"]["iters"] for r in rows})
                 if not ks:
                     continue
-                ms = [_mean_se(r["digits_fid"] for r in rows if r["settings"]["iters"] == k) for k in ks]
+                ms = [mean_se(r["digits_fid"] for r in rows if r["settings"]["iters"] == k) for k in ks]
                 ax.errorbar(ks, [m for m, _ in ms], yerr=[e for _, e in ms], fmt=style, color=color, ms=3,
                             lw=1, label=f"{name} {sampler}{' reuse' if reuse else ''}")
             for k in sorted({r["settings"]["iters"] for r in _smoothing_any(results, name, budget, "ddpm")}):
@@ -239,10 +239,10 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
                 ddim = _smoothing(results, name, budget, "ddim", k)
                 reuse = _smoothing(results, name, budget, "ddpm", k, reuse=True)
                 dit = _smoothing(results, family, budget, "ddpm")
-                lines.append(f"| {budget} | {name} | {k} | {row[0]['steps']} | {_fmt(row)} | "
-                             f"{_fmt(ddim) if ddim else '–'} | {_fmt(reuse) if reuse else '–'} | "
-                             f"{_paired(row, dit) if dit else '–'} | "
-                             f"{_paired(reuse, row) if reuse else '–'} |")
+                lines.append(f"| {budget} | {name} | {k} | {row[0]['steps']} | {fmt(row)} | "
+                             f"{fmt(ddim) if ddim else '–'} | {fmt(reuse) if reuse else '–'} | "
+                             f"{paired(row, dit) if dit else '–'} | "
+                             f"{paired(reuse, row) if reuse else '–'} |")
         ax.set(title=f"{budget} blocks = {budget // (DEEP if family == 'dit28' else SHALLOW)} {family} steps",
                xlabel="iterations per step k", ylabel="digits-FID", xscale="log")
         ticks = sorted({r["settings"]["iters"] for n in FPDMS
@@ -268,7 +268,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
             for profile in ("constant", "increasing", "decreasing"):
                 rows = _rows(results, experiment="allocation", train=name, budget=budget, profile=profile)
                 if rows:
-                    lines.append(f"| {name} | {budget} | {profile} | {_fmt(rows)} | {_paired(rows, const)} |")
+                    lines.append(f"| {name} | {budget} | {profile} | {fmt(rows)} | {paired(rows, const)} |")
     lines += ["", "## Adaptive tolerance and Anderson (beyond the paper)", "",
               f"{ADAPTIVE_K} iterations per step on average (budget / {2 + ADAPTIVE_K} steps); the reference "
               f"is plain iteration at constant k = {ADAPTIVE_K}. A tolerance passes a step's unspent "
@@ -283,8 +283,8 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
                              solver=solver)
                 if rows:
                     run_k = rows[0]["iters_run"]
-                    lines.append(f"| {name} | {budget} | {tol or '–'} | {solver} | {_fmt(rows)} | "
-                                 f"{_paired(rows, ref) if ref else '–'} | {min(run_k)}–{max(run_k)} |")
+                    lines.append(f"| {name} | {budget} | {tol or '–'} | {solver} | {fmt(rows)} | "
+                                 f"{paired(rows, ref) if ref else '–'} | {min(run_k)}–{max(run_k)} |")
     lines += ["", "## Training-seed repeat (seed 1 − seed 0, paired)", "",
               "| model | budget | k | seed 1 FID | seed 0 FID | seed 1 − seed 0 |",
               "|---|---|---|---|---|---|"]
@@ -294,8 +294,8 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
             rows = _rows(results, experiment="training_seeds", train=seed1, budget=s["budget"],
                          iters=s["iters"])
             ref = _smoothing(results, base, s["budget"], "ddpm", s["iters"])
-            lines.append(f"| {base} | {s['budget']} | {s['iters'] or '–'} | {_fmt(rows)} | "
-                         f"{_fmt(ref) if ref else '–'} | {_paired(rows, ref) if ref else '–'} |")
+            lines.append(f"| {base} | {s['budget']} | {s['iters'] or '–'} | {fmt(rows)} | "
+                         f"{fmt(ref) if ref else '–'} | {paired(rows, ref) if ref else '–'} |")
     lines += ["", *calibrated_section(results, FPDMS, sorted(scale.budgets + scale.small_budgets))]
     grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
     if grids:
@@ -324,10 +324,10 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     jobs = trainings(scale)
     log(f"paper-ratio study: {len(jobs)} trainings, {len(cells)} evaluation cells (+ equal-cost cells) "
         f"-> {root}")
-    summaries, results = _run_tasks(jobs, cells, scale, root, workers, log, device)
+    summaries, results = run_tasks(jobs, cells, scale, root, workers, log, device)
     extra = [c for c in derived_experiments(results, scale) if c not in set(cells)]
     if extra:
-        _, more = _run_tasks([], extra, scale, root, workers, log, device)
+        _, more = run_tasks([], extra, scale, root, workers, log, device)
         results += more
     path = write_report(root, scale_name, scale, summaries, results)
     log(f"wrote {path}")

@@ -1,0 +1,137 @@
+"""What `fpdm train` is asked for (`TrainRequest`: every option, with the command's default) and the work it
+does with it: a JSON preset filled in under the options given, the resume checks, the configs built from the
+options, the run, and the summary written. The command only parses, calls `train_from_request` and prints."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from fpdm.config import DiffusionConfig, TrainConfig, read_preset
+from fpdm.data.datasets import load_dataset
+from fpdm.models.registry import model_config
+from fpdm.training.loop import check_resume_settings, resume, train
+from fpdm.training.run_folder import write_summary
+
+_T = {f.name: f.default for f in fields(TrainConfig)}
+_D = {f.name: f.default for f in fields(DiffusionConfig)}
+
+
+@dataclass
+class TrainRequest:
+    """The options of `fpdm train` (same names as the flags), with their defaults. None for `steps`,
+    `keep_last` and `device` means "the run's own" with `resume`, else the TrainConfig default."""
+
+    data: str = _T["data"]
+    data_dir: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    model: str = "FPDM-T/2"
+    hidden_size: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    pre_depth: int = 1
+    post_depth: int = 1
+    pre_post_timestep_conditioning: bool = False
+    class_dropout_prob: float = 0.1
+    no_learn_sigma: bool = False
+    schedule: str = _D["schedule"]
+    num_timesteps: int = _D["num_timesteps"]
+    prediction: str = _D["prediction"]
+    zero_terminal_snr: bool = False
+    out: str | None = None
+    steps: int | None = None
+    batch_size: int = _T["batch_size"]
+    lr: float = _T["lr"]
+    weight_decay: float = _T["weight_decay"]
+    warmup_steps: int = _T["warmup_steps"]
+    lr_schedule: str = _T["lr_schedule"]
+    grad_clip: float = _T["grad_clip"]
+    ema_decay: float = _T["ema_decay"]
+    fp_mode: str = _T["fp_mode"]
+    fp_max_no_grad: int = _T["fp_max_no_grad"]
+    fp_max_with_grad: int = _T["fp_max_with_grad"]
+    seed: int = _T["seed"]
+    log_every: int = _T["log_every"]
+    ckpt_every: int = _T["ckpt_every"]
+    keep_every: int = _T["keep_every"]
+    keep_last: int | None = None
+    device: str | None = None
+    grad_checkpoint: bool = False
+    precision: str = _T["precision"]
+    compile: bool = False
+    resume: bool = False
+    fallback: bool = False
+    no_progress: bool = False
+
+    @classmethod
+    def from_options(cls, options: Any) -> TrainRequest:
+        """From parsed command-line options (an argparse Namespace): the fields it has."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)})
+
+    def given(self) -> dict[str, Any]:
+        """The options that differ from their defaults (what the user asked for)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+    def out_dir(self) -> str:
+        return self.out or str(Path("runs") / f"{Path(self.data).name}-{self.model.replace('/', '').lower()}")
+
+
+# Options a preset may not set: they choose what to do with a run, not how to train it.
+_NOT_IN_PRESETS = ("resume", "fallback")
+
+
+def with_preset(r: TrainRequest, path: str | Path) -> TrainRequest:
+    """`--config`: the options left at their defaults filled from a JSON preset; options given win."""
+    defaults = {f.name: f.default for f in fields(TrainRequest) if f.name not in _NOT_IN_PRESETS}
+    given = r.given()
+    return replace(r, **{k: v for k, v in read_preset(path, defaults).items() if k not in given})
+
+
+def configs(r: TrainRequest):
+    """A new run's (TrainConfig, ModelConfig, DiffusionConfig, dataset), built from the options."""
+    data_dir = None if r.data_dir is None else str(Path(r.data_dir).resolve())  # resumable from anywhere
+    dataset = load_dataset(r.data, split="train", image_size=r.image_size, channels=r.channels,
+                           data_dir=data_dir)
+    overrides = {k: v for k, v in (("hidden_size", r.hidden_size), ("depth", r.depth),
+                                   ("num_heads", r.num_heads)) if v is not None}
+    model_cfg = model_config(
+        r.model, input_size=dataset.image_size, in_channels=dataset.channels, num_classes=dataset.num_classes,
+        learn_sigma=not r.no_learn_sigma, class_dropout_prob=r.class_dropout_prob, pre_depth=r.pre_depth,
+        post_depth=r.post_depth, pre_post_timestep_conditioning=r.pre_post_timestep_conditioning, **overrides)
+    same = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
+            "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
+            "grad_checkpoint", "precision", "compile")
+    train_cfg = TrainConfig(
+        data=r.data, out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
+        device=r.device or _T["device"], keep_last=_T["keep_last"] if r.keep_last is None else r.keep_last,
+        **{k: getattr(r, k) for k in same})
+    diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
+                                    prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
+    return train_cfg, model_cfg, diffusion_cfg, dataset
+
+
+def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
+    """Start the run in `r.out_dir()` or, with `resume`, continue it (its own settings; a setting given that
+    disagrees is a ValueError naming it). Returns the summary and whether to report it: written to
+    summary.json unless this is another torchrun process than the first, or a finished run resumed with no
+    step left to do (whose summary.json is kept)."""
+    out = r.out_dir()
+    if r.fallback and not r.resume:
+        raise ValueError("--fallback chooses the checkpoint that --resume continues from; it needs --resume")
+    if r.resume:  # everything but --steps/--device/--keep-last comes from the checkpoint
+        check_resume_settings(out, {k: v for k, v in r.given().items() if k not in _NOT_IN_PRESETS},
+                              fallback=r.fallback)
+        summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
+                         progress=not r.no_progress)
+    else:
+        train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
+        summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+        return summary, False
+    if summary["steps_this_run"] == 0 and (Path(out) / "summary.json").exists():
+        return summary, False  # nothing ran ("nothing to do" was said): keep the summary of the run that did
+    write_summary(out, summary)
+    return summary, True
