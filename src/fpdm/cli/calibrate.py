@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fpdm.cli.common import _add_official_options, _add_threads, _Formatter, _official_kw
 from fpdm.sampling.calibrate import DEFAULT_SEEDS
 from fpdm.sampling.loop import SAMPLERS
-from fpdm.sampling.request import writable_folder
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -45,37 +43,17 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from fpdm.evaluation.evaluate import digits_eval
-    from fpdm.sampling.calibrate import calibrate, write_schedule
+    from fpdm.sampling.calibrate import calibrate_to_file
     from fpdm.sampling.loop import SamplerSettings, parse_seeds
-    from fpdm.sampling.many import check_settings
     from fpdm.weights.loading import load_model
 
-    for flag, value in (("--max-iters", a.max_iters), ("--measure-samples", a.measure_samples)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
     model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
-    model.to(a.device)
     settings = SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
                                reuse=a.reuse)
-    check_settings(model, settings, budget=a.budget, steps=a.steps, profile="constant", label=None,
-                   n_steps=a.steps or 1, per_step=None)
-    cfg = model.config
-    digits = (cfg.input_size, cfg.in_channels) == (8, 1)
-
-    def score(x, labels) -> float:
-        return digits_eval(x, labels, cfg)["digits_fid"]
-
-    schedule = calibrate(model, diffusion, a.budget, seeds=parse_seeds(a.seeds), settings=settings,
-                         steps=a.steps, max_iters=a.max_iters, ref_iters=a.ref_iters,
-                         measure_samples=a.measure_samples, score=score if digits else None,
-                         device=a.device, checkpoint=str(a.ckpt), progress=not a.no_progress)
-    default = Path(a.ckpt).parent / "schedules" / "-".join(
-        v for v in (f"B{a.budget}", a.sampler, a.reuse and "reuse", a.cfg_scale != 1 and f"cfg{a.cfg_scale}")
-        if v)
-    out = Path(a.out) if a.out else default.with_suffix(".json")
-    writable_folder(out.parent, f"--out {out}")
-    files = write_schedule(out, schedule)
+    schedule, files = calibrate_to_file(
+        model, diffusion, a.budget, ckpt=a.ckpt, out=a.out, settings=settings, seeds=parse_seeds(a.seeds),
+        steps=a.steps, max_iters=a.max_iters, ref_iters=a.ref_iters, measure_samples=a.measure_samples,
+        device=a.device, progress=not a.no_progress)
     cost = schedule["cost"]
     print(f"schedule  {schedule['steps']} steps, iterations {schedule['iters']}" if schedule["iters"] else
           f"schedule  {schedule['steps']} steps (a DiT: nothing to allocate)")

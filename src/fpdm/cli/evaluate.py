@@ -29,41 +29,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from fpdm.evaluation.evaluate import (
-        as_digits,
-        check_digit_labels,
-        digits_metrics,
-        fashion_metrics,
-        load_samples,
-        sampler_record,
-        small_sample_warning,
-        write_result,
-    )
+    from fpdm.evaluation.evaluate import evaluate_file, write_result
 
     out = Path(a.out) if a.out else Path(f"{Path(a.samples)}.eval.json")
-    if a.inception_weights:
-        from fpdm.evaluation.inception import inception_metrics
-
-        result = inception_metrics(a.samples, a.ref, a.inception_weights, kid_subset_size=a.kid_subset_size,
-                                   device=a.device)
-        result.update(features="Inception-v3 pool3 (torch-fidelity)", weights=a.inception_weights,
-                      samples=a.samples, reference=a.ref)
-    else:
-        x, labels = load_samples(a.samples)
-        fashion = a.ref == "fashion-mnist"
-        if fashion and tuple(x.shape[1:]) != (1, 32, 32):
-            raise ValueError(f"--ref fashion-mnist needs 32×32 greyscale samples, got {tuple(x.shape[1:])} "
-                             f"in {a.samples}")
-        x = x if fashion else as_digits(x)
-        check_digit_labels(labels, a.samples)
-        if (warning := small_sample_warning(len(x))) is not None:
-            print(f"fpdm eval: warning: {warning}", file=sys.stderr)
-        result = fashion_metrics(x, labels, kid_subset_size=a.kid_subset_size) if fashion else \
-            digits_metrics(x, labels, reference=a.ref, kid_subset_size=a.kid_subset_size)
-        result["samples"] = a.samples
-        sampler = sampler_record(a.samples)
-        if sampler is not None:
-            result["sampler"] = sampler
+    result = evaluate_file(a.samples, a.ref, inception_weights=a.inception_weights,
+                           kid_subset_size=a.kid_subset_size, device=a.device,
+                           warn=lambda m: print(f"fpdm eval: warning: {m}", file=sys.stderr))
     write_result(out, result)
     for k, v in result.items():
         if isinstance(v, float):

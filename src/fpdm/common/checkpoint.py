@@ -33,6 +33,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "set_generator_state",
+    "writable_folder",
 ]
 
 _SCALARS = (str, int, float, bool, type(None), torch.dtype, torch.device)
@@ -218,3 +219,15 @@ def generator_state(g: torch.Generator) -> torch.Tensor:
 def set_generator_state(g: torch.Generator, state: torch.Tensor) -> None:
     """Restore a state from :func:`generator_state` into ``g``."""
     g.set_state(_byte_state(state))
+
+
+def writable_folder(folder: Path, flag: str) -> None:
+    """Fail early, naming the flag and the obstacle, when `folder` cannot be created or written; creates
+    nothing."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"{flag}: cannot write in {parent}")
+            return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,70 @@ def as_digits(x: Tensor) -> Tensor:
         raise ValueError(f"digits metrics need 8×8 greyscale samples, got {tuple(x.shape[1:])}; use "
                          f"--inception-weights for other data")
     return x
+
+
+def evaluate_file(samples: str | Path, ref: str = "digits", *, inception_weights: str | None = None,
+                  kid_subset_size: int = 1000, device: str = "cpu",
+                  warn: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """`fpdm eval`: score a samples file (.npz from `fpdm sample`, an ADM .npz, or an image folder) against
+    `ref`: digits or fashion-mnist with the project's feature nets, or with `inception_weights` any folder /
+    .npz through torch-fidelity. The settings `fpdm sample` recorded beside the file are kept in the result;
+    a sample too small to trust is said through `warn`."""
+    if inception_weights:
+        from fpdm.evaluation.inception import inception_metrics
+
+        result = inception_metrics(samples, ref, inception_weights, kid_subset_size=kid_subset_size,
+                                   device=device)
+        result.update(features="Inception-v3 pool3 (torch-fidelity)", weights=inception_weights,
+                      samples=samples, reference=ref)
+        return result
+    x, labels = load_samples(samples)
+    fashion = ref == "fashion-mnist"
+    if fashion and tuple(x.shape[1:]) != (1, 32, 32):
+        raise ValueError(f"--ref fashion-mnist needs 32×32 greyscale samples, got {tuple(x.shape[1:])} "
+                         f"in {samples}")
+    x = x if fashion else as_digits(x)
+    check_digit_labels(labels, samples)
+    if (warning := small_sample_warning(len(x))) is not None:
+        warn(warning)
+    result = fashion_metrics(x, labels, kid_subset_size=kid_subset_size) if fashion else \
+        digits_metrics(x, labels, reference=ref, kid_subset_size=kid_subset_size)
+    result["samples"] = samples
+    sampler = sampler_record(samples)
+    if sampler is not None:
+        result["sampler"] = sampler
+    return result
+
+
+# held-out accuracy below which `train_feature_net` warns
+FEATURE_ACCURACY = {"digits": 0.97, "fashion-mnist": 0.91}
+
+
+def train_feature_net(data: str = "digits", *, data_dir: str | None = None, out: str | None = None,
+                      epochs: int | None = None, seed: int = 0, progress: bool = False,
+                      warn: Callable[[str], None] = lambda m: None) -> tuple[str, float]:
+    """`fpdm train-features`: (re)train a dataset's feature network with its shipped settings (`epochs`
+    and `seed` may change) and write it to `out` (default: the package's file). Returns the path and the
+    held-out accuracy (below `FEATURE_ACCURACY` said through `warn`)."""
+    from dataclasses import replace
+
+    from fpdm.evaluation import digits_features, fashion_features
+
+    if data not in FEATURE_ACCURACY:
+        raise ValueError(f"--data {data!r}: feature networks exist for {', '.join(FEATURE_ACCURACY)}")
+    if data == "digits":
+        if data_dir is not None:
+            raise ValueError("--data-dir applies to --data fashion-mnist only")
+        cfg = digits_features.FeatureTrainConfig(seed=seed)
+        cfg = replace(cfg, epochs=epochs or cfg.epochs)
+        out = out or str(digits_features.WEIGHTS)
+        net, acc = digits_features.train_digits_net(cfg, progress=progress)
+        digits_features.save_feature_net(net, acc, cfg, out)
+    else:
+        cfg = replace(fashion_features.CONFIG, seed=seed, epochs=epochs or fashion_features.CONFIG.epochs)
+        out = out or str(fashion_features.WEIGHTS)
+        net, acc = fashion_features.train_fashion_net(cfg, data_dir, progress=progress)
+        fashion_features.save_fashion_net(net, acc, cfg, out)
+    if acc < FEATURE_ACCURACY[data]:
+        warn(f"held-out accuracy {acc:.4f} is below {FEATURE_ACCURACY[data]}")
+    return out, acc

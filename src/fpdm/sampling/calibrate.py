@@ -294,3 +294,41 @@ def read_schedule(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise FileNotFoundError(f"--schedule {p} not found (write one with `fpdm calibrate`)")
     return read_json(p)
+
+
+def calibrate_to_file(model: Any, diffusion: Any, budget: int, *, ckpt: str, out: str | None = None,
+                      settings: Any = None, seeds: Sequence[int] = DEFAULT_SEEDS, steps: int | None = None,
+                      max_iters: int = 26, ref_iters: int | None = None, measure_samples: int = 64,
+                      device: str = "cpu", progress: bool = False) -> tuple[dict[str, Any], list[Path]]:
+    """`fpdm calibrate`: check the options before any work, calibrate (step counts scored by digits-FID for
+    a digits model, else `steps` is needed) and write the schedule to `out` (default:
+    <ckpt dir>/schedules/B<budget>-<sampler>[-reuse][-cfg<scale>].json) with its plot. Returns the schedule
+    and the files written."""
+    from fpdm.common.checkpoint import writable_folder
+    from fpdm.evaluation.evaluate import digits_eval
+    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.many import check_settings
+
+    for flag, value in (("--max-iters", max_iters), ("--measure-samples", measure_samples)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    s = settings or SamplerSettings()
+    model.to(device)
+    check_settings(model, s, budget=budget, steps=steps, profile="constant", label=None, n_steps=steps or 1,
+                   per_step=None)
+    cfg = model.config
+    default = Path(ckpt).parent / "schedules" / "-".join(
+        v for v in (f"B{budget}", s.sampler, s.reuse and "reuse", s.cfg_scale != 1 and f"cfg{s.cfg_scale}")
+        if v)
+    path = Path(out) if out else default.with_suffix(".json")
+    writable_folder(path.parent, f"--out {path}")
+
+    def score(x: Tensor, labels: Tensor) -> float:
+        return digits_eval(x, labels, cfg)["digits_fid"]
+
+    digits = (cfg.input_size, cfg.in_channels) == (8, 1)
+    schedule = calibrate(model, diffusion, budget, seeds=seeds, settings=s, steps=steps, max_iters=max_iters,
+                         ref_iters=ref_iters, measure_samples=measure_samples,
+                         score=score if digits else None, device=device, checkpoint=str(ckpt),
+                         progress=progress)
+    return schedule, write_schedule(path, schedule)

@@ -6,13 +6,13 @@ call these and print."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fpdm.common.checkpoint import writable_folder
 from fpdm.common.distributed import World, init_world, local_device
 from fpdm.sampling.budget import DEFAULT_RATIO
 from fpdm.sampling.loop import SamplerSettings
@@ -168,18 +168,6 @@ def refuse_other_results(record_path: Path, identity: dict, overwrite: bool) -> 
                            if old.get(k) != v)[:300] if isinstance(old, dict) else "unknown settings"
         raise FileExistsError(f"{record_path} holds results of other settings ({differ}); pass --overwrite "
                               "to replace them, or choose another --out")
-
-
-def writable_folder(folder: Path, flag: str) -> None:
-    """Fail early, naming the flag and the obstacle, when `folder` cannot be created or written; creates
-    nothing."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"{flag}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(f"{flag}: cannot write in {parent}")
-            return
 
 
 def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str, Any],
