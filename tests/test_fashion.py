@@ -53,6 +53,17 @@ def test_reads_pads_and_scales(tmp_path, gz):
     assert len(both) == 17 and torch.equal(both.images[:12], ds.images)
 
 
+def test_pixels_stay_uint8_until_a_batch_is_made(tmp_path):
+    """A quarter of float32's memory; a batch has the values the whole set converted would have."""
+    ds = load_fashion_mnist("train", data_dir=tmp_path, release=_write(tmp_path, gz=False))
+    assert ds.pixels.dtype == torch.uint8 and ds.pixels.shape == (12, 1, 32, 32)
+    idx = torch.tensor([5, 0, 11, 5])
+    batch = ds.batch(idx)
+    assert batch.dtype == torch.float32 and torch.equal(batch, ds.pixels.float()[idx] / 127.5 - 1)
+    image, label = ds[3]
+    assert torch.equal(image, ds.images[3]) and label == ds.labels[3]
+
+
 def _damage(tmp_path, name, data):
     release = _write(tmp_path, gz=False)
     (tmp_path / name).write_bytes(data)

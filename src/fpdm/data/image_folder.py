@@ -40,8 +40,12 @@ _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 class ImageDataset(Dataset):
     """Images in ``[-1, 1]`` held in one tensor, with labels and the metadata models need.
 
+    Images given as uint8 (0..255) are kept as uint8 and mapped to ``x / 127.5 - 1`` only when a batch is
+    made (``batch``), a quarter of the memory of float32 (Fashion-MNIST's 60k: 61 MB instead of 246 MB).
+
     Attributes:
-        images: float32 ``[N, C, H, W]`` in ``[-1, 1]``.
+        images: float32 ``[N, C, H, W]`` in ``[-1, 1]``: the whole set (converted on each access when the
+            images are held as uint8: take ``batch(index)`` in loops).
         labels: int64 ``[N]``; all zeros when unconditional.
         num_classes: number of classes, 0 for an unconditional dataset.
         image_size: ``H == W``.
@@ -69,7 +73,7 @@ class ImageDataset(Dataset):
             raise ValueError(f"images must be [N, C, S, S], got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must be [N={images.shape[0]}], got shape {tuple(labels.shape)}")
-        self.images = images.to(torch.float32).contiguous()
+        self.images = images  # held as `pixels` (N, C, S, S): uint8, or float32 already in [-1, 1]
         self.labels = labels.to(torch.int64).contiguous()
         self.num_classes = int(num_classes)
         self.image_size = int(images.shape[-1])
@@ -80,11 +84,25 @@ class ImageDataset(Dataset):
         self.indices = indices
         self.files = None if files is None else list(files)
 
+    @property
+    def images(self) -> torch.Tensor:
+        return self.batch(slice(None))
+
+    @images.setter
+    def images(self, value: torch.Tensor) -> None:
+        self.pixels = (value if value.dtype == torch.uint8 else value.to(torch.float32)).contiguous()
+
+    def batch(self, index: torch.Tensor | slice | int) -> torch.Tensor:
+        """float32 images in [-1, 1] at `index` (uint8 pixels converted here, the same values as converting
+        the whole set first)."""
+        x = self.pixels[index]
+        return x.float().div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x
+
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.pixels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        return self.batch(index), self.labels[index]
 
     def __repr__(self) -> str:
         return (

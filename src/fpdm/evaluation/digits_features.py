@@ -75,13 +75,14 @@ def train_classifier(make_net: Callable[[], nn.Module], train: ImageDataset, tes
             perm = torch.randperm(len(train), generator=order)
             for lo in range(0, len(perm), cfg.batch_size):
                 idx = perm[lo:lo + cfg.batch_size]
-                loss = F.cross_entropy(net(train.images[idx]), train.labels[idx])
+                loss = F.cross_entropy(net(train.batch(idx)), train.labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
         net.eval()
         with torch.no_grad():
-            pred = torch.cat([net(test.images[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
+            pred = torch.cat([net(test.batch(slice(i, i + 1000))).argmax(1)
+                              for i in range(0, len(test), 1000)])
         return net, (pred == test.labels).float().mean().item()
     finally:
         torch.set_num_threads(threads)

@@ -232,7 +232,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     diffusion = make_diffusion(diffusion_cfg, model_cfg.learn_sigma)
     gen = torch.Generator().manual_seed(train_cfg.seed + 1)  # timesteps, noise, fixed-point plans
     batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
-    images, labels = dataset.images, dataset.labels
+    labels = dataset.labels
     is_fpdm = model_cfg.arch == "fpdm"
     if train_cfg.compile:
         compile_blocks(model)
@@ -313,8 +313,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 idx = batches.next()
                 y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
                 t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
-                noise = torch.randn(images[idx].shape, generator=gen)
-                x0, y, t, noise = (v[local].to(device) for v in (images[idx], y, t, noise))  # (B/N, ...)
+                x0 = dataset.batch(idx)  # (B, C, H, W) in [-1, 1]
+                noise = torch.randn(x0.shape, generator=gen)
+                x0, y, t, noise = (v[local].to(device) for v in (x0, y, t, noise))  # (B/N, ...)
                 x_t = diffusion.q_sample(x0, t, noise)
                 kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
                 if is_fpdm:
