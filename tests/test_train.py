@@ -11,6 +11,7 @@ from fpdm.config import TrainConfig
 from fpdm.data.datasets import load_dataset
 from fpdm.models.registry import model_config
 from fpdm.training.loop import BatchStream, ema_decay_at, lr_at, resume, train
+from fpdm.training.request import check_resume_settings
 
 DIGITS = load_dataset("digits", split="train")
 SUBSET = type(DIGITS).__new__(type(DIGITS))
@@ -114,8 +115,8 @@ def test_keep_last_rotates_and_a_damaged_checkpoint_falls_back_only_when_asked(t
                                          r"\(step 3\) is intact: add --fallback"):
         resume(run, steps=6, dataset=SUBSET, progress=False)
     with pytest.raises(ValueError, match="ckpt.pt is damaged"):
-        train_mod.check_resume_settings(run, {"lr": 1e-3})  # the CLI's check meets the damage first
-    train_mod.check_resume_settings(run, {"lr": 1e-3}, fallback=True)  # checks the fallback's settings…
+        check_resume_settings(run, {"lr": 1e-3})  # the CLI's check meets the damage first
+    check_resume_settings(run, {"lr": 1e-3}, fallback=True)  # checks the fallback's settings…
     assert (run / "ckpt.pt").exists() and not (run / "ckpt.pt.damaged").exists()  # …and moves nothing
     resume(run, steps=6, fallback=True, dataset=SUBSET, progress=False)
     _states_equal(load_checkpoint(tmp_path / "straight" / "ckpt.pt"), load_checkpoint(run / "ckpt.pt"))
@@ -415,3 +416,25 @@ def test_ema_after_one_step_is_the_warm_up_average(tmp_path):
     for k, v in state["ema"].items():
         torch.testing.assert_close(v, 0.1 * init[k] + 0.9 * state["model"][k], rtol=0, atol=1e-6)
     assert any(not torch.equal(init[k], state["model"][k]) for k in init)  # the step moved the weights
+
+
+def test_samples_during_training_leave_the_weights_unchanged(tmp_path):
+    """--sample-every: a grid and digits-FID at every 2nd step, in log.jsonl and a plot, and the same weights,
+    optimizer and data order as without it (sampling touches none of the training's random streams)."""
+    from fpdm.training.monitor import read_log
+
+    plain = train(_cfg(tmp_path / "plain", 4), _model("FPDM"), dataset=SUBSET, progress=False)
+    watched = train(_cfg(tmp_path / "watched", 4, sample_every=2, sample_count=12, sample_steps=3),
+                    _model("FPDM"), dataset=SUBSET, progress=False)
+    assert plain["step"] == watched["step"] == 4
+    _states_equal(*(load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("plain", "watched")))
+    losses, samples = read_log(tmp_path / "watched" / "log.jsonl")
+    assert [r["step"] for r in losses] == [1, 2, 3, 4] and [r["step"] for r in samples] == [2, 4]
+    s = samples[-1]["sample"]
+    assert s["count"] == 12 and s["steps"] == 3 and s["blocks"] == 3 * 4  # pre 1 + k 2 + post 1 per step
+    assert s["digits_fid"] > 0 and 0 <= s["class_consistency"] <= 1
+    assert (tmp_path / "watched" / "samples" / "step-0000002.png").exists()
+    assert (tmp_path / "watched" / "training_curve.png").exists()
+    # a resume may change how often it samples (only that): 2 more steps, sampled at step 5 and 6
+    resume(tmp_path / "watched", steps=6, progress=False, dataset=SUBSET, sample_every=1)
+    assert [r["step"] for r in read_log(tmp_path / "watched" / "log.jsonl")[1]] == [2, 4, 5, 6]

@@ -101,6 +101,9 @@ class TrainConfig(_DictConfig):
     ckpt_every: int = 500
     keep_every: int = 0  # also keep ckpt-<step>.pt every this many steps (0: only the latest ckpt.pt)
     keep_last: int = 1  # earlier checkpoints kept as ckpt.prev<i>.pt, for when the latest is damaged
+    sample_every: int = 0  # sample the EMA weights every this many steps: a grid, FID where known (0: off)
+    sample_count: int = 100  # samples drawn each time (seeds 0..count-1, the same every time)
+    sample_steps: int = 20  # DDPM steps of those samples (FPDM: its default iterations per step)
     device: str = "cpu"
     grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
     precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)
@@ -123,6 +126,12 @@ class TrainConfig(_DictConfig):
         if self.keep_every < 0:
             raise ValueError(f"--keep-every must be >= 0 (0 keeps only the latest checkpoint), got "
                              f"{self.keep_every}")
+        if self.sample_every < 0:
+            raise ValueError(f"--sample-every must be >= 0 (0: no samples during training), got "
+                             f"{self.sample_every}")
+        if self.sample_count < 1 or self.sample_steps < 1:
+            raise ValueError(f"--sample-count and --sample-steps must be >= 1, got {self.sample_count} and "
+                             f"{self.sample_steps}")
         if self.keep_last < 0:
             raise ValueError(f"--keep-last must be >= 0 (earlier checkpoints kept), got {self.keep_last}")
         if self.lr_schedule not in LR_SCHEDULES:

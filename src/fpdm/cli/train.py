@@ -73,6 +73,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-last", type=int, default=None,
                    help=f"earlier checkpoints kept as ckpt.prev1.pt, … so a damaged latest one does not lose "
                         f"the run (default: {_T['keep_last']}; with --resume, the run's own)")
+    g = p.add_argument_group("samples during training (the weights do not depend on them; --resume may "
+                             "change them)")
+    g.add_argument("--sample-every", type=int, default=None, help="every this many steps, sample the EMA "
+                   "weights on fixed seeds: a grid in <out>/samples/, and FID + class consistency where the "
+                   "data has a feature network (digits, fashion-mnist), in log.jsonl and <out>/training_curve"
+                   f".png (default: {_T['sample_every']}, off; with --resume, the run's own)")
+    g.add_argument("--sample-count", type=int, default=None, help="samples each time, seeds 0..count-1 "
+                   f"(default: {_T['sample_count']}; with --resume, the run's own)")
+    g.add_argument("--sample-steps", type=int, default=None, help="DDPM steps of those samples, FPDM at its "
+                   f"default iterations (default: {_T['sample_steps']}; with --resume, the run's own)")
+    g = p.add_argument_group("run")
     g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
                    "--resume, the run's own)")
     g.add_argument("--grad-checkpoint", action="store_true", help="recompute activations of every block "

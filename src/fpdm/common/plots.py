@@ -89,3 +89,30 @@ def plot_schedule(schedule: dict[str, Any], out: str | Path) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
+
+
+def training_curve_figure(losses: list[dict[str, Any]], samples: list[dict[str, Any]]) -> Any:
+    """Loss records and `--sample-every` records (`fpdm.training.monitor`) against steps (returned)."""
+    fid_key = next((k for k in ("fashion_fid", "digits_fid") if samples and k in samples[0]["sample"]), None)
+    fig, axes = plt.subplots(1, 2 if fid_key else 1, figsize=(10 if fid_key else 5, 3.6), dpi=110,
+                             squeeze=False)
+    ax = axes[0][0]
+    ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (mean over each log interval)")
+    if fid_key:
+        ax = axes[0][1]
+        steps = [r["step"] for r in samples]
+        s = [r["sample"] for r in samples]
+        ax.errorbar(steps, [v[fid_key] for v in s], yerr=[v.get(f"{fid_key}_se", 0) for v in s], fmt="o-",
+                    ms=3, capsize=2, label=fid_key.replace("_", "-"))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{fid_key.replace('_', '-')} ({s[-1]['count']} samples, {s[-1]['blocks']} blocks)")
+        if "class_consistency" in s[-1]:
+            twin = ax.twinx()
+            twin.plot(steps, [v.get("class_consistency", float("nan")) for v in s], "s--", ms=3,
+                      color="tab:green")
+            twin.set_ylabel("class consistency", color="tab:green")
+    fig.tight_layout()
+    return fig

@@ -33,6 +33,7 @@ from fpdm.studies.engine import (
     train_task,
     verdict_of,
 )
+from fpdm.training.monitor import read_log
 
 # ------------------------------------------------------------------------------------------------ scales
 
@@ -272,7 +273,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     for summ in summaries:
         log_path = Path(summ["checkpoint"]).parent / "log.jsonl"
         if log_path.exists():
-            recs = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+            recs = read_log(log_path)[0]  # the loss records
             ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], lw=1, label=summ["name"])
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss")

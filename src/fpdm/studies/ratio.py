@@ -45,6 +45,7 @@ from fpdm.studies.ratio_cells import (
     models,
     trainings,
 )
+from fpdm.training.monitor import read_log
 
 # ----------------------------------------------------------------------------------------------- report
 
@@ -61,7 +62,7 @@ def _last_loss(checkpoint: str, n: int = 5) -> tuple[float | None, list[dict]]:
     log_path = Path(checkpoint).parent / "log.jsonl"
     if not log_path.exists():
         return None, []
-    recs = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    recs = read_log(log_path)[0]  # the loss records
     return (float(np.mean([r["loss"] for r in recs[-n:]])) if recs else None), recs
 
 

@@ -40,8 +40,9 @@ from fpdm.diffusion.gaussian import make_diffusion
 from fpdm.fixed_point.solvers import GRADIENT_MODES, draw_plan
 from fpdm.models.blocks import compile_blocks
 from fpdm.models.embeddings import drop_labels
-from fpdm.models.registry import build_model, model_config
+from fpdm.models.registry import build_model
 from fpdm.training.ema import make_ema, update_ema
+from fpdm.training.monitor import CURVE_NAME, plot_training_curve, sample_record
 from fpdm.training.run_folder import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -141,11 +142,15 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusi
 
 def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
            keep_last: int | None = None, fallback: bool = False, dataset: ImageDataset | None = None,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, **sampling: int | None) -> dict[str, Any]:
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
-    many earlier checkpoints are kept; `fallback` resumes from the newest intact earlier checkpoint when
-    `ckpt.pt` is damaged (see :func:`resume_point`)."""
+    many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps` (keywords; None: the
+    run's own) change the samples taken during training, which the weights do not depend on; `fallback`
+    resumes from the newest intact earlier checkpoint when `ckpt.pt` is damaged (see :func:`resume_point`)."""
+    unknown = set(sampling) - set(RESUME_FREE_SAMPLING)
+    if unknown:
+        raise TypeError(f"resume() got unexpected keyword arguments {sorted(unknown)}")
     start, state = resume_point(out_dir, fallback)
     damage = state.pop("_fallback_from", None)
     if damage is not None:
@@ -160,48 +165,14 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
                          "--init-from, or a longer --steps, instead)")
     train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
                         device=saved.device if device is None else device,
-                        keep_last=saved.keep_last if keep_last is None else keep_last)
+                        keep_last=saved.keep_last if keep_last is None else keep_last,
+                        **{k: v for k, v in sampling.items() if v is not None})
     return _run(train_cfg, ModelConfig.from_dict(state["model_config"]),
                 DiffusionConfig.from_dict(state["diffusion_config"]), state, dataset, progress)
 
 
-# settings that describe a run: on resume, each one given must agree with the run's own
-RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
-                         "grad_clip", "ema_decay",
-                         "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
-                         "keep_every", "grad_checkpoint", "precision", "compile")
-RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
-                         "pre_post_timestep_conditioning", "class_dropout_prob")
-
-
-def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
-    """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
-    {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
-    (only the step count, the device and how many checkpoints are kept may change). Nothing to check
-    without a checkpoint."""
-    try:
-        _, state = resume_point(out_dir, fallback)
-    except FileNotFoundError:
-        return  # resume() names the missing checkpoint
-    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
-    if "model" in given:
-        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
-                                               if k in given})
-        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
-        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
-        if mine != theirs:
-            raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
-                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
-                             "--resume continues a run with its own settings "
-                             "(only --steps, --device and --keep-last may change)")
-    checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
-    for flag, saved in checks:
-        if flag in given and flag in saved and given[flag] != saved[flag]:
-            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
-                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
-                             "(only --steps, --device and --keep-last may change)")
-
-
+# what --resume may change beside --steps, --device and --keep-last: the weights do not depend on them
+RESUME_FREE_SAMPLING = ("sample_every", "sample_count", "sample_steps")
 def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
     names = list(names)
     return "[" + ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "") + "]"
@@ -366,6 +337,12 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
                     acc, n_acc, t_interval = {}, 0, now
                 bar.update(1)
+                if train_cfg.sample_every and step % train_cfg.sample_every == 0 and world.is_main:
+                    # before the checkpoint: a kill during sampling resumes from before this step, and
+                    # samples it again
+                    log.write(json.dumps(sample_record(ema, diffusion, train_cfg, step, out, device)) + "\n")
+                    log.flush()
+                    plot_training_curve(out / LOG_NAME, out / CURVE_NAME)
                 stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
                 keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
                 if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:

@@ -12,8 +12,8 @@ from typing import Any
 from fpdm.config import DiffusionConfig, TrainConfig, read_preset
 from fpdm.data.datasets import load_dataset
 from fpdm.models.registry import model_config
-from fpdm.training.loop import check_resume_settings, resume, train
-from fpdm.training.run_folder import write_summary
+from fpdm.training.loop import resume, train
+from fpdm.training.run_folder import resume_point, write_summary
 
 _T = {f.name: f.default for f in fields(TrainConfig)}
 _D = {f.name: f.default for f in fields(DiffusionConfig)}
@@ -22,7 +22,8 @@ _D = {f.name: f.default for f in fields(DiffusionConfig)}
 @dataclass
 class TrainRequest:
     """The options of `fpdm train` (same names as the flags), with their defaults. None for `steps`,
-    `keep_last` and `device` means "the run's own" with `resume`, else the TrainConfig default."""
+    `keep_last`, `device` and the `sample_*` options means "the run's own" with `resume`, else the
+    TrainConfig default."""
 
     data: str = _T["data"]
     data_dir: str | None = None
@@ -58,6 +59,9 @@ class TrainRequest:
     ckpt_every: int = _T["ckpt_every"]
     keep_every: int = _T["keep_every"]
     keep_last: int | None = None
+    sample_every: int | None = None
+    sample_count: int | None = None
+    sample_steps: int | None = None
     device: str | None = None
     grad_checkpoint: bool = False
     precision: str = _T["precision"]
@@ -104,13 +108,51 @@ def configs(r: TrainRequest):
     same = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
             "grad_checkpoint", "precision", "compile")
+    unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
+                   for k in ("keep_last", "sample_every", "sample_count", "sample_steps")}
     train_cfg = TrainConfig(
         data=r.data, out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
-        device=r.device or _T["device"], keep_last=_T["keep_last"] if r.keep_last is None else r.keep_last,
-        **{k: getattr(r, k) for k in same})
+        device=r.device or _T["device"], **unless_none, **{k: getattr(r, k) for k in same})
     diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
     return train_cfg, model_cfg, diffusion_cfg, dataset
+
+
+# settings that describe a run: on resume, each one given must agree with the run's own
+RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
+                         "grad_clip", "ema_decay",
+                         "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
+                         "keep_every", "grad_checkpoint", "precision", "compile")
+RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
+                         "pre_post_timestep_conditioning", "class_dropout_prob")
+
+
+def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
+    """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
+    {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
+    (only the step count, the device and how many checkpoints are kept may change). Nothing to check
+    without a checkpoint."""
+    try:
+        _, state = resume_point(out_dir, fallback)
+    except FileNotFoundError:
+        return  # resume() names the missing checkpoint
+    saved_t, saved_m = state.get("train_config", {}), state.get("model_config", {})
+    if "model" in given:
+        want = model_config(given["model"], **{k: given[k] for k in ("hidden_size", "depth", "num_heads")
+                                               if k in given})
+        mine = (want.arch, want.hidden_size, want.depth, want.patch_size)
+        theirs = tuple(saved_m.get(k) for k in ("arch", "hidden_size", "depth", "patch_size"))
+        if mine != theirs:
+            raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
+                             f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
+                             "--resume continues a run with its own settings "
+                             "(only --steps, --device, --keep-last and --sample-* may change)")
+    checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
+    for flag, saved in checks:
+        if flag in given and flag in saved and given[flag] != saved[flag]:
+            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
+                             f"({flag}={saved[flag]}); --resume continues a run with its own settings "
+                             "(only --steps, --device, --keep-last and --sample-* may change)")
 
 
 def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
@@ -125,7 +167,8 @@ def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
         check_resume_settings(out, {k: v for k, v in r.given().items() if k not in _NOT_IN_PRESETS},
                               fallback=r.fallback)
         summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
-                         progress=not r.no_progress)
+                         progress=not r.no_progress, sample_every=r.sample_every, sample_count=r.sample_count,
+                         sample_steps=r.sample_steps)
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress)

@@ -33,8 +33,8 @@ def train_summary_lines(summary: dict[str, Any], out_dir: str | Path) -> list[st
     log = Path(out_dir) / LOG_NAME
     last = None
     if log.exists():
-        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        last = json.loads(lines[-1]).get("loss") if lines else None
+        losses = [r for r in map(json.loads, filter(str.strip, log.read_text().splitlines())) if "loss" in r]
+        last = losses[-1]["loss"] if losses else None
     ms = summary.get("ms_per_step")
     rows = [("model", f"{summary['arch']}, {summary['parameters']:,} parameters"),
             ("steps", f"{summary['step']} ({summary['steps_this_run']} this run"
