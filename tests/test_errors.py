@@ -57,6 +57,46 @@ def _flip64(path: Path, entry: str | None = None) -> None:
     path.write_bytes(bytes(b))
 
 
+
+def _idx(path: Path, magic: int, dims: tuple[int, ...], data: bytes) -> None:
+    path.write_bytes(magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + data)
+
+
+def _fashion_case(case: str, tmp: Path) -> list[str]:
+    """Fashion-MNIST files written here (nothing read from the Debian package): the official counts of
+    zeros, then one fault each."""
+    d = tmp / "fm"
+    d.mkdir()
+    images, labels = np.zeros((60_000, 28, 28), np.uint8), np.zeros(60_000, np.uint8)
+    magic = 0x803
+    if case == "fashion wrong magic":
+        magic = 0x801
+    if case == "fashion truncated file":
+        images = images[:, :, :27]
+    if case == "fashion labels outside 0-9":
+        labels[7] = 12
+    counts = (59_999,) if case == "fashion counts disagree" else (60_000,)
+    _idx(d / "train-images-idx3-ubyte", magic, (*counts, 28, 28), images.tobytes()[:counts[0] * 784])
+    _idx(d / "train-labels-idx1-ubyte", 0x801, (60_000,), labels.tobytes())
+    train = ["train", "--data", "fashion-mnist", "--data-dir", str(d), "--out", str(tmp / "r")]
+    if case == "fashion files missing":
+        (d / "train-labels-idx1-ubyte").unlink()
+    if case == "fashion data folder missing":
+        return [*train[:3], "--data-dir", str(tmp / "nowhere"), "--out", str(tmp / "r")]
+    if case == "fashion image size other than 32":
+        return [*train, "--image-size", "28"]
+    if case in ("fashion samples scored as digits", "fashion digits samples scored as fashion"):
+        shape = (4, 1, 32, 32) if case == "fashion samples scored as digits" else (4, 1, 8, 8)
+        np.savez(tmp / "x.npz", samples=np.zeros(shape, np.float32), labels=np.arange(4))
+        (d / "train-images-idx3-ubyte").unlink()
+        (d / "train-labels-idx1-ubyte").unlink()
+        d.rmdir()
+        ref = ["--ref", "fashion-mnist"] if shape[-1] == 8 else []
+        return ["eval", str(tmp / "x.npz"), *ref]
+    if case == "fashion negative sample interval":
+        return [*train, "--sample-every", "-1"]
+    return train
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch /tmp/fpdm-pwned",))
@@ -162,6 +202,8 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
     if case == "export over a file":
         (tmp / "f2").write_text("x")
         return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
+    if case.startswith("fashion "):
+        return _fashion_case(case, tmp)
     if case == "eval of a missing samples file":
         return ["eval", str(tmp / "missing.npz")]
     if case == "seed named twice":
@@ -321,6 +363,18 @@ CASES = {  # case -> what the one-line message must contain
     "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
+    "fashion data folder missing": "nowhere does not exist or is not a folder",
+    "fashion files missing": "train-labels-idx1-ubyte[.gz] not found in",
+    "fashion wrong magic": "IDX magic 0x00000801, expected 0x00000803",
+    "fashion truncated file": "bytes, expected 47040016 for dimensions (60000, 28, 28) (truncated)",
+    "fashion counts disagree": "IDX dimensions (59999, 28, 28), expected (60000, 28, 28)",
+    "fashion labels outside 0-9": "label 12 outside 0–9",
+    "fashion digest mismatch": "decode to other data than the official release",
+    "fashion image size other than 32": "--image-size 28: Fashion-MNIST is served at 32×32",
+    "fashion samples scored as digits": "got (1, 32, 32); for Fashion-MNIST samples pass --ref fashion-mnist",
+    "fashion digits samples scored as fashion": "--ref fashion-mnist needs 32×32 greyscale samples, got "
+                                                "(1, 8, 8)",
+    "fashion negative sample interval": "--sample-every must be >= 0",
     "longer study before the ratio study": "holds no finished training of dit28: run `fpdm reproduce --study "
                                            "ratio --scale tiny --out",
 }

@@ -185,6 +185,9 @@ def as_digits(x: Tensor) -> Tensor:
     """Check (and, for 3 identical channels, reduce) samples to the digits shape (N, 1, 8, 8)."""
     if x.shape[1] == 3 and torch.equal(x[:, :1].expand_as(x), x):
         x = x[:, :1]
+    if tuple(x.shape[1:]) == (1, 32, 32):
+        raise ValueError("digits metrics need 8×8 greyscale samples, got (1, 32, 32); for Fashion-MNIST "
+                         "samples pass --ref fashion-mnist")
     if tuple(x.shape[1:]) != (1, 8, 8):
         raise ValueError(f"digits metrics need 8×8 greyscale samples, got {tuple(x.shape[1:])}; use "
                          f"--inception-weights for other data")

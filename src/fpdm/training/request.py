@@ -95,16 +95,9 @@ def with_preset(r: TrainRequest, path: str | Path) -> TrainRequest:
 
 
 def configs(r: TrainRequest):
-    """A new run's (TrainConfig, ModelConfig, DiffusionConfig, dataset), built from the options."""
+    """A new run's (TrainConfig, ModelConfig, DiffusionConfig, dataset), built from the options; the
+    training and diffusion options are checked before the data is read."""
     data_dir = None if r.data_dir is None else str(Path(r.data_dir).resolve())  # resumable from anywhere
-    dataset = load_dataset(r.data, split="train", image_size=r.image_size, channels=r.channels,
-                           data_dir=data_dir)
-    overrides = {k: v for k, v in (("hidden_size", r.hidden_size), ("depth", r.depth),
-                                   ("num_heads", r.num_heads)) if v is not None}
-    model_cfg = model_config(
-        r.model, input_size=dataset.image_size, in_channels=dataset.channels, num_classes=dataset.num_classes,
-        learn_sigma=not r.no_learn_sigma, class_dropout_prob=r.class_dropout_prob, pre_depth=r.pre_depth,
-        post_depth=r.post_depth, pre_post_timestep_conditioning=r.pre_post_timestep_conditioning, **overrides)
     same = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
             "grad_checkpoint", "precision", "compile")
@@ -115,6 +108,14 @@ def configs(r: TrainRequest):
         device=r.device or _T["device"], **unless_none, **{k: getattr(r, k) for k in same})
     diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
+    dataset = load_dataset(r.data, split="train", image_size=r.image_size, channels=r.channels,
+                           data_dir=data_dir)
+    overrides = {k: v for k, v in (("hidden_size", r.hidden_size), ("depth", r.depth),
+                                   ("num_heads", r.num_heads)) if v is not None}
+    model_cfg = model_config(
+        r.model, input_size=dataset.image_size, in_channels=dataset.channels, num_classes=dataset.num_classes,
+        learn_sigma=not r.no_learn_sigma, class_dropout_prob=r.class_dropout_prob, pre_depth=r.pre_depth,
+        post_depth=r.post_depth, pre_post_timestep_conditioning=r.pre_post_timestep_conditioning, **overrides)
     return train_cfg, model_cfg, diffusion_cfg, dataset
 
 
