@@ -79,12 +79,23 @@ def test_plan_budget_spends_exactly_or_explains():
         plan_budget(FPDM_T, 299, iters=4)
     with pytest.raises(BudgetError, match="multiple of the DiT depth 6"):
         plan_budget(DIT_T, 299)
-    with pytest.raises(BudgetError, match="exactly one of --iters"):
+    with pytest.raises(BudgetError, match="not both"):
         plan_budget(FPDM_T, 300, iters=4, steps=50)
     with pytest.raises(BudgetError, match="at most 100 steps fit"):
         plan_budget(FPDM_T, 300, steps=101)
     with pytest.raises(BudgetError, match="FPDM checkpoints only"):
         plan_budget(DIT_T, 300, iters=3)
+
+
+def test_the_budget_alone_takes_the_feasible_k_nearest_the_models_own():
+    """FPDM-T (pre 1 + post 1, depth 6: k = 4 by default): 300 = 50 × (2 + 4) keeps k = 4; 98 has no k = 4
+    plan and k = 5 (14 steps) is nearer than k = 12 (7 steps); 140 ties k = 5 (20 steps) with k = 3 (28
+    steps) and takes the smaller k."""
+    assert plan_budget(FPDM_T, 300).iters == (4,) * 50
+    assert plan_budget(FPDM_T, 98).iters == (5,) * 14
+    assert plan_budget(FPDM_T, 140).iters == (3,) * 28
+    with pytest.raises(BudgetError, match="budget 2 is below one step"):
+        plan_budget(FPDM_T, 2)
 
 
 def test_feasible_pairs():

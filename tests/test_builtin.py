@@ -50,3 +50,15 @@ def test_bf16_storage_halves_the_file_and_loads_as_float32(tmp_path):
     assert half < 0.55 * full
     model, _, _ = load_model(tmp_path / "half")
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,preset", [("fashion-fpdm", "fashion32-fpdm-t4"),
+                                         ("fashion-dit", "fashion32-dit28-t4")])
+def test_fashion_builtins_follow_their_recipe_files(name, preset):
+    """The package's copy of a Fashion recipe (what `build-weights` trains) is configs/<preset>.json's."""
+    from pathlib import Path
+
+    spec = builtin.BUILTINS[name]
+    file = json.loads((Path(__file__).parents[1] / "configs" / f"{preset}.json").read_text())
+    assert {k: v for k, v in file.items() if not k.startswith("_")} == {"model": spec.model, **spec.recipe}
+    assert spec.data == "fashion-mnist" and spec.dtype == "float16"

@@ -202,6 +202,9 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
     if case == "export over a file":
         (tmp / "f2").write_text("x")
         return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
+    if case == "eval of a model without a feature network":
+        return ["sample", "--ckpt", str(runs["folder_run"]), "--steps", "2", "--seeds", "0-1", "--eval",
+                "--out", str(tmp / "s")]
     if case.startswith("fashion "):
         return _fashion_case(case, tmp)
     if case == "eval of a missing samples file":
@@ -363,6 +366,8 @@ CASES = {  # case -> what the one-line message must contain
     "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
+    "eval of a model without a feature network": "--eval computes digits or Fashion-MNIST metrics, but this "
+                                                  "model was trained on neither",
     "fashion data folder missing": "nowhere does not exist or is not a folder",
     "fashion files missing": "train-labels-idx1-ubyte[.gz] not found in",
     "fashion wrong magic": "IDX magic 0x00000801, expected 0x00000803",

@@ -20,7 +20,8 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
     g = p.add_argument_group("compute budget (blocks per sample; guidance's doubled batch is not counted)")
     g.add_argument("--budget", type=int, default=None,
                    help="transformer-block evaluations per sample, spent exactly; give --iters (steps "
-                        "follow) or --steps (iterations follow) (default: no budget)")
+                        "follow) or --steps (iterations follow), or neither: FPDM then takes the constant k "
+                        "nearest its default that spends it (default: no budget)")
     g.add_argument("--steps", default=None, help="sampling steps: an int, or without --budget an ADM spec "
                    "such as 'ddim50' or '10,20' (default: 50 without --budget)")
     g.add_argument("--iters", type=int, default=None,

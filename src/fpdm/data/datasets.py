@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fpdm.data import digits, fashion
 from fpdm.data.digits import DIGITS_NUM_TEST, load_digits
@@ -84,3 +85,10 @@ def load_dataset(
                              f"--image-size/--channels cannot change them")
         return data
     return load_image_folder(name_or_path, split=split, image_size=image_size, channels=channels)
+
+
+def trained_on(ckpt: dict[str, Any]) -> str | None:
+    """The `--data` a checkpoint's weights were trained on: a training checkpoint's train_config, an
+    export's "data" entry, or a built-in's recipe (None when nothing says, e.g. an official file)."""
+    return (ckpt.get("train_config", {}).get("data") or ckpt.get("data")
+            or ckpt.get("recipe", {}).get("data"))

@@ -82,18 +82,25 @@ def fashion_metrics(samples: Tensor, labels: Tensor | None = None, *, weights: s
             "features": f"Fashion-MNIST CNN ({Path(weights).name}), 256-d"}
 
 
-def digits_eval(x: Tensor, labels: Tensor, cfg: ModelConfig, data: str | None = None) -> dict[str, Any]:
-    """The metrics a model's samples are scored with, by what it was trained on (`data`, the checkpoint's
-    train_config data when known): fashion-mnist → fashion metrics; a digits-shaped model (8×8, 1 channel)
-    → digits metrics; {} for any other model."""
-    keys = ("kid", "kid_std", "precision", "recall", "class_consistency")
+def fid_name(cfg: ModelConfig, data: str | None = None) -> str | None:
+    """Which FID a model's samples get, by what it was trained on (`data`, when known): "fashion_fid" for
+    a Fashion-MNIST model (32×32, 1 channel), "digits_fid" for a digits-shaped one (8×8, 1 channel), else
+    None (no feature network here: Inception via `fpdm eval --inception-weights`)."""
     if data == "fashion-mnist" and (cfg.input_size, cfg.in_channels) == (32, 1):
-        m = fashion_metrics(x, labels if cfg.num_classes == 10 else None)
-        return {k: m[k] for k in ("fashion_fid", "fashion_fid_se", *keys) if k in m}
-    if (cfg.input_size, cfg.in_channels) != (8, 1):
+        return "fashion_fid"
+    return "digits_fid" if (cfg.input_size, cfg.in_channels) == (8, 1) else None
+
+
+def digits_eval(x: Tensor, labels: Tensor, cfg: ModelConfig, data: str | None = None) -> dict[str, Any]:
+    """The metrics a model's samples are scored with (`fid_name`): its FID ± s.e., KID, precision/recall
+    and class consistency; {} for a model without a feature network."""
+    keys = ("kid", "kid_std", "precision", "recall", "class_consistency")
+    name = fid_name(cfg, data)
+    if name is None:
         return {}
-    m = digits_metrics(x, labels if cfg.num_classes == 10 else None)
-    return {k: m[k] for k in ("digits_fid", "digits_fid_se", *keys) if k in m}
+    metric = fashion_metrics if name == "fashion_fid" else digits_metrics
+    m = metric(x, labels if cfg.num_classes == 10 else None)
+    return {k: m[k] for k in (name, f"{name}_se", *keys) if k in m}
 
 
 def sampler_record(samples: str | Path) -> dict[str, Any] | None:

@@ -84,7 +84,9 @@ class BudgetPlan:
 def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | None = None,
                 steps: int | None = None, profile: str = "constant",
                 ratio: float = DEFAULT_RATIO) -> BudgetPlan:
-    """Turn (budget, iters | steps) into a per-step plan that spends the budget exactly.
+    """Turn (budget, iters | steps) into a per-step plan that spends the budget exactly. With the budget
+    alone, an FPDM takes the constant k nearest its default (depth - pre - post) that spends it exactly
+    (a tie goes to the smaller k, more steps).
 
     Without a budget, `steps` (and `iters` for FPDM, default depth - pre - post) are used as given."""
     fixed = 0 if cfg.arch == "dit" else cfg.pre_depth + cfg.post_depth
@@ -113,9 +115,16 @@ def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | Non
             raise BudgetError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
         k = max(1, cfg.depth - fixed) if iters is None else iters
         return BudgetPlan(steps, (k,) * steps, steps * (fixed + k))
-    if (iters is None) == (steps is None):
-        raise BudgetError("with --budget give exactly one of --iters (steps follow) or --steps (iterations "
-                          "follow)")
+    if iters is not None and steps is not None:
+        raise BudgetError("with --budget give one of --iters (steps follow) or --steps (iterations follow), "
+                          "not both")
+    if iters is None and steps is None:  # the budget alone: the constant k nearest the model's own
+        pairs = feasible_pairs(cfg, budget)
+        if not pairs:
+            raise BudgetError(f"budget {budget} is below one step: a step costs at least {fixed + 1} blocks "
+                              f"(pre {cfg.pre_depth} + 1 iteration + post {cfg.post_depth})")
+        own = max(1, cfg.depth - fixed)
+        iters = min(pairs, key=lambda p: (abs(p[0] - own), p[0]))[0]  # a tie goes to more steps
     if iters is not None:
         if iters < 1:
             raise BudgetError(f"--iters must be >= 1, got {iters}")

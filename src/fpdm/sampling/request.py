@@ -175,8 +175,9 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
     """`fpdm sample`'s work after loading the weights: checks, batches (resumable in `<prefix>.parts/`),
     decoding latents, the grid, the arrays, the record and the metrics. Returns (record, prefix), or None
     on the processes of a torchrun world other than the first. Ctrl-C raises `Interrupted`."""
+    from fpdm.data.datasets import trained_on
     from fpdm.data.latents import training_vae
-    from fpdm.evaluation.evaluate import digits_eval, small_sample_warning
+    from fpdm.evaluation.evaluate import digits_eval, fid_name, small_sample_warning
     from fpdm.sampling.loop import parse_seeds
     from fpdm.sampling.many import (
         count_parts,
@@ -199,6 +200,9 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
             raise ValueError(f"{flag} must be >= 1, got {value}")
     identity = sample_identity(r)
     refuse_other_results(Path(f"{prefix}.json"), identity, r.overwrite)
+    if r.eval and fid_name(model.config, trained_on(ckpt)) is None:  # before sampling, not after it
+        raise ValueError("--eval computes digits or Fashion-MNIST metrics, but this model was trained on "
+                         "neither; use `fpdm eval --inception-weights` on the .npz")
     if r.eval and (warning := small_sample_warning(len(parse_seeds(r.seeds)))) is not None:
         warn(f"fpdm sample: warning: {warning}")
     parts = parts_folder(prefix)
@@ -231,11 +235,7 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
 
         record["adm_npz"] = str(export_adm_npz(x, Path(f"{prefix}.adm.npz")))
     if r.eval:
-        metrics = digits_eval(x, run.labels, model.config, ckpt.get("train_config", {}).get("data"))
-        if not metrics:
-            raise ValueError("--eval computes digits or Fashion-MNIST metrics, but this model was trained on "
-                             "neither; use `fpdm eval --inception-weights` on the .npz")
-        record["eval"] = metrics
+        record["eval"] = digits_eval(x, run.labels, model.config, trained_on(ckpt))
     write_record(prefix, record)
     remove_parts(parts)  # everything is in the .npz now
     return record, prefix

@@ -47,6 +47,7 @@ class Loaded:
     model: Any
     diffusion: Any
     schedules: list[Path] = field(default_factory=list)  # folders searched for calibrated schedules
+    data: str | None = None  # what the weights were trained on (picks the FID's feature network)
 
     def describe(self) -> dict[str, Any]:
         cfg = self.model.config
@@ -60,6 +61,7 @@ class Models:
     """The models a server offers, loaded once: the built-in digits FPDM and DiT, and the given one."""
 
     def __init__(self, ckpt: str | None = None, schedules: list[Path] | None = None) -> None:
+        from fpdm.data.datasets import trained_on
         from fpdm.weights.builtin import BUILTINS, builtin_folder
         from fpdm.weights.loading import load_model
 
@@ -68,10 +70,10 @@ class Models:
         if ckpt is not None:
             names.insert(0, ckpt)
         for name in dict.fromkeys(names):
-            model, diffusion, _ = load_model(name)
+            model, diffusion, ckpt = load_model(name)
             beside = [Path(name).parent / "schedules"] if Path(name).exists() else []
             folders = list(schedules or []) + beside
-            self.by_name[name] = Loaded(name, model.eval(), diffusion, folders)
+            self.by_name[name] = Loaded(name, model.eval(), diffusion, folders, trained_on(ckpt))
         if not self.by_name:
             raise FileNotFoundError("no model to serve: the built-in digits weights are missing from this "
                                     "installation and no --ckpt was given")
@@ -81,8 +83,16 @@ class Models:
             raise ValueError(f"model {name!r} is not served here; choose one of {', '.join(self.by_name)}")
         return self.by_name[name]
 
-    def dit(self) -> Loaded | None:
-        return next((m for m in self.by_name.values() if m.model.config.arch == "dit"), None)
+    def dit(self, beside: Loaded) -> Loaded | None:
+        """The DiT shown beside an FPDM: the first one for the same images and classes."""
+        shape = _shape(beside)
+        return next((m for m in self.by_name.values() if m.model.config.arch == "dit" and _shape(m) == shape),
+                    None)
+
+
+def _shape(m: Loaded) -> tuple:
+    cfg = m.model.config
+    return cfg.input_size, cfg.in_channels, cfg.num_classes, m.data
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -270,7 +280,7 @@ def sample_response(models: Models, params: dict[str, Any]) -> dict[str, Any]:
                              f"make one with `fpdm calibrate --ckpt {req.model} --budget {req.budget}`")
         schedule = read_schedule(path)
     result: dict[str, Any] = {"model": _panel(_run(loaded, req, req.seeds, schedule), loaded.name)}
-    dit = models.dit()
+    dit = models.dit(loaded)
     if loaded.model.config.arch == "fpdm" and dit is not None:
         depth = dit.model.config.depth
         if req.budget % depth:
@@ -286,18 +296,19 @@ def sample_response(models: Models, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def fid_response(models: Models, params: dict[str, Any]) -> dict[str, Any]:
-    """digits-FID of FID_SAMPLES samples (seeds 0-499) with the request's settings."""
-    from fpdm.evaluation.evaluate import digits_eval
+    """digits- or fashion-FID of FID_SAMPLES samples (seeds 0-499) with the request's settings."""
+    from fpdm.evaluation.evaluate import digits_eval, fid_name
 
     req = parse_request({**params, "seeds": f"0-{FID_SAMPLES - 1}"}, models)
     loaded = models.get(req.model)
+    key = fid_name(loaded.model.config, loaded.data)
+    if key is None:  # before sampling
+        raise ValueError("FID here needs a digits model (8×8 greyscale) or a Fashion-MNIST one")
     run = _run(loaded, req, req.seeds)
-    metrics = digits_eval(run.samples, run.labels, loaded.model.config)
-    if not metrics:
-        raise ValueError("digits-FID needs a digits model (8×8 greyscale)")
-    return {"samples": FID_SAMPLES, "digits_fid": metrics["digits_fid"],
-            "digits_fid_se": metrics["digits_fid_se"], "blocks_counted": run.record["blocks_counted"],
-            "wall_s": run.record["wall_s"]}
+    metrics = digits_eval(run.samples, run.labels, loaded.model.config, loaded.data)
+    return {"samples": FID_SAMPLES, "fid_name": key.replace("_", "-"), "fid": metrics[key],
+            "fid_se": metrics[f"{key}_se"], key: metrics[key], f"{key}_se": metrics[f"{key}_se"],
+            "blocks_counted": run.record["blocks_counted"], "wall_s": run.record["wall_s"]}
 
 
 # ---------------------------------------------------------------------------------------------- HTTP

@@ -1,15 +1,19 @@
-"""Built-in digits weights: FPDM-T/2 and DiT-T/2 trained here by our own recipe, shipped in the package and
-selected by name (`fpdm sample --ckpt digits-fpdm`), so a newcomer samples in seconds without training.
+"""Built-in weights, trained here by our own recipes, shipped in the package and selected by name
+(`fpdm sample --ckpt digits-fpdm`), so a newcomer samples in seconds without training: FPDM-T/2 and DiT-T/2
+on digits, FPDM-T/4 and DiT-T/4 (depth 28) on Fashion-MNIST.
 
-`fpdm build-weights` regenerates them (`fpdm.weights.build`): the demo's recipe (3,000 steps, batch 64,
-AdamW 1e-3, 100 warm-up steps, EMA 0.999, seed 0, S-JFB N = M = 3 for FPDM) on one thread, then the EMA
-weights in our export format. On the same torch build the result is bit for bit the same.
+`fpdm build-weights NAME` regenerates one (`fpdm.weights.build`): its recipe on one thread, then the EMA
+weights in our export format. On the same torch build the result is bit for bit the same. Digits: the
+demo's recipe (3,000 steps, batch 64, AdamW 1e-3, 100 warm-up steps, EMA 0.999, seed 0, S-JFB N = M = 3 for
+FPDM). Fashion-MNIST: `configs/fashion32-*.json` (10,000 steps, cosine learning rate, EMA 0.9995), stored
+as float16 (half the size; sampling computes in float32).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ASSETS = Path(__file__).parents[1] / "assets"
 
@@ -17,13 +21,26 @@ ASSETS = Path(__file__).parents[1] / "assets"
 @dataclass(frozen=True)
 class Builtin:
     model: str
-    budget: int  # the budget its digits-FID is stated at
+    budget: int  # the budget its FID is stated at
     iters: int | None  # FPDM iterations per step at that budget
+    data: str = "digits"
+    recipe: dict[str, Any] = field(default_factory=dict)  # `fpdm train` options (TrainRequest) beyond model
+    dtype: str | None = None  # how the weights are stored (None: float32)
 
+
+# configs/fashion32-*.json without the model (tests/test_builtin.py holds them equal)
+FASHION_RECIPE = {"data": "fashion-mnist", "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine",
+                  "warmup_steps": 500, "grad_clip": 1.0, "ema_decay": 0.9995, "steps": 10_000,
+                  "log_every": 50, "ckpt_every": 50, "keep_every": 1000}
 
 BUILTINS: dict[str, Builtin] = {
     "digits-fpdm": Builtin("FPDM-T/2", budget=120, iters=2),
     "digits-dit": Builtin("DiT-T/2", budget=120, iters=None),
+    "fashion-fpdm": Builtin("FPDM-T/4", budget=140, iters=None, data="fashion-mnist", dtype="float16",
+                            recipe={**FASHION_RECIPE, "fp_mode": "sjfb", "fp_max_no_grad": 3,
+                                    "fp_max_with_grad": 3}),
+    "fashion-dit": Builtin("DiT-T/4", budget=140, iters=None, data="fashion-mnist", dtype="float16",
+                           recipe={**FASHION_RECIPE, "depth": 28}),
 }
 
 

@@ -36,7 +36,10 @@ def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = T
                for k, v in state["ema" if use_ema else "model"].items()}
     config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
               "step": state.get("step"), "model_config": state["model_config"],
-              "diffusion_config": state["diffusion_config"], **(extra or {})}
+              "diffusion_config": state["diffusion_config"],
+              # what the weights were trained on: which metrics `sample --eval` scores them with
+              "data": state.get("train_config", {}).get("data"),
+              **({"class_names": state["class_names"]} if state.get("class_names") else {}), **(extra or {})}
     write_exported(out_dir, weights, config)
     return config
 
