@@ -62,3 +62,38 @@ def test_fashion_builtins_follow_their_recipe_files(name, preset):
     file = json.loads((Path(__file__).parents[1] / "configs" / f"{preset}.json").read_text())
     assert {k: v for k, v in file.items() if not k.startswith("_")} == {"model": spec.model, **spec.recipe}
     assert spec.data == "fashion-mnist" and spec.dtype == "float16"
+
+
+def test_float16_storage_samples_within_the_fids_noise(tmp_path):
+    """The fashion built-ins are stored as float16. The same rounding of the digits FPDM's weights moves
+    its digits-FID (budget 120, k = 2, seeds 0-99, paired noise) by less than the FID's own s.e."""
+    from fpdm.evaluation.evaluate import digits_eval
+    from fpdm.sampling.many import sample_seeds
+    from fpdm.weights.export import load_exported, write_exported
+
+    weights, config = load_exported(builtin.builtin_folder("digits-fpdm"))
+    write_exported(tmp_path / "half", {k: v.half() for k, v in weights.items()}, config)
+    fids = []
+    for where in (builtin.builtin_folder("digits-fpdm"), tmp_path / "half"):
+        model, diffusion, _ = load_model(where)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # computed in float32
+        run = sample_seeds(model, diffusion, range(100), budget=120, iters=2, batch_size=100)
+        m = digits_eval(run.samples, run.labels, model.config)
+        fids.append((m["digits_fid"], m["digits_fid_se"]))
+    (full, se), (half, _) = fids
+    assert full != half and abs(full - half) < se, fids
+
+
+def test_fashion_builtin_samples_and_scores_by_name(tmp_path, capsys):
+    """`fpdm sample --ckpt fashion-fpdm --budget 140 --eval`: the budget alone picks k, the export says it
+    was trained on Fashion-MNIST, so its samples get fashion-FID (needs the Debian files for the reference)."""
+    from fpdm.data.fashion import fashion_dir
+
+    if not (fashion_dir() / "t10k-images-idx3-ubyte.gz").exists() and \
+            not (fashion_dir() / "t10k-images-idx3-ubyte").exists():
+        pytest.skip("Fashion-MNIST files absent (apt-get install dataset-fashion-mnist)")
+    assert main(["sample", "--ckpt", "fashion-fpdm", "--budget", "140", "--seeds", "0-19", "--eval",
+                 "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert record["blocks_counted"] == 140 and record["steps"] == 28  # k = 3: 28 × (1 + 3 + 1)
+    assert record["eval"]["fashion_fid"] > 0 and 0 <= record["eval"]["class_consistency"] <= 1

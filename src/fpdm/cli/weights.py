@@ -73,16 +73,21 @@ def _add_build_weights(sub: argparse._SubParsersAction) -> None:
                    help="parent folder of the built-ins (default: the package's assets)")
     p.add_argument("--bf16", action="store_true", help="store the weights as bfloat16 (half the size; the "
                    "fashion built-ins are stored as float16 without it)")
+    p.add_argument("--from-run", default=None, help="instead of training, export this finished `fpdm train` "
+                   "run folder (it must have been trained by the built-in's recipe; one name only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build_weights)
 
 
 def _cmd_build_weights(a: argparse.Namespace) -> int:
-    from fpdm.weights.build import build
+    from fpdm.weights.build import build, ship
 
+    if a.from_run is not None and len(a.names) != 1:
+        raise ValueError(f"--from-run exports one run as one built-in; name exactly one, got {len(a.names)}")
     for name in a.names:
-        cfg = build(name, None if a.out is None else Path(a.out) / name,
-                    dtype=torch.bfloat16 if a.bf16 else None, progress=not a.no_progress)
+        out, dtype = None if a.out is None else Path(a.out) / name, torch.bfloat16 if a.bf16 else None
+        cfg = ship(name, a.from_run, out, dtype=dtype) if a.from_run else \
+            build(name, out, dtype=dtype, progress=not a.no_progress)
         key = next(k for k in cfg if k.endswith("_eval"))
         ev, fid = cfg[key], key.replace("_eval", "_fid")
         print(f"{name}: {fid.replace('_', '-')} {ev[fid]:.2f} ± {ev[fid + '_se']:.2f} at budget "

@@ -3,6 +3,7 @@ weights into the package's assets, and measure the FID stated beside them (digit
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from fpdm.weights.builtin import BUILTINS, builtin_folder
 from fpdm.weights.export import export_weights, load_exported, write_exported
 from fpdm.weights.loading import load_model
 
-__all__ = ["build"]
+__all__ = ["build", "measure", "ship"]
 
 
 def build(name: str, out: str | Path | None = None, *, steps: int | None = None, dtype: Any = None,
@@ -30,12 +31,8 @@ def build(name: str, out: str | Path | None = None, *, steps: int | None = None,
     weights to `out` (default: the package's assets; `dtype` overrides the built-in's storage, e.g.
     torch.bfloat16), measure its FID at its stated budget on seeds 0-99, and return the config written
     beside the weights (the measurement under "digits_eval" or "fashion_eval")."""
-    if name not in BUILTINS:
-        raise ValueError(f"unknown built-in {name!r}; expected one of {', '.join(BUILTINS)}")
-    spec = BUILTINS[name]
+    spec = _spec(name)
     torch.set_num_threads(1)  # the recipe's arithmetic, so the bits do not depend on the machine's cores
-    out = Path(out) if out is not None else builtin_folder(name)
-    dtype = dtype if dtype is not None else (getattr(torch, spec.dtype) if spec.dtype else None)
     with tempfile.TemporaryDirectory() as tmp:
         if spec.recipe:
             r = TrainRequest(model=spec.model, out=tmp, no_progress=not progress,
@@ -46,15 +43,54 @@ def build(name: str, out: str | Path | None = None, *, steps: int | None = None,
             cfg = TrainConfig(data="digits", out_dir=tmp, **({"steps": steps} if steps else {}))
             summary = train(cfg, model_config(spec.model, input_size=8, in_channels=1, num_classes=10),
                             progress=progress)
-        recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir")}
-        recipe.update(model=spec.model, threads=1, **({"depth": spec.recipe["depth"]}
-                                                      if "depth" in spec.recipe else {}))
-        config = export_weights(Path(tmp) / "ckpt.pt", out, dtype=dtype, extra={
-            "builtin": name, "recipe": recipe, "command": f"fpdm build-weights {name}",
-            "train_wall_s": summary["wall_s"]})
+        return ship(name, tmp, out, dtype=dtype, check_recipe=steps is None, train_wall_s=summary["wall_s"])
+
+
+def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: Any = None,
+         check_recipe: bool = True, train_wall_s: float | None = None) -> dict[str, Any]:
+    """Export the finished training run in `run` as the built-in `name` (`fpdm build-weights NAME
+    --from-run RUN`: a recipe's hours of training need not be repeated). The run must have been trained by
+    the built-in's recipe to its last step (a ValueError names what differs); its EMA weights go to `out`
+    (default: the package's assets) with the recipe, and the FID measured at the stated budget."""
+    from fpdm.common.checkpoint import load_checkpoint
+
+    spec = _spec(name)
+    out = Path(out) if out is not None else builtin_folder(name)
+    dtype = dtype if dtype is not None else (getattr(torch, spec.dtype) if spec.dtype else None)
+    state = load_checkpoint(Path(run) / "ckpt.pt")
+    saved = state["train_config"]
+    recipe_only = {k: v for k, v in spec.recipe.items() if k != "depth"}  # depth is the model's
+    depth = {"depth": spec.recipe["depth"]} if "depth" in spec.recipe else {}
+    want = {**asdict(TrainConfig(data=spec.data)), **recipe_only}
+    if check_recipe:
+        differ = [f"{k}={saved.get(k)!r} (recipe: {v!r})" for k, v in want.items()
+                  if k in saved and k not in ("out_dir", "data_dir", "device", "keep_last", "lr_decay_steps")
+                  and saved.get(k) != v]
+        mc, ref = state["model_config"], model_config(spec.model, **depth)
+        differ += [f"model {k}={mc.get(k)!r} (recipe: {getattr(ref, k)!r})"
+                   for k in ("arch", "hidden_size", "depth", "num_heads", "patch_size")
+                   if mc.get(k) != getattr(ref, k)]
+        if state.get("step") != saved["steps"]:
+            differ.append(f"step {state.get('step')} of {saved['steps']} (unfinished)")
+        if differ:
+            raise ValueError(f"{run} was not trained by the recipe of {name}: {'; '.join(differ)}")
+    recipe = {k: v for k, v in saved.items() if k not in ("out_dir", "data_dir", "device", "keep_last")}
+    recipe.update(model=spec.model, threads=1, **depth)
+    summary = Path(run) / "summary.json"
+    if train_wall_s is None and summary.exists():  # a run trained by `fpdm train`, perhaps over several runs
+        train_wall_s = json.loads(summary.read_text()).get("wall_s")
+    config = export_weights(Path(run) / "ckpt.pt", out, dtype=dtype, extra={
+        "builtin": name, "recipe": recipe, "command": f"fpdm build-weights {name}",
+        "train_wall_s": train_wall_s})
     config[f"{spec.data.split('-')[0]}_eval"] = measure(name, out)
     write_exported(out, load_exported(out)[0], config)  # the config's hash lives in the weights file
     return config
+
+
+def _spec(name: str):
+    if name not in BUILTINS:
+        raise ValueError(f"unknown built-in {name!r}; expected one of {', '.join(BUILTINS)}")
+    return BUILTINS[name]
 
 
 def measure(name: str, folder: str | Path) -> dict[str, Any]:
