@@ -86,7 +86,7 @@ def test_float16_storage_samples_within_the_fids_noise(tmp_path):
 
 def test_fashion_builtin_samples_and_scores_by_name(tmp_path, capsys):
     """`fpdm sample --ckpt fashion-fpdm --budget 140 --eval`: the budget alone picks k, the export says it
-    was trained on Fashion-MNIST, so its samples get fashion-FID (needs the Debian files for the reference)."""
+    was trained on Fashion-MNIST, so its samples get fashion-FID (the reference needs the Debian files)."""
     from fpdm.data.fashion import fashion_dir
 
     if not (fashion_dir() / "t10k-images-idx3-ubyte.gz").exists() and \

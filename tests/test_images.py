@@ -130,3 +130,21 @@ def test_grid_with_labels_and_caption(tmp_path):
         assert ((corner[..., 0] - corner[..., 1]) > 80).any()
         assert (tiles[top + 20:top + 32, left:left + 32] == 0).all()
     assert (note[:15] < 128).any() and (note[:15] == 255).any()  # dark caption text on white
+
+
+def test_columns_of_one_class_are_named_above(tmp_path):
+    """Class names label the columns when each column holds one class (a strip above the grid); digits'
+    names ("0", "1", …) and mixed columns keep the corner labels."""
+    from fpdm.common.images import grid_image
+
+    images = torch.full((6, 1, 8, 8), -1.0)
+    names = ["T-shirt/top", "Trouser", "Pullover"]
+    plain = grid_image(images, nrow=3, upscale=4, padding=2)
+    named = grid_image(images, nrow=3, upscale=4, padding=2, labels=[0, 1, 2, 0, 1, 2], class_names=names)
+    assert named.height == plain.height + 15 and named.width == plain.width
+    header = np.asarray(named)[:15]
+    assert (header < 128).any() and (np.asarray(named)[15:] == np.asarray(plain.convert("RGB"))).all()
+    corner = grid_image(images, nrow=3, upscale=4, padding=2, labels=[0, 1, 2, 1, 1, 2], class_names=names)
+    digits = grid_image(images, nrow=3, upscale=4, padding=2, labels=[0, 1, 2, 0, 1, 2],
+                        class_names=["0", "1", "2"])
+    assert corner.height == digits.height == plain.height

@@ -126,6 +126,19 @@ def test_fid_on_demand(url):
     status, r = _post(base, "/api/fid", {"model": "digits-fpdm", "budget": 24, "iters": 2})
     assert status == 200 and r["samples"] == 500 and r["blocks_counted"] == 24
     assert 0 < r["digits_fid"] < 1000 and r["digits_fid_se"] > 0
+    assert r["fid_name"] == "digits-fid" and r["fid"] == r["digits_fid"]
+
+
+def test_fashion_models_are_offered_beside_their_own_dit(url):
+    """The menu holds the Fashion built-ins too; an FPDM's DiT panel is a DiT of its own data (the digits
+    DiT never stands beside the Fashion FPDM)."""
+    base, server = url
+    names = {m["name"] for m in json.loads(_get(base, "/api/models")[1])["models"]}
+    assert "fashion-fpdm" in names
+    status, r = _post(base, "/api/sample", {"model": "fashion-fpdm", "budget": 28, "iters": 2, "seeds": "0"})
+    assert status == 200 and r["model"]["blocks_counted"] == 28
+    assert r["model"]["name"] == "fashion-fpdm" and ("dit" in r) == ("fashion-dit" in names)
+    assert r.get("dit", {}).get("name", "fashion-dit") == "fashion-dit"
 
 
 def test_serve_command_checks_its_port(capsys):

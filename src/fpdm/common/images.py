@@ -92,20 +92,23 @@ def grid_image(
     pad_value: int = 255,
     labels: Sequence[int] | torch.Tensor | None = None,
     caption: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Image.Image:
-    """:func:`make_grid` as a PIL image. With `labels`, each tile gets its class in a corner; with `caption`,
-    a line of text (the settings) above the grid — both make the image RGB."""
+    """:func:`make_grid` as a PIL image. With `labels`, each tile gets its class in a corner, or, with
+    `class_names` and one class per column, each column its class name above it; with `caption`, a line of
+    text (the settings) above the grid — all make the image RGB."""
     grid = make_grid(images, nrow=nrow, upscale=upscale, padding=padding, pad_value=pad_value)
     image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # uint8 2-D -> 'L', 3-D -> 'RGB'
     if labels is not None or caption:
         _, cols = grid_shape(len(images), nrow)
         tile = (images.shape[2] * upscale, images.shape[3] * upscale)
-        image = _annotate(image, tile, cols, padding, labels, caption)
+        image = _annotate(image, tile, cols, padding, labels, caption, class_names)
     return image
 
 
 def _annotate(image: Image.Image, tile: tuple[int, int], cols: int, padding: int,
-              labels: Sequence[int] | torch.Tensor | None, caption: str | None) -> Image.Image:
+              labels: Sequence[int] | torch.Tensor | None, caption: str | None,
+              class_names: Sequence[str] | None = None) -> Image.Image:
     from PIL import ImageDraw, ImageFont
 
     image = image.convert("RGB")
@@ -113,6 +116,12 @@ def _annotate(image: Image.Image, tile: tuple[int, int], cols: int, padding: int
         font = ImageFont.load_default(size=11)  # Pillow's scalable font (needs FreeType)
     except (TypeError, ImportError, OSError):
         font = ImageFont.load_default()
+    values = None if labels is None else \
+        (labels.tolist() if isinstance(labels, torch.Tensor) else list(labels))
+    named = class_names and list(class_names) != [str(i) for i in range(len(class_names))]  # not "0", "1", …
+    if values and named and all(v == values[i % cols] for i, v in enumerate(values)):
+        image = _column_names(image, [class_names[v] for v in values[:cols]], tile[1], padding, font)
+        labels = None  # the header says it for every tile
     if labels is not None:
         draw = ImageDraw.Draw(image)
         for i, label in enumerate(labels.tolist() if isinstance(labels, torch.Tensor) else labels):
@@ -130,3 +139,20 @@ def _annotate(image: Image.Image, tile: tuple[int, int], cols: int, padding: int
         draw.text((2, 1), text if text == caption else text[:-1] + "…", fill=(0, 0, 0), font=font)
         image = framed
     return image
+
+
+def _column_names(image: Image.Image, names: Sequence[str], width: int, padding: int,
+                  font: Any) -> Image.Image:
+    """A white strip above the grid with each column's name, cut to the column's width."""
+    from PIL import ImageDraw
+
+    strip = 15
+    framed = Image.new("RGB", (image.width, image.height + strip), (255, 255, 255))
+    framed.paste(image, (0, strip))
+    draw = ImageDraw.Draw(framed)
+    for c, name in enumerate(names):
+        text = name
+        while len(text) > 1 and draw.textlength(text, font=font) > width:
+            text = text[:-1]
+        draw.text((padding + c * (width + padding), 1), text, fill=(0, 0, 0), font=font)
+    return framed

@@ -248,15 +248,17 @@ def discard_empty_parts(parts: str | Path) -> None:
 
 def write_samples(prefix: str | Path, samples: Tensor, labels: Tensor, seeds: Sequence[int], *,
                   latents: Tensor | None = None, nrow: int = 10, upscale: int = 4,
-                  caption: str | None = None, show_labels: bool = True) -> tuple[Path, Path]:
-    """`<prefix>.png` (grid: class labels in the corners, `caption` above) and `<prefix>.npz` (samples,
+                  caption: str | None = None, show_labels: bool = True,
+                  class_names: Sequence[str] | None = None) -> tuple[Path, Path]:
+    """`<prefix>.png` (grid: class labels in the corners, or `class_names` above columns of one class;
+    `caption` above) and `<prefix>.npz` (samples,
     labels, seeds[, latents]); returns both paths. The suffix is appended, not substituted, so a prefix
     like "…-tol0.1" keeps its dot."""
     from fpdm.common.images import save_image_grid
 
     png, npz = Path(f"{prefix}.png"), Path(f"{prefix}.npz")
     save_image_grid(samples, png, nrow=nrow, upscale=upscale, padding=2,
-                    labels=labels if show_labels else None, caption=caption)
+                    labels=labels if show_labels else None, caption=caption, class_names=class_names)
     np.savez_compressed(npz, samples=samples.numpy(), labels=labels.numpy(), seeds=np.array(seeds),
                         **({"latents": latents.numpy()} if latents is not None else {}))
     return png, npz

@@ -227,7 +227,7 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
     name = Path(r.ckpt).name if Path(r.ckpt).name != "ckpt.pt" else Path(r.ckpt).parent.name
     png, npz = write_samples(prefix, x, run.labels, run.seeds, latents=latents, nrow=r.nrow,
                              upscale=r.upscale, caption=grid_caption(record, name),
-                             show_labels=model.config.num_classes > 0)
+                             show_labels=model.config.num_classes > 0, class_names=ckpt.get("class_names"))
     record.update(ckpt=r.ckpt, train_step=ckpt.get("step"), ema=not r.no_ema, png=str(png), npz=str(npz),
                   identity=identity)
     if r.adm_npz:

@@ -252,9 +252,10 @@ def _panel(run: Any, name: str) -> dict[str, Any]:
 
     rec = run.record
     n = min(len(run.samples), 100)
-    grid = grid_image(run.samples[:n], nrow=10, upscale=4, padding=2, labels=run.labels[:n],
+    upscale = max(1, min(4, 64 // run.samples.shape[-1]))  # digits' 8 px ×4, Fashion's 32 px ×2
+    grid = grid_image(run.samples[:n], nrow=10, upscale=upscale, padding=2, labels=run.labels[:n],
                       caption=grid_caption(rec, name))
-    out = {"grid": _data_url(lambda buf: grid.save(buf, format="PNG")),
+    out = {"name": name, "grid": _data_url(lambda buf: grid.save(buf, format="PNG")),
            "blocks_counted": rec["blocks_counted"], "budget": rec["budget"], "steps": rec["steps"],
            "gflops_per_sample": round(rec["flops_per_sample"] / 1e9, 4), "wall_s": rec["wall_s"],
            "iters_planned": rec["iters_planned"], "iters_run": rec["iters_run"]}
