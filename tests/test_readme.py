@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fpdm.cli import main
+from fpdm.common.checkpoint import load_checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -37,5 +38,5 @@ def test_the_python_equivalents_run_and_match_the_commands(tmp_path, monkeypatch
     # and the command trains the same weights
     assert main(["train", "--data", "digits", "--model", "FPDM-T/2", "--out", "cli-run", "--steps", "3",
                  "--no-progress"]) == 0
-    mine, theirs = (torch.load(f"{d}/ckpt.pt", weights_only=False)["ema"] for d in ("runs/fpdm", "cli-run"))
+    mine, theirs = (load_checkpoint(f"{d}/ckpt.pt")["ema"] for d in ("runs/fpdm", "cli-run"))
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

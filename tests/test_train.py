@@ -438,3 +438,32 @@ def test_samples_during_training_leave_the_weights_unchanged(tmp_path):
     # a resume may change how often it samples (only that): 2 more steps, sampled at step 5 and 6
     resume(tmp_path / "watched", steps=6, progress=False, dataset=SUBSET, sample_every=1)
     assert [r["step"] for r in read_log(tmp_path / "watched" / "log.jsonl")[1]] == [2, 4, 5, 6]
+
+
+def test_checkpoints_come_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
+    """--ckpt-seconds: a checkpoint once that long has passed (here: at every step), besides --ckpt-every
+    (100, never reached) and the last step; 0 leaves only the last. The file says where it came from."""
+    saved = []
+    real = train_mod.save_checkpoint
+    monkeypatch.setattr(train_mod, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
+                                                                           real(path, state)))
+    train(_cfg(tmp_path / "often", 3, ckpt_seconds=1e-9), _model("DiT"), dataset=SUBSET, progress=False)
+    assert saved == [1, 2, 3]
+    saved.clear()
+    train(_cfg(tmp_path / "steps", 3, ckpt_seconds=0), _model("DiT"), dataset=SUBSET, progress=False)
+    assert saved == [3]
+    state = load_checkpoint(tmp_path / "steps" / "ckpt.pt")
+    assert state["torch_version"] == torch.__version__ and state["command"]
+
+
+def test_a_new_run_never_shares_the_log_of_a_dead_one(tmp_path):
+    """A run killed before its first checkpoint leaves only log.jsonl: a new run there is refused, and
+    `overwrite` starts the log afresh."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    with pytest.raises(FileExistsError, match="left no checkpoint.*--overwrite"):
+        train(_cfg(out, 2), _model("DiT"), dataset=SUBSET, progress=False)
+    train(_cfg(out, 2), _model("DiT"), dataset=SUBSET, progress=False, overwrite=True)
+    assert [json.loads(line)["loss"] != 9.0 for line in (out / "log.jsonl").read_text().splitlines()] == \
+        [True, True]

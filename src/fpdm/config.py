@@ -99,6 +99,7 @@ class TrainConfig(_DictConfig):
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 500
+    ckpt_seconds: float = 60.0  # also a checkpoint once this long has passed since the last (0: steps only)
     keep_every: int = 0  # also keep ckpt-<step>.pt every this many steps (0: only the latest ckpt.pt)
     keep_last: int = 1  # earlier checkpoints kept as ckpt.prev<i>.pt, for when the latest is damaged
     sample_every: int = 0  # sample the EMA weights every this many steps: a grid, FID where known (0: off)
@@ -110,7 +111,7 @@ class TrainConfig(_DictConfig):
     compile: bool = False  # torch.compile each transformer block (fpdm.models.blocks.compile_blocks)
 
     def __post_init__(self) -> None:
-        for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "ckpt_seconds"):
             value = getattr(self, name)
             if not math.isfinite(value):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
@@ -138,6 +139,9 @@ class TrainConfig(_DictConfig):
             raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_decay_steps < 0:
             raise ValueError(f"lr_decay_steps must be >= 0, got {self.lr_decay_steps}")
+        if self.ckpt_seconds < 0:
+            raise ValueError(f"--ckpt-seconds must be >= 0 (0: checkpoints by steps only), got "
+                             f"{self.ckpt_seconds}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("--warmup-steps, --grad-clip and --weight-decay must be >= 0")
 

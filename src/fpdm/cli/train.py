@@ -70,6 +70,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     for name, kind, text in _OPTIMISATION:  # each defaults to TrainConfig's value
         kw = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
         g.add_argument("--" + name.replace("_", "-"), default=_T[name], help=text, **kw)
+    g.add_argument("--ckpt-seconds", type=float, default=None, help="also a checkpoint once this many "
+                   "seconds have passed since the last, so `kill -9` loses at most about that much work "
+                   f"(0: by --ckpt-every only) (default: {_T['ckpt_seconds']:g}; with --resume, the run's "
+                   "own)")
     g.add_argument("--keep-last", type=int, default=None,
                    help=f"earlier checkpoints kept as ckpt.prev1.pt, … so a damaged latest one does not lose "
                         f"the run (default: {_T['keep_last']}; with --resume, the run's own)")
@@ -94,6 +98,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile each transformer block (GPU; the first steps are slow)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
+    g.add_argument("--overwrite", action="store_true", help="start a new run in a folder whose log.jsonl is "
+                   "left from a run killed before its first checkpoint (refused by default)")
     g.add_argument("--fallback", action="store_true", help="with --resume: if ckpt.pt is damaged, continue "
                    "from the newest intact ckpt.prevN.pt (without it, the damage is an error that names it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -54,7 +54,7 @@ from fpdm.training.run_folder import (
     resume_point,
     snapshot_path,
 )
-from fpdm.version import __version__
+from fpdm.version import __version__, command_line
 
 
 class BatchStream:
@@ -129,12 +129,22 @@ def _stop_on_signal() -> Iterator[dict[str, bool]]:
 
 
 def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig | None = None, *,
-          dataset: ImageDataset | None = None, progress: bool = True) -> dict[str, Any]:
-    """Start a new run in `train_cfg.out_dir` (refuses to overwrite one) and return its summary."""
+          dataset: ImageDataset | None = None, progress: bool = True, overwrite: bool = False
+          ) -> dict[str, Any]:
+    """Start a new run in `train_cfg.out_dir` and return its summary. A folder with a checkpoint is refused
+    (resume it, or choose another); one that holds only the log of a run killed before its first checkpoint
+    is refused too, unless `overwrite` (that log is then started afresh: two runs never share one)."""
     ckpt_path = Path(train_cfg.out_dir) / CHECKPOINT_NAME
     if ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
                               f"--out directory")
+    log = Path(train_cfg.out_dir) / LOG_NAME
+    if log.exists() and log.stat().st_size:
+        if not overwrite:
+            raise FileExistsError(f"{log} holds the log of a run that left no checkpoint (stopped before "
+                                  "its first): pass --overwrite to start a new run there, or choose another "
+                                  "--out")
+        log.unlink()
     if train_cfg.lr_schedule == "cosine" and not train_cfg.lr_decay_steps:  # the horizon is fixed at start
         train_cfg = replace(train_cfg, lr_decay_steps=train_cfg.steps)
     return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress)
@@ -145,10 +155,11 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
            progress: bool = True, **sampling: int | None) -> dict[str, Any]:
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
-    many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps` (keywords; None: the
-    run's own) change the samples taken during training, which the weights do not depend on; `fallback`
+    many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps` and `ckpt_seconds`
+    (keywords; None: the run's own) change what is written along the way, which the weights do not depend
+    on; `fallback`
     resumes from the newest intact earlier checkpoint when `ckpt.pt` is damaged (see :func:`resume_point`)."""
-    unknown = set(sampling) - set(RESUME_FREE_SAMPLING)
+    unknown = set(sampling) - set(RESUME_FREE)
     if unknown:
         raise TypeError(f"resume() got unexpected keyword arguments {sorted(unknown)}")
     start, state = resume_point(out_dir, fallback)
@@ -172,7 +183,7 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
 
 
 # what --resume may change beside --steps, --device and --keep-last: the weights do not depend on them
-RESUME_FREE_SAMPLING = ("sample_every", "sample_count", "sample_steps")
+RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds")
 def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
     names = list(names)
     return "[" + ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "") + "]"
@@ -230,7 +241,10 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         if world.is_main:
             _truncate_log(out / LOG_NAME, step)
 
+    last_ckpt = [time.perf_counter()]  # when the last checkpoint was written (`--ckpt-seconds`)
+
     def checkpoint() -> None:
+        last_ckpt[0] = time.perf_counter()
         if not world.is_main:
             return
         held = _hold_latest(out, train_cfg.keep_last)
@@ -245,6 +259,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     def _save() -> None:
         save_checkpoint(ckpt_path, {
             "fpdm_version": __version__,
+            "torch_version": str(torch.__version__),
+            "command": command_line(),
             "model_config": model_cfg.to_dict(),
             "train_config": train_cfg.to_dict(),
             "diffusion_config": diffusion_cfg.to_dict(),
@@ -345,7 +361,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                     plot_training_curve(out / LOG_NAME, out / CURVE_NAME)
                 stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
                 keep = train_cfg.keep_every and step % train_cfg.keep_every == 0
-                if stop or keep or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
+                due = train_cfg.ckpt_seconds and time.perf_counter() - last_ckpt[0] >= train_cfg.ckpt_seconds
+                due = world.any(due) if world.size > 1 else due  # every process checkpoints at one step
+                if stop or keep or due or step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                     checkpoint()
                 if keep and world.is_main:  # numbered copies for quality-vs-step curves
                     atomic_write(snapshot_path(out, step), partial(_write_bytes, ckpt_path.read_bytes()))

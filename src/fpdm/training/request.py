@@ -59,6 +59,7 @@ class TrainRequest:
     ckpt_every: int = _T["ckpt_every"]
     keep_every: int = _T["keep_every"]
     keep_last: int | None = None
+    ckpt_seconds: float | None = None
     sample_every: int | None = None
     sample_count: int | None = None
     sample_steps: int | None = None
@@ -68,6 +69,7 @@ class TrainRequest:
     compile: bool = False
     resume: bool = False
     fallback: bool = False
+    overwrite: bool = False
     no_progress: bool = False
 
     @classmethod
@@ -84,7 +86,7 @@ class TrainRequest:
 
 
 # Options a preset may not set: they choose what to do with a run, not how to train it.
-_NOT_IN_PRESETS = ("resume", "fallback")
+_NOT_IN_PRESETS = ("resume", "fallback", "overwrite")
 
 
 def with_preset(r: TrainRequest, path: str | Path) -> TrainRequest:
@@ -102,7 +104,7 @@ def configs(r: TrainRequest):
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
             "grad_checkpoint", "precision", "compile")
     unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
-                   for k in ("keep_last", "sample_every", "sample_count", "sample_steps")}
+                   for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps")}
     train_cfg = TrainConfig(
         data=r.data, out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
         device=r.device or _T["device"], **unless_none, **{k: getattr(r, k) for k in same})
@@ -128,6 +130,9 @@ RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post
                          "pre_post_timestep_conditioning", "class_dropout_prob")
 
 
+_MAY_CHANGE = "only --steps, --device, --keep-last, --ckpt-seconds and --sample-* may change"
+
+
 def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
     """Resuming continues a run with its own settings: a setting given (`fpdm train` option names, e.g.
     {"lr": 1e-4, "model": "DiT-S/2"}) that disagrees with the run in `out_dir` is a ValueError naming it
@@ -146,14 +151,13 @@ def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: 
         if mine != theirs:
             raise ValueError(f"--model {given['model']} disagrees with the run in {out_dir} "
                              f"({theirs[0]}, width {theirs[1]}, depth {theirs[2]}, patch {theirs[3]}); "
-                             "--resume continues a run with its own settings "
-                             "(only --steps, --device, --keep-last and --sample-* may change)")
+                             f"--resume continues a run with its own settings ({_MAY_CHANGE})")
     checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
     for flag, saved in checks:
         if flag in given and flag in saved and given[flag] != saved[flag]:
             raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
                              f"({flag}={saved[flag]}); --resume continues a run with its own settings "
-                             "(only --steps, --device, --keep-last and --sample-* may change)")
+                             f"({_MAY_CHANGE})")
 
 
 def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
@@ -169,10 +173,11 @@ def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
                               fallback=r.fallback)
         summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
                          progress=not r.no_progress, sample_every=r.sample_every, sample_count=r.sample_count,
-                         sample_steps=r.sample_steps)
+                         sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds)
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
-        summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress)
+        summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress,
+                        overwrite=r.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
         return summary, False
     if summary["steps_this_run"] == 0 and (Path(out) / "summary.json").exists():
