@@ -390,3 +390,29 @@ def test_the_train_request_defaults_are_the_commands_defaults():
     assert TrainRequest.from_options(build_parser().parse_args(["train"])) == TrainRequest()
     for f in fields(TrainRequest):
         assert a[f.name] == f.default, f.name
+
+
+def test_files_say_which_versions_and_command_made_them(tiny_run, tmp_path, capsys, monkeypatch):
+    """Checkpoints, sample records, exports and eval results carry the fpdm and torch versions and the
+    command line; `fpdm --version` prints both versions."""
+    import torch
+
+    from fpdm.common.checkpoint import load_checkpoint
+    from fpdm.version import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"fpdm {__version__} (torch {torch.__version__})"
+    argv = ["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "2", "--seeds", "0-7", "--out",
+            str(tmp_path / "s"), "--no-progress"]
+    monkeypatch.setattr("sys.argv", ["/usr/bin/fpdm", *argv])
+    assert main(argv) == 0
+    assert main(["export", "--ckpt", str(tiny_run / "ckpt.pt"), "--out", str(tmp_path / "e")]) == 0
+    assert main(["eval", str(tmp_path / "s.npz")]) == 0
+    files = [load_checkpoint(tiny_run / "ckpt.pt")] + [json.loads(p.read_text()) for p in
+                                                       (tmp_path / "s.json", tmp_path / "e" / "config.json",
+                                                        tmp_path / "s.npz.eval.json")]
+    for f in files:
+        assert (f["fpdm_version"], f["torch_version"]) == (__version__, str(torch.__version__))
+        assert f["command"]
+    assert json.loads((tmp_path / "s.json").read_text())["command"].startswith("fpdm sample --ckpt")

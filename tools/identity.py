@@ -32,7 +32,7 @@ WORK = Path("/tmp/fpdm-identity-work")
 ARRAY_TOL, NUMBER_TOL = 1e-6, 1e-5
 DROP = {"wall_s", "ms_per_step", "peak_rss_mib", "steps_this_run", "wall", "cost_s", "elapsed_s",
         "created", "duration_s", "fpdm_version", "torch_version", "seconds", "sampling_s", "training_s",
-        "server_s", "fpdm_digest"}  # the digest of a record hashes its wall times too
+        "server_s", "fpdm_digest", "command"}  # the digest of a record hashes its wall times too
 
 
 def _commands(w: Path) -> list[tuple[str, list[str]]]:

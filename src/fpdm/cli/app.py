@@ -24,11 +24,13 @@ from fpdm.cli.train_features import _add_train_features
 from fpdm.cli.weights import _add_build_weights, _add_export, _add_import
 from fpdm.common.lock import FolderInUse
 from fpdm.models.registry import MODEL_NAMES
+from fpdm.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fpdm", formatter_class=_Formatter,
                                 description="Fixed Point Diffusion Models. Models: " + ", ".join(MODEL_NAMES))
+    p.add_argument("--version", action="version", version=f"fpdm {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sample(sub)

@@ -113,8 +113,10 @@ def sampler_record(samples: str | Path) -> dict[str, Any] | None:
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
-    """An evaluation's numbers and settings as indented JSON."""
-    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    """An evaluation's numbers and settings as indented JSON, with the versions and command behind it."""
+    from fpdm.version import provenance
+
+    Path(path).write_text(json.dumps({**result, **provenance()}, indent=1) + "\n")
 
 
 def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:

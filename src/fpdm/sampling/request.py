@@ -17,6 +17,7 @@ from fpdm.common.distributed import World, init_world, local_device
 from fpdm.sampling.budget import DEFAULT_RATIO
 from fpdm.sampling.loop import SamplerSettings
 from fpdm.sampling.many import SampleRun
+from fpdm.version import provenance
 
 
 @dataclass
@@ -229,7 +230,7 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
                              upscale=r.upscale, caption=grid_caption(record, name),
                              show_labels=model.config.num_classes > 0, class_names=ckpt.get("class_names"))
     record.update(ckpt=r.ckpt, train_step=ckpt.get("step"), ema=not r.no_ema, png=str(png), npz=str(npz),
-                  identity=identity)
+                  identity=identity, **provenance())
     if r.adm_npz:
         from fpdm.evaluation.inception import export_adm_npz
 

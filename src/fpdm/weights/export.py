@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save
 from fpdm.common.checkpoint import atomic_write, load_checkpoint
 from fpdm.common.digest import DamagedFile, check_safetensors, safetensors_metadata
 from fpdm.config import DiffusionConfig, ModelConfig
-from fpdm.version import __version__
+from fpdm.version import provenance
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -34,7 +34,7 @@ def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = T
     ModelConfig.from_dict(state["model_config"])  # refuse to export something we could not load back
     weights = {k: (v if dtype is None or not v.is_floating_point() else v.to(dtype)).contiguous()
                for k, v in state["ema" if use_ema else "model"].items()}
-    config = {"format": FORMAT, "fpdm_version": __version__, "weights": "ema" if use_ema else "model",
+    config = {"format": FORMAT, **provenance(), "weights": "ema" if use_ema else "model",
               "step": state.get("step"), "model_config": state["model_config"],
               "diffusion_config": state["diffusion_config"],
               # what the weights were trained on: which metrics `sample --eval` scores them with
@@ -60,7 +60,7 @@ def import_official(src: str | Path, out_dir: str | Path, *, use_ema: bool = Tru
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ValueError(f"{src}: its tensors do not fit the architecture read from them ({first})") from None
-    config = {"format": FORMAT, "fpdm_version": __version__, "weights": off["provenance"]["kind"],
+    config = {"format": FORMAT, **provenance(), "weights": off["provenance"]["kind"],
               "step": off["provenance"]["train_steps"], "model_config": off["model_config"].to_dict(),
               "diffusion_config": off["diffusion_config"].to_dict(),
               "provenance": {**off["provenance"],
