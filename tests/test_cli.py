@@ -163,13 +163,32 @@ def test_results_of_other_settings_are_never_replaced_silently(tiny_run, tmp_pat
     assert "--overwrite" in err[0] and (tmp_path / "s.npz").read_bytes() == first
     assert main([*base, "--seeds", "4-7", "--overwrite"]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["seeds"] == [4, 7]
-    # default names hold every setting that changes the samples
-    for extra, name in ((["--seeds", "0-1"], "ddpm-s2-seeds0-1"),
+    # default names hold the weights' name and every setting that changes the samples
+    for extra, name in ((["--seeds", "0-1"], "run-ddpm-s2-seeds0-1"),
                         (["--seeds", "0-1", "--label", "3", "--sampler", "ddim", "--eta", "0.5"],
-                         "ddim-s2-eta0.5-label3-seeds0-1"),
-                        (["--seeds", "0,5", "--no-ema"], "ddpm-s2-raw-seeds0_5")):
+                         "run-ddim-s2-eta0.5-label3-seeds0-1"),
+                        (["--seeds", "0,5", "--no-ema"], "run-ddpm-s2-raw-seeds0_5")):
         assert main(["sample", "--ckpt", ckpt, "--steps", "2", "--no-progress", *extra]) == 0
         assert (tiny_run / "samples" / f"{name}.json").exists(), name
+    # wrong options are named before any clash with files already there
+    capsys.readouterr()
+    assert main([*base, "--seeds", "0-3", "--label", "10"]) == 2
+    assert "--label 10 is out of range" in capsys.readouterr().err
+
+
+def test_default_sample_names_tell_the_models_apart(tmp_path, monkeypatch):
+    """Two built-ins (or two exports in one folder) sampled with the same settings do not share a file."""
+    from fpdm.sampling.request import SampleRequest, model_label, sample_tag
+
+    assert model_label("digits-fpdm") == "digits-fpdm" and model_label("release/sig") == "sig"
+    assert model_label("runs/a/ckpt.pt") == "a" and model_label("runs/a/ckpt-5000.pt") == "a-ckpt-5000"
+    assert model_label("DiT-XL-2-256x256.pt") == "DiT-XL-2-256x256"
+    monkeypatch.chdir(tmp_path)
+    for name in ("digits-fpdm", "digits-dit"):
+        assert main(["sample", "--ckpt", name, "--budget", "24", "--seeds", "0-1", "--no-progress"]) == 0
+    want = [f"{sample_tag(SampleRequest(ckpt=n, budget=24, seeds='0-1'))}.json"
+            for n in ("digits-dit", "digits-fpdm")]
+    assert sorted(p.name for p in (tmp_path / "samples").glob("*.json")) == want and want[0] != want[1]
 
 
 def test_sweep_refuses_other_settings_and_keeps_finished_rows(tiny_run, tmp_path, capsys, monkeypatch):

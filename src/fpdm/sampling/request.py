@@ -84,22 +84,26 @@ def sampler_settings(r: SampleRequest) -> SamplerSettings:
 
 
 def sample_request(r: SampleRequest, model: Any, diffusion: Any, iters: int | str | None,
-                   parts: Path | None = None, world: World | None = None) -> SampleRun | None:
+                   parts: Path | None = None, world: World | None = None, check_only: bool = False
+                   ) -> SampleRun | None:
     """`sample_seeds` with the request's options: its checks first, then the batches (`iters` is a sweep's
-    k, or the request's own --iters)."""
+    k, or the request's own --iters). With `check_only`, the checks alone (None)."""
     from fpdm.sampling.loop import parse_seeds
     from fpdm.sampling.many import check_settings, class_labels, resolve_steps, sample_seeds
 
     if r.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {r.batch_size}")
     if r.schedule is not None and (r.iters is not None or iters in (None, CALIBRATED)):
-        return _sample_scheduled(r, model, diffusion, r.iters, parts, world)  # (a sweep's k: not this)
+        # (a sweep's k is not a schedule)
+        return _sample_scheduled(r, model, diffusion, r.iters, parts, world, check_only)
     n_steps, per_step = resolve_steps(model, r.budget, r.steps, iters, r.profile, r.ratio)  # errors first
     settings = sampler_settings(r)
     check_settings(model, settings, budget=r.budget, steps=r.steps, profile=r.profile, label=r.label,
                    n_steps=n_steps, per_step=per_step, limits=not r.no_limits)
     seeds = parse_seeds(r.seeds)
     labels = class_labels(model.config.num_classes, len(seeds), r.label)
+    if check_only:
+        return None
     return sample_seeds(model, diffusion, seeds, labels=labels, budget=r.budget, steps=r.steps, iters=iters,
                         profile=r.profile, ratio=r.ratio, settings=settings, batch_size=r.batch_size,
                         device=r.device, parts=parts, world=world, progress=not r.no_progress,
@@ -110,7 +114,7 @@ CALIBRATED = "calibrated"  # the sweep's row for --schedule
 
 
 def _sample_scheduled(r: SampleRequest, model: Any, diffusion: Any, iters: int | str | None,
-                      parts: Path | None, world: World | None) -> SampleRun | None:
+                      parts: Path | None, world: World | None, check_only: bool = False) -> SampleRun | None:
     """`sample_request` with a calibrated schedule in place of --steps/--iters/--profile."""
     from fpdm.sampling.calibrate import check_schedule, read_schedule
     from fpdm.sampling.loop import parse_seeds
@@ -127,15 +131,28 @@ def _sample_scheduled(r: SampleRequest, model: Any, diffusion: Any, iters: int |
                    limits=not r.no_limits)
     seeds = parse_seeds(r.seeds)
     labels = class_labels(model.config.num_classes, len(seeds), r.label)
+    if check_only:
+        return None
     return sample_seeds(model, diffusion, seeds, labels=labels, settings=settings, batch_size=r.batch_size,
                         device=r.device, parts=parts, world=world, progress=not r.no_progress,
                         schedule=schedule, identity={"ckpt": str(r.ckpt), "ema": not r.no_ema,
                                                      "schedule": schedule["weights_hash"]})
 
 
+def model_label(ckpt: str | Path) -> str:
+    """A short name for the weights: a built-in's or an export's name, an official file's stem, or the run
+    folder of a training checkpoint (with the step of a kept one: "run-ckpt-5000")."""
+    path = Path(ckpt)
+    if path.suffix == ".pt" and path.stem.startswith("ckpt"):
+        return path.parent.name + ("" if path.name == "ckpt.pt" else f"-{path.stem}")
+    return path.stem if path.suffix else path.name
+
+
 def sample_tag(r: SampleRequest) -> str:
-    """The default output name: every setting that changes the samples (defaults left out)."""
-    parts = (r.sampler, r.schedule and f"schedule-{Path(r.schedule).stem}", r.budget and f"B{r.budget}",
+    """The default output name: the weights' name, then every setting that changes the samples (defaults
+    left out)."""
+    parts = (model_label(r.ckpt), r.sampler, r.schedule and f"schedule-{Path(r.schedule).stem}",
+             r.budget and f"B{r.budget}",
              r.steps and f"s{r.steps}", r.iters is not None and f"k{r.iters}",
              r.budget and r.steps and r.profile != "constant" and r.profile,
              r.profile != "constant" and r.ratio != DEFAULT_RATIO and f"ratio{r.ratio}",
@@ -200,6 +217,7 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     identity = sample_identity(r)
+    sample_request(r, model, diffusion, r.iters, check_only=True)  # wrong options before other files' names
     refuse_other_results(Path(f"{prefix}.json"), identity, r.overwrite)
     if r.eval and fid_name(model.config, trained_on(ckpt)) is None:  # before sampling, not after it
         raise ValueError("--eval computes digits or Fashion-MNIST metrics, but this model was trained on "

@@ -14,6 +14,7 @@ from fpdm.sampling.request import (
     CALIBRATED,
     Interrupted,
     SampleRequest,
+    model_label,
     print_to_stderr,
     sample_identity,
     sample_request,
@@ -122,7 +123,8 @@ def sweep_to_files(r: SampleRequest, model: Any, diffusion: Any, ks: list[int | 
     from fpdm.sampling.many import parts_folder, remove_parts
 
     model.to(r.device)
-    tag = f"budget{r.budget}-" + sample_tag(r).replace(f"-B{r.budget}", "")
+    label = model_label(r.ckpt)
+    tag = f"{label}-budget{r.budget}-" + sample_tag(r).replace(f"-B{r.budget}", "").removeprefix(f"{label}-")
     prefix = Path(r.out) if r.out else Path(r.ckpt).parent / "sweeps" / tag
     writable_folder(prefix.parent, f"--out {prefix}")
     if model.config.arch != "fpdm":
