@@ -45,10 +45,25 @@ def test_exported_folder_errors(ckpt, tmp_path):
     (tmp_path / "e" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         load_exported(tmp_path / "e")
-    export_weights(ckpt, tmp_path / "e")
+    export_weights(ckpt, tmp_path / "e", overwrite=True)
     (tmp_path / "e" / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="model.safetensors is not a valid safetensors file"):
         load_exported(tmp_path / "e")
     (tmp_path / "e" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         load_exported(tmp_path / "e")
+
+
+def test_an_export_is_never_replaced_silently(ckpt, tmp_path):
+    """A second export into the same folder is refused (naming the step it holds) unless overwrite; a
+    built-in or an export given as the checkpoint says what it is."""
+    export_weights(ckpt, tmp_path / "e")
+    before = (tmp_path / "e" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match=r"already holds an export \(step \d+\); pass --overwrite"):
+        export_weights(ckpt, tmp_path / "e", use_ema=False)
+    assert (tmp_path / "e" / "model.safetensors").read_bytes() == before
+    assert export_weights(ckpt, tmp_path / "e", use_ema=False, overwrite=True)["weights"] == "model"
+    with pytest.raises(ValueError, match="digits-fpdm is a built-in, already exported"):
+        export_weights("digits-fpdm", tmp_path / "b")
+    with pytest.raises(ValueError, match="is already an export"):
+        export_weights(tmp_path / "e", tmp_path / "c")

@@ -18,13 +18,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint written by `fpdm train` (…/ckpt.pt)")
     p.add_argument("--out", required=True, help="output folder (required)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace an export that --out already holds "
+                   "(refused by default)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from fpdm.weights.export import export_weights
 
-    cfg = export_weights(a.ckpt, a.out, use_ema=not a.no_ema)
+    cfg = export_weights(a.ckpt, a.out, use_ema=not a.no_ema, overwrite=a.overwrite)
     print(f"wrote {Path(a.out) / 'model.safetensors'} ({cfg['weights']} weights, step {cfg['step']}) and "
           f"{Path(a.out) / 'config.json'}")
     return 0
@@ -40,6 +42,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="official .pt/.pth/.safetensors file")
     p.add_argument("--out", required=True, help="output folder (required)")
     p.add_argument("--no-ema", action="store_true", help="trainer checkpoints: the raw weights, not the EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace an export that --out already holds "
+                   "(refused by default)")
     _add_official_options(p)
     p.set_defaults(func=_cmd_import)
 
@@ -48,7 +52,8 @@ def _cmd_import(a: argparse.Namespace) -> int:
     from fpdm.weights.export import import_official
 
     cfg = import_official(a.src, a.out, use_ema=not a.no_ema, num_heads=a.num_heads,
-                          pre_post_timestep_conditioning=a.pre_post_timestep_conditioning)
+                          pre_post_timestep_conditioning=a.pre_post_timestep_conditioning,
+                          overwrite=a.overwrite)
     m = cfg["model_config"]
     print(f"wrote {Path(a.out) / 'model.safetensors'} and config.json: {m['arch']} width {m['hidden_size']}, "
           f"depth {m['depth']}, heads {m['num_heads']}, patch {m['patch_size']}, input {m['input_size']}, "

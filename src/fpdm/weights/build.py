@@ -79,7 +79,7 @@ def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: An
     summary = Path(run) / "summary.json"
     if train_wall_s is None and summary.exists():  # a run trained by `fpdm train`, perhaps over several runs
         train_wall_s = json.loads(summary.read_text()).get("wall_s")
-    config = export_weights(Path(run) / "ckpt.pt", out, dtype=dtype, extra={
+    config = export_weights(Path(run) / "ckpt.pt", out, dtype=dtype, overwrite=True, extra={
         "builtin": name, "recipe": recipe, "command": f"fpdm build-weights {name}",
         "train_wall_s": train_wall_s})
     config[f"{spec.data.split('-')[0]}_eval"] = measure(name, out)

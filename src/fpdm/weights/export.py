@@ -23,10 +23,22 @@ FORMAT = "fpdm-weights/1"
 
 
 def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = True, *,
-                   dtype: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   dtype: Any = None, extra: dict[str, Any] | None = None, overwrite: bool = False
+                   ) -> dict[str, Any]:
     """Write `out_dir`/model.safetensors (EMA weights by default, stored as `dtype` if given, e.g.
     torch.bfloat16; loading casts back to the model's float32) and `out_dir`/config.json (with `extra`
-    entries); return the config written."""
+    entries); return the config written. An export already in `out_dir` is replaced only with
+    `overwrite`."""
+    from fpdm.weights.builtin import BUILTINS, builtin_folder
+
+    src = Path(ckpt_path)
+    if str(ckpt_path) in BUILTINS and not src.exists():
+        raise ValueError(f"--ckpt {ckpt_path} is a built-in, already exported (the folder "
+                         f"{builtin_folder(str(ckpt_path))}): copy that folder, or sample it by name")
+    if is_exported(src):
+        raise ValueError(f"--ckpt {ckpt_path} is already an export (model.safetensors + config.json): copy "
+                         "the folder instead")
+    refuse_existing_export(out_dir, overwrite)
     state = load_checkpoint(ckpt_path)
     for key in ("model_config", "diffusion_config", "model", "ema"):
         if key not in state:
@@ -45,14 +57,15 @@ def export_weights(ckpt_path: str | Path, out_dir: str | Path, use_ema: bool = T
 
 
 def import_official(src: str | Path, out_dir: str | Path, *, use_ema: bool = True,
-                    num_heads: int | None = None, pre_post_timestep_conditioning: bool | None = None
-                    ) -> dict[str, Any]:
+                    num_heads: int | None = None, pre_post_timestep_conditioning: bool | None = None,
+                    overwrite: bool = False) -> dict[str, Any]:
     """An official DiT/FPDM checkpoint (`fpdm.weights.official`) written in our export format, with where
     it came
     from and how its architecture was read recorded in config.json; returns that config."""
     from fpdm.models.registry import build_model
     from fpdm.weights.official import load_official
 
+    refuse_existing_export(out_dir, overwrite)
     off = load_official(src, use_ema=use_ema, num_heads=num_heads,
                         pre_post_timestep_conditioning=pre_post_timestep_conditioning)
     try:  # refuse to write what would not load back
@@ -69,6 +82,19 @@ def import_official(src: str | Path, out_dir: str | Path, *, use_ema: bool = Tru
                              is not None else "from args.json or the released default (off)"}}
     write_exported(out_dir, {k: v.contiguous() for k, v in off["weights"].items()}, config)
     return config
+
+
+def refuse_existing_export(out_dir: str | Path, overwrite: bool) -> None:
+    """An export in `out_dir` is never replaced silently: a FileExistsError naming its step, unless
+    `overwrite`."""
+    weights = Path(out_dir) / WEIGHTS_NAME
+    if weights.exists() and not overwrite:
+        try:
+            step = f" (step {json.loads((weights.parent / CONFIG_NAME).read_text()).get('step')})"
+        except (OSError, ValueError):
+            step = ""
+        raise FileExistsError(f"--out {out_dir} already holds an export{step}; pass --overwrite to replace "
+                              "it, or choose another --out")
 
 
 def write_exported(out_dir: str | Path, weights: dict[str, Any], config: dict[str, Any]) -> None:
