@@ -44,8 +44,8 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
     g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")
     g.add_argument("--seeds", default="0-99", help="one sample per seed, e.g. '0-999' or '0-3,10'")
-    g.add_argument("--label", type=int, default=None,
-                   help="class of every sample (default: cycle through the classes)")
+    g.add_argument("--label", default=None, help="class of every sample: an index, or a class name of the "
+                   "weights such as 'Ankle boot' or a folder's 'dogs' (default: cycle through the classes)")
     g.add_argument("--batch-size", type=int, default=256, help="samples per forward batch")
     g.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     g.add_argument("--device", default="cpu", help="cpu, cuda, …")

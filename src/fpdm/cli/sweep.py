@@ -31,7 +31,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
     r = SampleRequest.from_options(a)
     ks = sweep_iters(r)  # before loading anything
-    model, diffusion, _ = load_model(r.ckpt, **r.load_kwargs())
+    model, diffusion, ckpt = load_model(r.ckpt, **r.load_kwargs())
 
     def row(row: dict) -> None:
         print(f"k={row['iters']}: " + ", ".join(
@@ -39,7 +39,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             for key, val in row.items() if key != "iters"))
 
     try:
-        prefix = sweep_to_files(r, model, diffusion, ks, on_row=row,
+        prefix = sweep_to_files(r, model, diffusion, ks, on_row=row, ckpt=ckpt,
                                 on_skip=lambda k, e: print(f"k={k}: skipped: {e}", file=sys.stderr))
     except Interrupted as e:
         print(f"fpdm sweep: interrupted; {e}", file=sys.stderr)

@@ -50,6 +50,23 @@ class SampleRun:
     record: dict[str, Any]  # what ran: settings, steps, iterations and blocks per batch, FLOPs, wall time
 
 
+def label_index(label: int | str | None, class_names: Sequence[str] | None, num_classes: int) -> int | None:
+    """`--label` as a class index: a number, or a class name of the weights (any case), e.g. "dogs" for a
+    folder dataset or "Ankle boot" for Fashion-MNIST; an unknown name is a ValueError listing the names."""
+    if label is None or isinstance(label, int):
+        return label
+    text = str(label).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    names = [str(n) for n in class_names or []]
+    found = [i for i, n in enumerate(names) if n.lower() == text.lower()]
+    if not found:
+        known = ", ".join(repr(n) for n in names) if names else \
+            f"indices 0-{max(num_classes - 1, 0)} (these weights record no class names)"
+        raise ValueError(f"--label {label!r} is not a class of these weights; expected one of {known}")
+    return found[0]
+
+
 def class_labels(num_classes: int, n: int, label: int | None = None) -> Tensor:
     """`label` for every sample, or the classes in turn (0, 1, …); zeros for an unconditional model."""
     if label is not None and not 0 <= label < max(num_classes, 1):

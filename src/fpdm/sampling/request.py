@@ -40,7 +40,7 @@ class SampleRequest:
     eta: float = 0.0
     cfg_scale: float = 1.0
     cfg_legacy: bool = False
-    label: int | None = None
+    label: int | str | None = None  # a class index or name (`label_index`)
     batch_size: int = 256
     no_ema: bool = False
     device: str = "cpu"
@@ -201,12 +201,14 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
         count_parts,
         discard_empty_parts,
         grid_caption,
+        label_index,
         parts_folder,
         remove_parts,
         write_record,
         write_samples,
     )
 
+    r.label = label_index(r.label, ckpt.get("class_names"), model.config.num_classes)  # a name → its index
     vae_path = r.vae or training_vae(ckpt)
     world = init_world(r.device)  # several processes under torchrun: batches are shared out
     r.device = local_device(r.device, world)

@@ -114,17 +114,18 @@ def sweep_iters(r: SampleRequest) -> list[int | str | None]:
 
 def sweep_to_files(r: SampleRequest, model: Any, diffusion: Any, ks: list[int | str | None],
                    on_row: Callable[[dict[str, Any]], None], on_skip: Callable[[Any, ValueError], None],
-                   warn: Callable[[str], None] = print_to_stderr) -> Path:
+                   warn: Callable[[str], None] = print_to_stderr, ckpt: dict[str, Any] | None = None) -> Path:
     """`fpdm sweep`'s work after loading the weights: one row per k (a DiT has one row; --schedule adds
     the calibrated one), each sampled in resumable parts and kept in `<prefix>.json` as it finishes, so a
     rerun resumes. Returns the prefix of `<prefix>.md/.json`. Ctrl-C raises `Interrupted`."""
     from fpdm.evaluation.evaluate import small_sample_warning
     from fpdm.sampling.loop import parse_seeds
-    from fpdm.sampling.many import parts_folder, remove_parts
+    from fpdm.sampling.many import label_index, parts_folder, remove_parts
 
+    r.label = label_index(r.label, (ckpt or {}).get("class_names"), model.config.num_classes)
     model.to(r.device)
-    label = model_label(r.ckpt)
-    tag = f"{label}-budget{r.budget}-" + sample_tag(r).replace(f"-B{r.budget}", "").removeprefix(f"{label}-")
+    name = model_label(r.ckpt)
+    tag = f"{name}-budget{r.budget}-" + sample_tag(r).replace(f"-B{r.budget}", "").removeprefix(f"{name}-")
     prefix = Path(r.out) if r.out else Path(r.ckpt).parent / "sweeps" / tag
     writable_folder(prefix.parent, f"--out {prefix}")
     if model.config.arch != "fpdm":
