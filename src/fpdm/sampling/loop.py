@@ -68,15 +68,20 @@ class SamplerSettings:
             raise ValueError(f"divergence_bound must be > 0, got {self.divergence_bound}")
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """'0-99' (inclusive range), '3,7,9', or a mix such as '0-3,10'."""
-    seeds: list[int] = []
+def parse_seeds(spec: str, limit: int | None = None) -> list[int]:
+    """'0-99' (inclusive range), '3,7,9', or a mix such as '0-3,10'. More than `limit` seeds is a
+    ValueError, found before the list is built ('0-99999999' costs nothing to refuse)."""
+    spans: list[tuple[int, int]] = []
     try:
         for part in spec.split(","):
             lo, _, hi = part.strip().partition("-")
-            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+            spans.append((int(lo), int(hi) if hi else int(lo)))
     except ValueError:
         raise ValueError(f"--seeds {spec!r}: expected ranges and numbers like '0-99' or '0-3,10'") from None
+    total = sum(max(0, hi - lo + 1) for lo, hi in spans)
+    if limit is not None and total > limit:
+        raise ValueError(f"seeds: at most {limit} samples per request, got {total:,}")
+    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
     if not seeds:
         raise ValueError(f"--seeds {spec!r} selects no seed")
     bad = next((s for s in seeds if not 0 <= s < 2**63), None)

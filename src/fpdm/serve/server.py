@@ -164,9 +164,7 @@ def parse_request(params: dict[str, Any], models: Models) -> Request:
     cfg_scale = _float(params, "cfg_scale", 1.0, 10.0, 1.0)
     reuse = bool(params.get("reuse", False))
     label = _int(params, "label", 0, max(cfg.num_classes - 1, 0))
-    seeds = parse_seeds(str(params.get("seeds") or "0-63"))
-    if len(seeds) > MAX_SAMPLES:
-        raise ValueError(f"seeds: at most {MAX_SAMPLES} samples per request, got {len(seeds)}")
+    seeds = parse_seeds(str(params.get("seeds") or "0-63"), limit=MAX_SAMPLES)  # counted before it is built
     if cfg.arch == "dit":
         iters, reuse, tol, solver = None, False, None, "picard"  # a DiT has no fixed point: not offered
     settings = SamplerSettings(sampler=sampler, reuse=reuse, tol=tol, solver=solver, cfg_scale=cfg_scale)
@@ -333,12 +331,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the page shows what happened
 
     def _send(self, status: int, body: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left before its answer: nothing to tell it, and no traceback for the console
 
     def _json(self, status: int, obj: dict[str, Any]) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json")
