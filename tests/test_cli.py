@@ -284,7 +284,9 @@ def test_resuming_sampling_with_other_settings_is_refused(tiny_run, tmp_path, ca
     (tmp_path / "s.parts" / "settings.json").write_text("{}")
     rc = main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--steps", "3", "--seeds", "0-1",
                "--no-progress", "--out", str(tmp_path / "s")])
-    assert rc == 2 and "holds batches of an interrupted run with other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds batches of an interrupted run with other settings" in err
+    assert "(batch_size, ckpt, ema, labels, seeds, settings, steps differ)" in err  # it names them
 
 
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parent.parent / "configs").glob("*256*.json")),

@@ -345,8 +345,14 @@ def _open_parts(parts: Path, fingerprint: dict) -> None:
         except UnicodeDecodeError:
             same = False  # damaged: refused like another run's settings (its batches cannot be trusted)
         if not same:
-            raise ValueError(f"{parts} holds batches of an interrupted run with other settings; delete it or "
-                             "choose another --out")
+            try:
+                theirs = json.loads(spec.read_text())
+                differ = sorted(k for k in {*theirs, *fingerprint} if theirs.get(k) != fingerprint.get(k))
+            except (UnicodeDecodeError, ValueError):
+                differ = ["(its settings.json is unreadable)"]
+            raise ValueError(f"{parts} holds batches of an interrupted run with other settings "
+                             f"({', '.join(differ)} differ); run again with that run's settings to resume "
+                             "it, or delete the folder or choose another --out")
         print(f"resuming: {count_parts(parts)} finished batch(es) in {parts}", file=sys.stderr)
         return
     parts.mkdir(parents=True, exist_ok=True)
