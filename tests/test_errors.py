@@ -202,6 +202,18 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
     if case == "export over a file":
         (tmp / "f2").write_text("x")
         return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
+    if case == "latent model without a VAE":
+        state = load_checkpoint(runs["fpdm"])  # the digits run, its input widened to 4 latent channels
+        state["model_config"] = {**state["model_config"], "in_channels": 4}
+        for key in ("model", "ema"):
+            w = state[key]["x_embedder.proj.weight"]
+            state[key]["x_embedder.proj.weight"] = w.repeat(1, 4, 1, 1)
+            out_w, out_b = state[key]["final_layer.linear.weight"], state[key]["final_layer.linear.bias"]
+            state[key]["final_layer.linear.weight"] = out_w.repeat(4, 1)
+            state[key]["final_layer.linear.bias"] = out_b.repeat(4)
+        save_checkpoint(tmp / "latent.pt", state)
+        return ["sample", "--ckpt", str(tmp / "latent.pt"), "--steps", "2", "--seeds", "0-1", "--out",
+                str(tmp / "s")]
     if case == "eval of a model without a feature network":
         return ["sample", "--ckpt", str(runs["folder_run"]), "--steps", "2", "--seeds", "0-1", "--eval",
                 "--out", str(tmp / "s")]
@@ -366,6 +378,8 @@ CASES = {  # case -> what the one-line message must contain
     "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
+    "latent model without a VAE": "sample 4-channel latents and no VAE is known for them (the training "
+                                  "data's latent manifest is not there): pass --vae FOLDER",
     "eval of a model without a feature network": "--eval computes digits or Fashion-MNIST metrics, but this "
                                                   "model was trained on neither",
     "fashion data folder missing": "nowhere does not exist or is not a folder",

@@ -56,7 +56,7 @@ def test_extract_train_sample_decode(tiny_vae, folder, tmp_path, capsys):
                  "--no-progress", "--out", str(out), "--nrow", "3", "--upscale", "1"]) == 0
     data = np.load(out.with_suffix(".npz"))
     assert data["samples"].shape == (3, 3, 16, 16) and data["latents"].shape == (3, 4, 8, 8)
-    assert Image.open(out.with_suffix(".png")).size == (3 * 18 + 2, 18 + 2 + 15)  # 2-px gaps, caption
+    assert Image.open(out.with_suffix(".png")).size == (3 * 18 + 2, 18 + 2 + 15 + 15)  # gaps, caption, names
     assert json.loads(out.with_suffix(".json").read_text())["vae"] == str(tiny_vae)
 
 

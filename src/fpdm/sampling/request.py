@@ -210,6 +210,10 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
 
     r.label = label_index(r.label, ckpt.get("class_names"), model.config.num_classes)  # a name → its index
     vae_path = r.vae or training_vae(ckpt)
+    if vae_path is None and model.config.in_channels not in (1, 3):  # before sampling, not at the grid
+        raise ValueError(f"these weights sample {model.config.in_channels}-channel latents and no VAE is "
+                         "known for them (the training data's latent manifest is not there): pass --vae "
+                         "FOLDER, a local diffusers AutoencoderKL, to decode them into images")
     world = init_world(r.device)  # several processes under torchrun: batches are shared out
     r.device = local_device(r.device, world)
     model.to(r.device)
