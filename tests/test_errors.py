@@ -202,6 +202,17 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
     if case == "export over a file":
         (tmp / "f2").write_text("x")
         return ["export", "--ckpt", fp, "--out", str(tmp / "f2")]
+    if case == "fixed-point option on a DiT":
+        return ["train", "--model", "DiT-T/2", *TINY, "--fp-mode", "jfb", "--out", str(tmp / "r")]
+    if case == "anderson window without anderson":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--anderson-window", "3", "--out", str(tmp / "s")]
+    if case == "ratio with the constant profile":
+        return ["sample", "--ckpt", fp, "--budget", "24", "--steps", "4", "--ratio", "5", "--out",
+                str(tmp / "s")]
+    if case == "DDIM spacing with DDPM":
+        return ["sample", "--ckpt", fp, "--steps", "ddim10", "--out", str(tmp / "s")]
+    if case == "grid too wide":
+        return ["sample", "--ckpt", fp, "--steps", "2", "--upscale", "1000", "--out", str(tmp / "s")]
     if case == "latent model without a VAE":
         state = load_checkpoint(runs["fpdm"])  # the digits run, its input widened to 4 latent channels
         state["model_config"] = {**state["model_config"], "in_channels": 4}
@@ -378,6 +389,12 @@ CASES = {  # case -> what the one-line message must contain
     "damaged samples file": "x.npz cannot be read (Bad CRC-32",
     "thumbnail in the image folder": "thumb.png is 1 px on its short side",
     "schedule for other weights": "c.json was calibrated for other weights",
+    "fixed-point option on a DiT": "--fp-mode jfb applies to FPDM models only",
+    "anderson window without anderson": "--anderson-window 3 applies to --solver anderson only",
+    "ratio with the constant profile": "--ratio 5.0 shapes the increasing and decreasing profiles; --profile "
+                                       "constant does not use it",
+    "DDIM spacing with DDPM": "--steps ddim10 is DDIM's spacing; add --sampler ddim",
+    "grid too wide": "--upscale 1000 with --nrow 10 makes a grid 80,022 pixels wide; at most 16,384",
     "latent model without a VAE": "sample 4-channel latents and no VAE is known for them (the training "
                                   "data's latent manifest is not there): pass --vae FOLDER",
     "eval of a model without a feature network": "--eval computes digits or Fashion-MNIST metrics, but this "

@@ -132,9 +132,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, 
     except (PermissionError, IsADirectoryError, FileNotFoundError):
         raise
     except Exception as exc:  # bad bytes surface as RuntimeError, UnpicklingError, EOFError, OSError...
+        why = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ValueError(
             f"{path} is not a valid fpdm checkpoint (corrupt, truncated, or holds objects that "
-            f"weights_only loading refuses; underlying {type(exc).__name__} chained below)"
+            f"weights_only loading refuses: {type(exc).__name__}: {why})"
         ) from exc
     if not isinstance(state, dict):
         kind = type(state).__name__

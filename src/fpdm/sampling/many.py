@@ -115,6 +115,11 @@ def check_settings(model: DiT | FPDM, settings: SamplerSettings, *, budget: int 
     if settings.eta != 0 and settings.sampler == "ddpm":
         raise ValueError(f"--eta {settings.eta} applies to --sampler ddim only (DDPM's noise is set by the "
                          "schedule)")
+    if isinstance(steps, str) and steps.startswith("ddim") and settings.sampler != "ddim":
+        raise ValueError(f"--steps {steps} is DDIM's spacing; add --sampler ddim, or give a plain number of "
+                         "steps for DDPM")
+    if settings.anderson_window != 5 and settings.solver != "anderson":
+        raise ValueError(f"--anderson-window {settings.anderson_window} applies to --solver anderson only")
     if profile != "constant" and (budget is None or steps is None):
         raise ValueError(f"--profile {profile} spreads the iterations of --budget over --steps; without both "
                          "it changes nothing")

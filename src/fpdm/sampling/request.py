@@ -70,6 +70,9 @@ class SampleRequest:
                 "pre_post_timestep_conditioning": self.pre_post_timestep_conditioning}
 
 
+MAX_GRID_SIDE = 16_384  # pixels: a wider PNG is a typo in --upscale, not a picture anyone can open
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during sampling; the message says what was kept and how to resume."""
 
@@ -96,6 +99,10 @@ def sample_request(r: SampleRequest, model: Any, diffusion: Any, iters: int | st
     if r.schedule is not None and (r.iters is not None or iters in (None, CALIBRATED)):
         # (a sweep's k is not a schedule)
         return _sample_scheduled(r, model, diffusion, r.iters, parts, world, check_only)
+    if r.ratio != DEFAULT_RATIO and r.profile in ("constant", "released"):
+        why = " (the released arrangement is decreasing at ratio 3)" if r.profile == "released" else ""
+        raise ValueError(f"--ratio {r.ratio} shapes the increasing and decreasing profiles; --profile "
+                         f"{r.profile} does not use it{why}")
     n_steps, per_step = resolve_steps(model, r.budget, r.steps, iters, r.profile, r.ratio)  # errors first
     settings = sampler_settings(r)
     check_settings(model, settings, budget=r.budget, steps=r.steps, profile=r.profile, label=r.label,
@@ -222,6 +229,10 @@ def sample_to_files(r: SampleRequest, model: Any, diffusion: Any, ckpt: dict[str
     for flag, value in (("--nrow", r.nrow), ("--upscale", r.upscale)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    side = max(min(r.nrow, len(parse_seeds(r.seeds))), 1) * (model.config.input_size * r.upscale + 2) + 2
+    if side > MAX_GRID_SIDE and not vae_path:  # (decoded latents are larger: not checked)
+        raise ValueError(f"--upscale {r.upscale} with --nrow {r.nrow} makes a grid {side:,} pixels wide; at "
+                         f"most {MAX_GRID_SIDE:,}")
     identity = sample_identity(r)
     sample_request(r, model, diffusion, r.iters, check_only=True)  # wrong options before other files' names
     refuse_other_results(Path(f"{prefix}.json"), identity, r.overwrite)

@@ -118,6 +118,12 @@ def configs(r: TrainRequest):
         r.model, input_size=dataset.image_size, in_channels=dataset.channels, num_classes=dataset.num_classes,
         learn_sigma=not r.no_learn_sigma, class_dropout_prob=r.class_dropout_prob, pre_depth=r.pre_depth,
         post_depth=r.post_depth, pre_post_timestep_conditioning=r.pre_post_timestep_conditioning, **overrides)
+    if model_cfg.arch == "dit":
+        defaults = TrainRequest()
+        for name in ("fp_mode", "fp_max_no_grad", "fp_max_with_grad", "pre_depth", "post_depth"):
+            if getattr(r, name) != getattr(defaults, name):
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(r, name)} applies to FPDM models "
+                                 f"only: a DiT ({r.model}) has no fixed-point layer")
     return train_cfg, model_cfg, diffusion_cfg, dataset
 
 
