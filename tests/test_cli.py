@@ -437,3 +437,16 @@ def test_files_say_which_versions_and_command_made_them(tiny_run, tmp_path, caps
         assert (f["fpdm_version"], f["torch_version"]) == (__version__, str(torch.__version__))
         assert f["command"]
     assert json.loads((tmp_path / "s.json").read_text())["command"].startswith("fpdm sample --ckpt")
+
+
+def test_a_new_run_says_what_it_found_in_its_data(tmp_path, capsys):
+    """`fpdm train` on a folder: one line with the image count, size, channels and classes."""
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--model", "DiT-T/2", *TINY, "--steps", "1",
+                 "--batch-size", "2", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert f"data  {tmp_path / 'imgs'}: 6 images, 12×12 RGB, 2 classes (cat, dog)" in capsys.readouterr().err

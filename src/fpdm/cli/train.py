@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fpdm.cli.common import _D, _T, _add_threads, _Formatter
 from fpdm.config import LR_SCHEDULES, PRECISIONS
@@ -114,7 +115,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     r = TrainRequest.from_options(a)
     if a.config:
         r = with_preset(r, a.config)
-    summary, report = train_from_request(r)
+    summary, report = train_from_request(r, say=lambda m: print(m, file=sys.stderr))
     if report:
         print("\n".join(train_summary_lines(summary, r.out_dir())))
     return 130 if summary["interrupted"] else 0

@@ -5,6 +5,7 @@ options, the run, and the summary written. The command only parses, calls `train
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -166,11 +167,22 @@ def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: 
                              f"({_MAY_CHANGE})")
 
 
-def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
+def describe_data(dataset: Any) -> str:
+    """One line on what a new run found in its data (count, shape, classes)."""
+    kind = {1: "greyscale", 3: "RGB"}.get(dataset.channels, f"{dataset.channels}-channel")
+    names = list(dataset.class_names)
+    classes = f"{len(names)} classes ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})" if names \
+        else "unconditional (no class folders)"
+    size = f"{dataset.image_size}×{dataset.image_size}"
+    return f"data  {dataset.name}: {len(dataset):,} images, {size} {kind}, {classes}"
+
+
+def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: None
+                       ) -> tuple[dict[str, Any], bool]:
     """Start the run in `r.out_dir()` or, with `resume`, continue it (its own settings; a setting given that
-    disagrees is a ValueError naming it). Returns the summary and whether to report it: written to
-    summary.json unless this is another torchrun process than the first, or a finished run resumed with no
-    step left to do (whose summary.json is kept)."""
+    disagrees is a ValueError naming it); a new run says what it found in its data through `say`. Returns
+    the summary and whether to report it: written to summary.json unless this is another torchrun process
+    than the first, or a finished run resumed with no step left to do (whose summary.json is kept)."""
     out = r.out_dir()
     if r.fallback and not r.resume:
         raise ValueError("--fallback chooses the checkpoint that --resume continues from; it needs --resume")
@@ -182,6 +194,7 @@ def train_from_request(r: TrainRequest) -> tuple[dict[str, Any], bool]:
                          sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds)
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
+        say(describe_data(dataset))
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress,
                         overwrite=r.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
