@@ -467,3 +467,29 @@ def test_a_new_run_never_shares_the_log_of_a_dead_one(tmp_path):
     train(_cfg(out, 2), _model("DiT"), dataset=SUBSET, progress=False, overwrite=True)
     assert [json.loads(line)["loss"] != 9.0 for line in (out / "log.jsonl").read_text().splitlines()] == \
         [True, True]
+
+
+def test_hflip_mirrors_about_half_the_images_and_resumes_exactly(tmp_path, monkeypatch):
+    """--hflip: each training image is mirrored with probability 1/2 (drawn from the run's generator, so a
+    resumed run is bit-identical to a straight one)."""
+    from fpdm.diffusion.gaussian import GaussianDiffusion
+
+    seen = []
+    real = GaussianDiffusion.q_sample
+    monkeypatch.setattr(GaussianDiffusion, "q_sample", lambda self, x0, t, noise=None: (
+        seen.append(x0.clone()), real(self, x0, t, noise))[1])
+    mirrored = []
+    train(_cfg(tmp_path / "straight", 6, hflip=True), _model("DiT"), dataset=SUBSET, progress=False)
+    batches = BatchStream(len(SUBSET), 16, seed=2)  # the run's data order (seed + 2)
+    for x0 in seen:
+        idx = batches.next()
+        plain, flipped = SUBSET.batch(idx), SUBSET.batch(idx).flip(-1)
+        same = [torch.equal(a, b) for a, b in zip(x0, plain, strict=True)]
+        mirror = [torch.equal(a, b) for a, b in zip(x0, flipped, strict=True)]
+        assert all(s or m for s, m in zip(same, mirror, strict=True))
+        mirrored += [m and not s for s, m in zip(same, mirror, strict=True)]
+    assert 0.3 < sum(mirrored) / len(mirrored) < 0.7, sum(mirrored)
+    monkeypatch.setattr(GaussianDiffusion, "q_sample", real)
+    train(_cfg(tmp_path / "halves", 3, hflip=True), _model("DiT"), dataset=SUBSET, progress=False)
+    resume(tmp_path / "halves", steps=6, dataset=SUBSET, progress=False)
+    _states_equal(*(load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "halves")))

@@ -90,6 +90,7 @@ class TrainConfig(_DictConfig):
     lr_schedule: str = "constant"  # after warm-up: "constant" (DiT) or "cosine" (to 0 at lr_decay_steps)
     lr_decay_steps: int = 0  # cosine's horizon; 0 = the run's steps when it starts (then frozen)
     data_dir: str | None = None  # where a named dataset's files are read (fashion-mnist); absolute
+    hflip: bool = False  # mirror each training image left-right with probability 1/2
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999
     # fixed-point gradient (FPDM only): n ~ U{0..fp_max_no_grad}, m ~ U{1..fp_max_with_grad}

@@ -44,6 +44,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "folder (class = sub-folder, or unconditional when images lie directly in it)")
     g.add_argument("--data-dir", default=None, help="fashion-mnist: the folder of its four IDX files "
                    "(default: $FPDM_DATA, else /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--hflip", action="store_true", help="mirror each training image left-right with "
+                   "probability 1/2 (image folders; not latents, nor digits' or fashion's asymmetric shapes "
+                   "unless you mean it)")
     g.add_argument("--image-size", type=int, default=None, help="resize folder images to this size "
                    "(default: the smallest short side)")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = greyscale, 3 = RGB "

@@ -301,6 +301,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
                 t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
                 x0 = dataset.batch(idx)  # (B, C, H, W) in [-1, 1]
+                if train_cfg.hflip:  # drawn from the run's generator: resumes exactly
+                    mirror = torch.rand(len(idx), generator=gen) < 0.5  # (B,)
+                    x0 = torch.where(mirror[:, None, None, None], x0.flip(-1), x0)
                 noise = torch.randn(x0.shape, generator=gen)
                 x0, y, t, noise = (v[local].to(device) for v in (x0, y, t, noise))  # (B/N, ...)
                 x_t = diffusion.q_sample(x0, t, noise)

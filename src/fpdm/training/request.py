@@ -12,6 +12,7 @@ from typing import Any
 
 from fpdm.config import DiffusionConfig, TrainConfig, read_preset
 from fpdm.data.datasets import load_dataset
+from fpdm.data.latents import is_latent_folder
 from fpdm.models.registry import model_config
 from fpdm.training.loop import resume, train
 from fpdm.training.run_folder import resume_point, write_summary
@@ -28,6 +29,7 @@ class TrainRequest:
 
     data: str = _T["data"]
     data_dir: str | None = None
+    hflip: bool = False
     image_size: int | None = None
     channels: int | None = None
     model: str = "FPDM-T/2"
@@ -103,7 +105,7 @@ def configs(r: TrainRequest):
     data_dir = None if r.data_dir is None else str(Path(r.data_dir).resolve())  # resumable from anywhere
     same = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
-            "grad_checkpoint", "precision", "compile")
+            "grad_checkpoint", "precision", "compile", "hflip")
     unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
                    for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps")}
     train_cfg = TrainConfig(
@@ -113,6 +115,9 @@ def configs(r: TrainRequest):
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
     dataset = load_dataset(r.data, split="train", image_size=r.image_size, channels=r.channels,
                            data_dir=data_dir)
+    if r.hflip and r.data not in ("digits", "fashion-mnist") and is_latent_folder(r.data):
+        raise ValueError(f"--hflip mirrors images, not latents: {r.data} holds VAE latents (encode the "
+                         "mirrors with `fpdm extract-latents --flip` instead)")
     overrides = {k: v for k, v in (("hidden_size", r.hidden_size), ("depth", r.depth),
                                    ("num_heads", r.num_heads)) if v is not None}
     model_cfg = model_config(
@@ -130,7 +135,7 @@ def configs(r: TrainRequest):
 
 # settings that describe a run: on resume, each one given must agree with the run's own
 RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
-                         "grad_clip", "ema_decay",
+                         "grad_clip", "ema_decay", "hflip",
                          "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
                          "keep_every", "grad_checkpoint", "precision", "compile")
 RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
