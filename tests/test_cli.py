@@ -450,3 +450,26 @@ def test_a_new_run_says_what_it_found_in_its_data(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "imgs"), "--model", "DiT-T/2", *TINY, "--steps", "1",
                  "--batch-size", "2", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
     assert f"data  {tmp_path / 'imgs'}: 6 images, 12×12 RGB, 2 classes (cat, dog)" in capsys.readouterr().err
+
+
+def test_init_from_fine_tunes_other_weights(tiny_run, tmp_path, capsys):
+    """--init-from starts from a checkpoint's EMA weights (or an export, an official file, a built-in) with
+    a fresh optimizer and the new --lr; weights of another architecture are named, not half-loaded."""
+    from fpdm.common.checkpoint import load_checkpoint
+
+    src = load_checkpoint(tiny_run / "ckpt.pt")
+    out = tmp_path / "ft"
+    assert main(["train", "--model", "FPDM-T/2", *TINY, "--steps", "1", "--batch-size", "8", "--lr", "1e-9",
+                 "--warmup-steps", "0", "--init-from", str(tiny_run / "ckpt.pt"), "--out", str(out),
+                 "--no-progress"]) == 0
+    state = load_checkpoint(out / "ckpt.pt")
+    cfg = state["train_config"]
+    assert (cfg["init_from"], cfg["lr"]) == (str(tiny_run / "ckpt.pt"), 1e-9)
+    moved = max((state["model"][k] - src["ema"][k]).abs().max().item() for k in src["ema"])
+    assert moved < 1e-6  # one step at lr 1e-9 from the source's EMA weights
+    assert [s["step"] for s in state["optimizer"]["state"].values()][0] == 1  # a fresh optimizer
+    capsys.readouterr()
+    assert main(["train", "--model", "DiT-T/2", *TINY, "--steps", "1", "--init-from",
+                 str(tiny_run / "ckpt.pt"), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "do not fit this model" in err and not (tmp_path / "bad").exists()

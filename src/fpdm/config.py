@@ -91,6 +91,7 @@ class TrainConfig(_DictConfig):
     lr_decay_steps: int = 0  # cosine's horizon; 0 = the run's steps when it starts (then frozen)
     data_dir: str | None = None  # where a named dataset's files are read (fashion-mnist); absolute
     hflip: bool = False  # mirror each training image left-right with probability 1/2
+    init_from: str | None = None  # the weights a fine-tuning run started from (`--init-from`), for the record
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999
     # fixed-point gradient (FPDM only): n ~ U{0..fp_max_no_grad}, m ~ U{1..fp_max_with_grad}

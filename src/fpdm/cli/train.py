@@ -44,6 +44,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "folder (class = sub-folder, or unconditional when images lie directly in it)")
     g.add_argument("--data-dir", default=None, help="fashion-mnist: the folder of its four IDX files "
                    "(default: $FPDM_DATA, else /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--init-from", default=None, help="fine-tune: start from these weights (a checkpoint's "
+                   "EMA, an export, an official file or a built-in name) with a fresh optimizer; the model "
+                   "options must describe their architecture (default: random initialisation)")
     g.add_argument("--hflip", action="store_true", help="mirror each training image left-right with "
                    "probability 1/2 (image folders; not latents, nor digits' or fashion's asymmetric shapes "
                    "unless you mean it)")
@@ -114,11 +117,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(a: argparse.Namespace) -> int:
     from fpdm.training.request import TrainRequest, train_from_request, with_preset
     from fpdm.training.run_folder import train_summary_lines
+    from fpdm.weights.loading import init_weights
 
     r = TrainRequest.from_options(a)
     if a.config:
         r = with_preset(r, a.config)
-    summary, report = train_from_request(r, say=lambda m: print(m, file=sys.stderr))
+    init = init_weights(r.init_from) if r.init_from and not r.resume else None
+    summary, report = train_from_request(r, say=lambda m: print(m, file=sys.stderr), init_weights=init)
     if report:
         print("\n".join(train_summary_lines(summary, r.out_dir())))
     return 130 if summary["interrupted"] else 0

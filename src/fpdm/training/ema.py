@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from fpdm.config import TrainConfig
+
 
 def make_ema(model: nn.Module) -> nn.Module:
     """A frozen copy of `model` in eval mode, to be updated with `update_ema`."""
@@ -21,3 +23,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     ema_params = list(ema.parameters())
     params = [p.detach() for p in model.parameters()]
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+
+def ema_decay_at(step: int, cfg: TrainConfig) -> float:
+    """EMA decay with a warm-up, min(decay, (1 + step) / (10 + step)): early on the average would
+    otherwise be dominated by the (zero-output) initialisation, which matters for short runs."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))

@@ -41,7 +41,7 @@ from fpdm.fixed_point.solvers import GRADIENT_MODES, draw_plan
 from fpdm.models.blocks import compile_blocks
 from fpdm.models.embeddings import drop_labels
 from fpdm.models.registry import build_model
-from fpdm.training.ema import make_ema, update_ema
+from fpdm.training.ema import ema_decay_at, make_ema, update_ema
 from fpdm.training.monitor import CURVE_NAME, plot_training_curve, sample_record
 from fpdm.training.run_folder import (
     CHECKPOINT_NAME,
@@ -104,12 +104,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def ema_decay_at(step: int, cfg: TrainConfig) -> float:
-    """EMA decay with a warm-up, min(decay, (1 + step) / (10 + step)): early on the average would
-    otherwise be dominated by the (zero-output) initialisation, which matters for short runs."""
-    return min(cfg.ema_decay, (1 + step) / (10 + step))
-
-
 @contextmanager
 def _stop_on_signal() -> Iterator[dict[str, bool]]:
     """Turn SIGINT/SIGTERM into a flag checked between steps, so a step is never left half-done."""
@@ -129,8 +123,8 @@ def _stop_on_signal() -> Iterator[dict[str, bool]]:
 
 
 def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig | None = None, *,
-          dataset: ImageDataset | None = None, progress: bool = True, overwrite: bool = False
-          ) -> dict[str, Any]:
+          dataset: ImageDataset | None = None, progress: bool = True, overwrite: bool = False,
+          init_weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Start a new run in `train_cfg.out_dir` and return its summary. A folder with a checkpoint is refused
     (resume it, or choose another); one that holds only the log of a run killed before its first checkpoint
     is refused too, unless `overwrite` (that log is then started afresh: two runs never share one)."""
@@ -147,7 +141,8 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusi
         log.unlink()
     if train_cfg.lr_schedule == "cosine" and not train_cfg.lr_decay_steps:  # the horizon is fixed at start
         train_cfg = replace(train_cfg, lr_decay_steps=train_cfg.steps)
-    return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress)
+    return _run(train_cfg, model_cfg, diffusion_cfg or DiffusionConfig(), None, dataset, progress,
+                init_weights)
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
@@ -184,13 +179,26 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
 
 # what --resume may change beside --steps, --device and --keep-last: the weights do not depend on them
 RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds")
+def _load_init(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | None) -> None:
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in weights]
+    bad = [k for k in mine if k in weights and weights[k].shape != mine[k].shape]
+    if missing or bad:
+        what = (f"{bad[0]} is {tuple(weights[bad[0]].shape)}, this model's {tuple(mine[bad[0]].shape)}"
+                if bad else f"{len(missing)} tensors are missing, e.g. {missing[0]}")
+        raise ValueError(f"--init-from {source}: its weights do not fit this model ({what}); give the "
+                         "--model and size options of the run they come from")
+    model.load_state_dict({k: weights[k].float() for k in mine}, strict=True)
+
+
 def _short(names: list[str] | tuple[str, ...], n: int = 4) -> str:
     names = list(names)
     return "[" + ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "") + "]"
 
 
 def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig,
-         state: dict[str, Any] | None, dataset: ImageDataset | None, progress: bool) -> dict[str, Any]:
+         state: dict[str, Any] | None, dataset: ImageDataset | None, progress: bool,
+         init_weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     out = Path(train_cfg.out_dir)
     ckpt_path = out / CHECKPOINT_NAME
     if train_cfg.fp_mode not in GRADIENT_MODES:
@@ -209,6 +217,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     device = torch.device(local_device(train_cfg.device, world))
     torch.manual_seed(train_cfg.seed)  # label dropout draws from the global RNG
     model = build_model(model_cfg).to(device)
+    if init_weights is not None:  # --init-from: these weights (and EMA), a fresh optimizer
+        _load_init(model, init_weights, train_cfg.init_from)
     ema = make_ema(model)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     diffusion = make_diffusion(diffusion_cfg, model_cfg.learn_sigma)

@@ -30,6 +30,7 @@ class TrainRequest:
     data: str = _T["data"]
     data_dir: str | None = None
     hflip: bool = False
+    init_from: str | None = None
     image_size: int | None = None
     channels: int | None = None
     model: str = "FPDM-T/2"
@@ -105,7 +106,7 @@ def configs(r: TrainRequest):
     data_dir = None if r.data_dir is None else str(Path(r.data_dir).resolve())  # resumable from anywhere
     same = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
-            "grad_checkpoint", "precision", "compile", "hflip")
+            "grad_checkpoint", "precision", "compile", "hflip", "init_from")
     unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
                    for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps")}
     train_cfg = TrainConfig(
@@ -135,7 +136,7 @@ def configs(r: TrainRequest):
 
 # settings that describe a run: on resume, each one given must agree with the run's own
 RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
-                         "grad_clip", "ema_decay", "hflip",
+                         "grad_clip", "ema_decay", "hflip", "init_from",
                          "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
                          "keep_every", "grad_checkpoint", "precision", "compile")
 RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post_depth",
@@ -182,10 +183,11 @@ def describe_data(dataset: Any) -> str:
     return f"data  {dataset.name}: {len(dataset):,} images, {size} {kind}, {classes}"
 
 
-def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: None
-                       ) -> tuple[dict[str, Any], bool]:
+def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: None,
+                       init_weights: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
     """Start the run in `r.out_dir()` or, with `resume`, continue it (its own settings; a setting given that
-    disagrees is a ValueError naming it); a new run says what it found in its data through `say`. Returns
+    disagrees is a ValueError naming it); a new run says what it found in its data through `say`, and with
+    `init_from` starts from `init_weights` (`fpdm.weights.loading.init_weights(r.init_from)`). Returns
     the summary and whether to report it: written to summary.json unless this is another torchrun process
     than the first, or a finished run resumed with no step left to do (whose summary.json is kept)."""
     out = r.out_dir()
@@ -200,8 +202,10 @@ def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: N
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
         say(describe_data(dataset))
+        if r.init_from and init_weights is None:
+            raise ValueError("--init-from needs its weights: pass init_weights=init_weights(r.init_from)")
         summary = train(train_cfg, model_cfg, diffusion_cfg, dataset=dataset, progress=not r.no_progress,
-                        overwrite=r.overwrite)
+                        overwrite=r.overwrite, init_weights=init_weights)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
         return summary, False
     if summary["steps_this_run"] == 0 and (Path(out) / "summary.json").exists():

@@ -84,3 +84,10 @@ def load_weights(model: DiT | FPDM, state: dict[str, Tensor], source: str) -> No
         raise ValueError(f"{source}: weights do not fit the {cfg.arch} model (width {cfg.hidden_size}, depth "
                          f"{cfg.depth}) its config describes — {what}")
     model.load_state_dict(state)
+
+
+def init_weights(path: str | Path) -> dict[str, Any]:
+    """The weights `fpdm train --init-from` starts from: the EMA weights of a training checkpoint, an
+    export, an official DiT/FPDM file or a built-in name, as a state dict in float32."""
+    model, _, _ = load_model(path)
+    return {k: v.float() for k, v in model.state_dict().items()}
