@@ -26,6 +26,7 @@ def test_tiny_run_end_to_end_and_cached(tmp_path):
     assert {t["name"] for t in out["trainings"]} >= {"fpdm", "dit", "dit-depth3", "dit-eqwall"}
     assert all(c["blocks"] == c["settings"]["budget"] for c in out["cells"])  # exact budgets
     readme = (tmp_path / "README.md").read_text()
+    assert "Scale tiny: a plumbing check, not a result" in readme.splitlines()[2]
     for section in ("Smoothing", "Headline", "Table 3", "Table 4", "Table 5", "Adaptive", "Fig. 5",
                     "seed 0 vs 1", "(paired)", "dit-eqwall", "− constant (paired)",
                     "− S-JFB at the same N (paired)", "− S-JFB N = M = 3 (paired)", "Calibrated schedules"):

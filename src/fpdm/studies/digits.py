@@ -137,6 +137,12 @@ def base_depth(spec: TrainSpec) -> int:
 # ------------------------------------------------------------------------------------------------ workers
 
 
+# the first lines of a report at a scale whose numbers mean nothing
+TINY_WARNING = {"tiny": ["> **Scale tiny: a plumbing check, not a result.** The models train for a few "
+                         "steps and each cell samples a handful of images: every number and verdict below "
+                         "is noise.", ""]}
+
+
 def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print,
         device: str = "cpu") -> dict[str, Any]:
     """Train what is missing, evaluate every cell, write `<root>/README.md` and plots; return the results."""
@@ -259,7 +265,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [f"# fpdm reproduce ({scale_name})", "",
+    lines = [f"# fpdm reproduce ({scale_name})", "", *TINY_WARNING.get(scale_name, []),
              f"Scale: `{json.dumps(asdict(scale))}`; wall time {wall / 60:.1f} min (cached tasks not "
              "re-run).", "Metric: digits-FID vs the 297 held-out digits (lower is better), mean ± s.e. over "
              f"{scale.sampling_seeds} sampling-seed blocks of {scale.num_samples} samples; every cell uses "

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fpdm.studies.digits import calibrated_section
+from fpdm.studies.digits import TINY_WARNING, calibrated_section
 from fpdm.studies.engine import fmt, mean_se, paired, run_tasks
 from fpdm.studies.ratio_cells import (
     ADAPTIVE_K,
@@ -164,7 +164,7 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-    lines = [f"# fpdm reproduce: the paper-ratio study ({scale_name})", "",
+    lines = [f"# fpdm reproduce: the paper-ratio study ({scale_name})", "", *TINY_WARNING.get(scale_name, []),
              "FPDM-T/2 (pre 1 + k iterations + post 1 blocks per step) against width-128 DiTs of depth 28 "
              "(DiT-XL's) and 12, at block budgets counted in the DiTs' steps (2, 5, 10, 20).",
              f"Scale: `{json.dumps(asdict(scale))}`.",
