@@ -473,3 +473,26 @@ def test_init_from_fine_tunes_other_weights(tiny_run, tmp_path, capsys):
                  str(tiny_run / "ckpt.pt"), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--init-from" in err and "do not fit this model" in err and not (tmp_path / "bad").exists()
+
+
+def test_a_folder_run_resumes_from_anywhere(tmp_path, monkeypatch):
+    """The run stores its image folder as an absolute path: `--resume` works from another directory, and
+    the folder given again as an absolute path is the same data, not a disagreement."""
+    from PIL import Image
+
+    from fpdm.common.checkpoint import load_checkpoint
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    base = ["--model", "DiT-T/2", *TINY, "--batch-size", "2", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(["train", "--data", "imgs", "--steps", "1", *base]) == 0
+    assert load_checkpoint(tmp_path / "r" / "ckpt.pt")["train_config"]["data"] == str(tmp_path / "imgs")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--resume", "--steps", "2", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert main(["train", "--resume", "--steps", "3", "--data", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "ckpt.pt")["step"] == 3

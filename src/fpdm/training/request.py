@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fpdm.config import DiffusionConfig, TrainConfig, read_preset
-from fpdm.data.datasets import load_dataset
+from fpdm.data.datasets import DATASETS, load_dataset
 from fpdm.data.latents import is_latent_folder
 from fpdm.models.registry import model_config
 from fpdm.training.loop import resume, train
@@ -100,6 +100,12 @@ def with_preset(r: TrainRequest, path: str | Path) -> TrainRequest:
     return replace(r, **{k: v for k, v in read_preset(path, defaults).items() if k not in given})
 
 
+def data_path(data: str) -> str:
+    """`--data` as a run stores it: a built-in name as is, a folder as its absolute path (so the run
+    resumes from any working directory, and `--data imgs` and `--data /abs/imgs` are the same data)."""
+    return data if data in DATASETS else str(Path(data).resolve())
+
+
 def configs(r: TrainRequest):
     """A new run's (TrainConfig, ModelConfig, DiffusionConfig, dataset), built from the options; the
     training and diffusion options are checked before the data is read."""
@@ -110,7 +116,7 @@ def configs(r: TrainRequest):
     unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
                    for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps")}
     train_cfg = TrainConfig(
-        data=r.data, out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
+        data=data_path(r.data), out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
         device=r.device or _T["device"], **unless_none, **{k: getattr(r, k) for k in same})
     diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
@@ -167,7 +173,8 @@ def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: 
                              f"--resume continues a run with its own settings ({_MAY_CHANGE})")
     checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
     for flag, saved in checks:
-        if flag in given and flag in saved and given[flag] != saved[flag]:
+        mine = data_path(given[flag]) if flag == "data" and flag in given else given.get(flag)
+        if flag in given and flag in saved and mine != saved[flag] and given[flag] != saved[flag]:
             raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
                              f"({flag}={saved[flag]}); --resume continues a run with its own settings "
                              f"({_MAY_CHANGE})")
