@@ -147,7 +147,7 @@ MUTANTS: list[Mutant] = [
     M("training/loop.py",
       "return cfg.lr * (step + 1) / cfg.warmup_steps", "return cfg.lr * step / cfg.warmup_steps",
       "warm-up starts at lr 0 (off-by-one: the first step does not train)", [TRAIN]),
-    M("training/loop.py", "return min(cfg.ema_decay, (1 + step) / (10 + step))",
+    M("training/ema.py", "return min(cfg.ema_decay, (1 + step) / (10 + step))",
       "return max(cfg.ema_decay, (1 + step) / (10 + step))",
       "EMA warm-up uses max instead of min (no warm-up at all)", [TRAIN]),
     M("training/loop.py",
