@@ -97,3 +97,19 @@ def test_fashion_builtin_samples_and_scores_by_name(tmp_path, capsys):
     record = json.loads((tmp_path / "s.json").read_text())
     assert record["blocks_counted"] == 140 and record["steps"] == 28  # k = 3: 28 × (1 + 3 + 1)
     assert record["eval"]["fashion_fid"] > 0 and 0 <= record["eval"]["class_consistency"] <= 1
+
+
+def test_an_installed_package_is_not_written_into_by_default(tmp_path, monkeypatch):
+    """build-weights and train-features regenerate the shipped files in a source checkout; in an installed
+    package (site-packages) their default output is refused before any training, naming --out."""
+    from fpdm.evaluation.evaluate import train_feature_net
+
+    monkeypatch.setattr(builtin, "ASSETS", tmp_path / "lib" / "site-packages" / "fpdm" / "assets")
+    with pytest.raises(ValueError, match="writes into the installed package .*pass --out"):
+        build("digits-fpdm", steps=1, progress=False)
+    import fpdm.evaluation.digits_features as df
+
+    monkeypatch.setattr(df, "WEIGHTS", tmp_path / "site-packages" / "fpdm" / "assets" / "d.safetensors")
+    with pytest.raises(ValueError, match="pass --out"):
+        train_feature_net("digits", epochs=1)
+    assert not (tmp_path / "lib").exists()

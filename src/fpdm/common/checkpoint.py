@@ -33,6 +33,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "set_generator_state",
+    "into_the_package",
     "writable_folder",
 ]
 
@@ -232,3 +233,14 @@ def writable_folder(folder: Path, flag: str) -> None:
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise PermissionError(f"{flag}: cannot write in {parent}")
             return
+
+
+def into_the_package(path: str | Path, flag: str) -> Path:
+    """A default output inside the fpdm package: fine in a source checkout (regenerating the shipped
+    files), refused in an installed package (site-packages), where it would overwrite the installed
+    files; the ValueError names `flag`."""
+    path = Path(path)
+    if "site-packages" in path.resolve().parts or "dist-packages" in path.resolve().parts:
+        raise ValueError(f"by default this writes into the installed package ({path}); pass {flag} to write "
+                         "elsewhere (the default is for a source checkout, to regenerate the shipped files)")
+    return path

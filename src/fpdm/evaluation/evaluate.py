@@ -248,6 +248,7 @@ def train_feature_net(data: str = "digits", *, data_dir: str | None = None, out:
     held-out accuracy (below `FEATURE_ACCURACY` said through `warn`)."""
     from dataclasses import replace
 
+    from fpdm.common.checkpoint import into_the_package
     from fpdm.evaluation import digits_features, fashion_features
 
     if data not in FEATURE_ACCURACY:
@@ -257,12 +258,12 @@ def train_feature_net(data: str = "digits", *, data_dir: str | None = None, out:
             raise ValueError("--data-dir applies to --data fashion-mnist only")
         cfg = digits_features.FeatureTrainConfig(seed=seed)
         cfg = replace(cfg, epochs=epochs or cfg.epochs)
-        out = out or str(digits_features.WEIGHTS)
+        out = out or str(into_the_package(digits_features.WEIGHTS, "--out"))
         net, acc = digits_features.train_digits_net(cfg, progress=progress)
         digits_features.save_feature_net(net, acc, cfg, out)
     else:
         cfg = replace(fashion_features.CONFIG, seed=seed, epochs=epochs or fashion_features.CONFIG.epochs)
-        out = out or str(fashion_features.WEIGHTS)
+        out = out or str(into_the_package(fashion_features.WEIGHTS, "--out"))
         net, acc = fashion_features.train_fashion_net(cfg, data_dir, progress=progress)
         fashion_features.save_fashion_net(net, acc, cfg, out)
     if acc < FEATURE_ACCURACY[data]:

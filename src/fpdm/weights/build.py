@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from fpdm.common.checkpoint import into_the_package
 from fpdm.config import TrainConfig
 from fpdm.evaluation.evaluate import digits_eval
 from fpdm.models.registry import model_config
@@ -32,6 +33,8 @@ def build(name: str, out: str | Path | None = None, *, steps: int | None = None,
     torch.bfloat16), measure its FID at its stated budget on seeds 0-99, and return the config written
     beside the weights (the measurement under "digits_eval" or "fashion_eval")."""
     spec = _spec(name)
+    if out is None:  # before hours of training, not after
+        into_the_package(builtin_folder(name), "--out")
     torch.set_num_threads(1)  # the recipe's arithmetic, so the bits do not depend on the machine's cores
     with tempfile.TemporaryDirectory() as tmp:
         if spec.recipe:
@@ -55,7 +58,7 @@ def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: An
     from fpdm.common.checkpoint import load_checkpoint
 
     spec = _spec(name)
-    out = Path(out) if out is not None else builtin_folder(name)
+    out = Path(out) if out is not None else into_the_package(builtin_folder(name), "--out")
     dtype = dtype if dtype is not None else (getattr(torch, spec.dtype) if spec.dtype else None)
     state = load_checkpoint(Path(run) / "ckpt.pt")
     saved = state["train_config"]
