@@ -219,3 +219,25 @@ def test_ddim_with_eta_equals_hand_loop_with_fresh_noise():
             noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in gens])
             x, _ = ddim_step(spaced, out, x, i, eta=0.7, noise=noise, clip_denoised=True)
     torch.testing.assert_close(got, x.clamp(-1, 1))
+
+
+def test_tol_save_mode_spends_less_than_the_budget(tmp_path):
+    """--tol-mode save: a sample stops when its residual is below --tol and what it saves is not spent
+    later: blocks counted fall below the budget (the budget is a cap) and the record says by how much;
+    reallocate (the default) still spends the budget exactly."""
+    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.many import sample_seeds
+    from fpdm.weights.loading import load_model
+
+    model, diffusion, _ = load_model("digits-fpdm")
+    budget = 120  # 20 steps of 1 + 4 + 1
+    runs = {mode: sample_seeds(model, diffusion, range(8), budget=budget, iters=4,
+                               settings=SamplerSettings(tol=0.2, tol_mode=mode))
+            for mode in ("reallocate", "save")}
+    assert runs["reallocate"].record["blocks_counted"] == budget
+    saved = runs["save"].record
+    assert saved["blocks_counted"] < budget and saved["blocks_saved"] == pytest.approx(
+        budget - saved["blocks_counted"])
+    assert max(saved["iters_run"]) <= 4  # no step ever gets more than the plan
+    with pytest.raises(ValueError, match="--tol-mode save says what --tol saves; give --tol"):
+        SamplerSettings(tol_mode="save")

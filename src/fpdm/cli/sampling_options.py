@@ -7,7 +7,7 @@ import argparse
 from fpdm.cli.common import _add_official_options, _add_threads
 from fpdm.fixed_point.solvers import SOLVERS
 from fpdm.sampling.budget import DEFAULT_RATIO, PROFILES
-from fpdm.sampling.loop import SAMPLERS
+from fpdm.sampling.loop import SAMPLERS, TOL_MODES
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_help: str) -> None:
@@ -36,6 +36,9 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
     g.add_argument("--reuse", action="store_true", help="warm-start each step from the previous step's z*")
     g.add_argument("--tol", type=float, default=None, help="stop a step's iterations below this relative "
                    "residual and pass the unspent ones on (default: off)")
+    g.add_argument("--tol-mode", choices=TOL_MODES, default="reallocate", help="what --tol does with the "
+                   "iterations a step saves: reallocate (later steps may use them; the budget is spent "
+                   "exactly) or save (the budget is a cap; the record gives the blocks spent and saved)")
     g.add_argument("--solver", choices=SOLVERS, default="picard", help="fixed-point solver")
     g.add_argument("--anderson-window", type=int, default=5, help="Anderson history size")
     g = p.add_argument_group("sampler")

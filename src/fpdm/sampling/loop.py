@@ -32,6 +32,9 @@ from fpdm.sampling.budget import forward_flops
 SAMPLERS = tuple(STEP_RULES)  # the registry's names: fpdm.diffusion.samplers
 
 
+TOL_MODES = ("reallocate", "save")
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     sampler: str = "ddpm"
@@ -40,6 +43,9 @@ class SamplerSettings:
     cfg_legacy: bool = False  # DiT's legacy guidance of the first 3 channels only
     reuse: bool = False  # warm-start each step's fixed point from the previous step's z*
     tol: float | None = None  # stop a step early below this relative residual; unspent budget carries on
+    # what --tol does with what a step leaves unspent: "reallocate" (later steps may use it, the budget is
+    # spent exactly) or "save" (nobody does: the budget is a cap, and the record says what was spent)
+    tol_mode: str = "reallocate"
     solver: str = "picard"
     anderson_window: int = 5
     clip_denoised: bool = True
@@ -62,6 +68,10 @@ class SamplerSettings:
             raise ValueError(f"--cfg-scale must be >= 1 (1 = no guidance), got {self.cfg_scale}")
         if self.tol is not None and self.tol <= 0:
             raise ValueError(f"tol must be > 0, got {self.tol}")
+        if self.tol_mode not in TOL_MODES:
+            raise ValueError(f"--tol-mode must be one of {TOL_MODES}, got {self.tol_mode!r}")
+        if self.tol_mode != "reallocate" and self.tol is None:
+            raise ValueError(f"--tol-mode {self.tol_mode} says what --tol saves; give --tol")
         if self.anderson_window < 1:
             raise ValueError(f"anderson_window must be >= 1, got {self.anderson_window}")
         if not self.divergence_bound > 0:
@@ -158,6 +168,9 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
                 stats = SolveStats()
                 if s.tol is None:  # every sample runs the plan: one solve for the batch
                     solver = make_solver(s.solver, plan[j], None, stats, s.anderson_window)
+                elif s.tol_mode == "save":  # each sample stops on its own residual; what it saves is saved
+                    limits = torch.full((rows,), plan[j], dtype=torch.long)
+                    solver = make_solver(s.solver, plan[j], s.tol, stats, s.anderson_window, limits=limits)
                 else:  # each sample stops on its own residual and keeps what it saved for later steps
                     extra = spread_unspent(unspent, n_steps - j)
                     unspent -= extra
@@ -200,6 +213,9 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     }
     if s.tol is not None and is_fpdm:
         record["iters_run_mean"] = iters_mean  # per step, over the samples (iters_run: the batch's calls)
+        if s.tol_mode == "save":  # the budget was a cap: what each sample spent of it
+            record["blocks_saved"] = round(sum(plan) + n_steps * (cfg.pre_depth + cfg.post_depth)
+                                           - counted["rows"] / rows, 3)
     record["diverged_steps"] = diverged_steps(record["residuals"], s.divergence_bound)
     record["non_finite_samples"] = int((~torch.isfinite(x.flatten(1)).all(dim=1)).sum())
     if record["diverged_steps"]:

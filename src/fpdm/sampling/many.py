@@ -189,7 +189,8 @@ def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list
     if parts is not None:
         if world.is_main:
             _open_parts(parts, {**(identity or {}), "steps": n_steps, "iters": per_step,
-                                "settings": asdict(settings), "seeds": seeds, "labels": labels.tolist(),
+                                "settings": settings_fingerprint(settings), "seeds": seeds,
+                                "labels": labels.tolist(),
                                 "batch_size": batch_size})
         world.barrier()
     for i, lo in enumerate(starts):
@@ -244,6 +245,15 @@ def _merged(records: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
         out["iters_run_mean"] = [round(sum(m * n for m, n in zip(col, sizes, strict=True)) / total, 3)
                                  for col in zip(*(r["iters_run_mean"] for r in records), strict=True)]
     return out
+
+
+def settings_fingerprint(settings: SamplerSettings) -> dict[str, Any]:
+    """The sampler settings a parts folder must match: the fields added after a folder was written are
+    left out at their defaults, so interrupted runs of older versions still resume."""
+    d = asdict(settings)
+    if d.get("tol_mode") == "reallocate":
+        del d["tol_mode"]
+    return d
 
 
 def parts_folder(prefix: str | Path) -> Path:

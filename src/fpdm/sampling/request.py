@@ -34,6 +34,7 @@ class SampleRequest:
     schedule: str | None = None
     reuse: bool = False
     tol: float | None = None
+    tol_mode: str = "reallocate"
     solver: str = "picard"
     anderson_window: int = 5
     sampler: str = "ddpm"
@@ -83,7 +84,8 @@ def print_to_stderr(message: str) -> None:
 
 def sampler_settings(r: SampleRequest) -> SamplerSettings:
     return SamplerSettings(sampler=r.sampler, eta=r.eta, cfg_scale=r.cfg_scale, cfg_legacy=r.cfg_legacy,
-                           reuse=r.reuse, tol=r.tol, solver=r.solver, anderson_window=r.anderson_window)
+                           reuse=r.reuse, tol=r.tol, tol_mode=r.tol_mode, solver=r.solver,
+                           anderson_window=r.anderson_window)
 
 
 def sample_request(r: SampleRequest, model: Any, diffusion: Any, iters: int | str | None,
@@ -163,7 +165,8 @@ def sample_tag(r: SampleRequest) -> str:
              r.steps and f"s{r.steps}", r.iters is not None and f"k{r.iters}",
              r.budget and r.steps and r.profile != "constant" and r.profile,
              r.profile != "constant" and r.ratio != DEFAULT_RATIO and f"ratio{r.ratio}",
-             r.reuse and "reuse", r.tol and f"tol{r.tol}", r.solver != "picard" and r.solver,
+             r.reuse and "reuse", r.tol and f"tol{r.tol}", r.tol_mode != "reallocate" and f"tol{r.tol_mode}",
+             r.solver != "picard" and r.solver,
              r.solver == "anderson" and r.anderson_window != 5 and f"window{r.anderson_window}",
              r.eta and f"eta{r.eta}", r.cfg_scale != 1 and f"cfg{r.cfg_scale}", r.cfg_legacy and "cfglegacy",
              r.label is not None and f"label{r.label}", r.no_ema and "raw",
@@ -176,7 +179,11 @@ def sample_identity(r: SampleRequest) -> dict:
     keys = ("ckpt", "no_ema", "seeds", "label", "budget", "steps", "iters", "profile", "ratio", "schedule",
             "sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "tol", "solver", "anderson_window", "vae",
             "num_heads", "pre_post_timestep_conditioning")
-    return {k: getattr(r, k) for k in keys}
+    # fields added since records were first written count only away from their defaults, so the records of
+    # older versions still match the same settings
+    later = {"tol_mode": "reallocate"}
+    moved = {k: getattr(r, k) for k, v in later.items() if getattr(r, k) != v}
+    return {k: getattr(r, k) for k in keys} | moved
 
 
 def refuse_other_results(record_path: Path, identity: dict, overwrite: bool) -> None:
