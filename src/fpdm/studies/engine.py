@@ -124,7 +124,8 @@ def train_task(args: tuple) -> dict[str, Any]:
         summary = resume(out, steps=steps, device=device, progress=False)
     else:
         mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
-        summary = train(cfg, mc, progress=False)
+        # a log left by this very training, killed before its first checkpoint, is started afresh
+        summary = train(cfg, mc, progress=False, overwrite=True)
     summary.update(name=spec.name, spec=asdict(spec))
     if not summary["interrupted"]:
         store_result(summary_path, summary)
