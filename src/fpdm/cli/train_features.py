@@ -8,11 +8,10 @@ import sys
 
 from fpdm.cli.common import _Formatter
 
-NETS = ("digits", "fashion-mnist")  # the datasets with a feature network
-
 
 def _add_train_features(sub: argparse._SubParsersAction) -> None:
     from fpdm.evaluation import digits_features, fashion_features
+    from fpdm.evaluation.evaluate import FEATURE_ACCURACY
 
     d = digits_features.FeatureTrainConfig()
     p = sub.add_parser("train-features", formatter_class=_Formatter, help="(re)train a feature net",
@@ -21,7 +20,8 @@ def _add_train_features(sub: argparse._SubParsersAction) -> None:
                                    "one thread, and write its weights and the reference features of the "
                                    "held-out images. With the defaults this regenerates the shipped file bit "
                                    "for bit.")
-    p.add_argument("--data", choices=NETS, default="digits", help="which dataset's network")
+    p.add_argument("--data", choices=tuple(FEATURE_ACCURACY), default="digits",
+                   help="which dataset's network")
     p.add_argument("--data-dir", default=None, help="fashion-mnist: the folder of its four IDX files "
                    "(default: $FPDM_DATA, else /usr/share/datasets/fashion-mnist)")
     p.add_argument("--out", default=None, help="safetensors path (default: the package's, "
