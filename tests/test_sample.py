@@ -83,13 +83,15 @@ def test_per_sample_tol_spends_each_samples_budget_exactly(solver):
     assert sum(rec["iters_run_mean"]) == pytest.approx(4 * 6)
 
 
-def test_unspent_iterations_are_spread_not_piled_onto_the_last_step():
-    from fpdm.sampling.loop import spread_unspent
+def test_unspent_iterations_are_spent_as_they_come_not_piled_onto_the_last_step():
+    from fpdm.sampling.loop import reallocate
 
     unspent = torch.tensor([10, 3, 0, 7])
-    assert spread_unspent(unspent, 4).tolist() == [2, 0, 0, 1]  # an even share of what is left
-    last = spread_unspent(unspent, 1)
-    assert last.tolist() == [10, 3, 0, 7] and last is not unspent  # the last step spends everything
+    extra, spending = reallocate(unspent, 4)
+    assert spending.tolist() == [True, False, False, True]  # one saved iteration per remaining step
+    assert extra.tolist() == [2, 3, 0, 1]  # spenders: an even share; the others may borrow all they saved
+    extra, spending = reallocate(unspent, 1)
+    assert extra.tolist() == [10, 3, 0, 7] and spending.all()  # the last step spends everything
 
 
 def test_ddpm_sampler_equals_hand_loop():
@@ -169,8 +171,11 @@ def test_guidance_combines_halves_on_all_or_three_channels():
 def test_tol_passes_unspent_iterations_on_and_total_is_exact():
     m = _model()
     _, rec = sample(m, DIFF, torch.tensor([1]), [0], steps=4, iters=[3, 3, 3, 3],
-                    settings=SamplerSettings(tol=1e9))  # every non-final step stops after one evaluation
-    assert rec["iters_run"] == [1, 1, 1, 9] and rec["blocks_counted"] == 4 * 2 + 12
+                    settings=SamplerSettings(tol=1e9))  # a step stops after one evaluation while it may
+    # step 0 saves 2, step 1 (may take 5) saves 4; then 4 saved ≥ 2 steps left: both spend an even share
+    assert rec["iters_run"] == [1, 1, 5, 5] and rec["blocks_counted"] == 4 * 2 + 12
+    _, rec = sample(m, DIFF, torch.tensor([1]), [0], steps=20, iters=3, settings=SamplerSettings(tol=1e9))
+    assert sum(rec["iters_run"]) == 60 and max(rec["iters_run"]) <= 3 + 2  # no pile at the end (was 41)
 
 
 def test_parse_seeds():

@@ -85,9 +85,9 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, plan: IterationPlan | int |
 # --------------------------------------------------------------------------------------------- sampling
 # Budgeted solvers for sampling. Without `tol` each spends exactly `max_evals` evaluations of f on the whole
 # batch. With `tol`, every sample decides for itself: it stops (its state frozen) once its own relative
-# residual ||f(z) - z|| / ||f(z)|| is below `tol` or it has spent its own allowance (`limits`, one per
-# sample), and f runs on the samples still going only — so a sample's result never depends on the others
-# in its batch, and the blocks it costs are its own.
+# residual ||f(z) - z|| / ||f(z)|| is below `tol` (a number, or one per sample) or it has spent its own
+# allowance (`limits`, one per sample), and f runs on the samples still going only — so a sample's result
+# never depends on the others in its batch, and the blocks it costs are its own.
 
 SOLVERS = ("picard", "anderson")
 
@@ -148,19 +148,21 @@ class _Rows:
     def index(self) -> Tensor:
         return self.active.nonzero().squeeze(1).to(self.device)
 
-    def update(self, rows: Tensor, res: Tensor, tol: float | None) -> Tensor:
+    def update(self, rows: Tensor, res: Tensor, tol: float | Tensor | None) -> Tensor:
         """Count an evaluation for `rows`, retire those below `tol` or out of allowance; the rows still
         going, as a mask over `rows`."""
         cpu_rows = rows.cpu()
         self.spent[cpu_rows] += 1
         done = self.spent[cpu_rows] >= self.limits[cpu_rows]
-        if tol is not None:
+        if isinstance(tol, Tensor):  # one tolerance per sample (0: run the whole allowance)
+            done |= res.cpu() < tol[cpu_rows]
+        elif tol is not None:
             done |= (res < tol).cpu()
         self.active[cpu_rows[done]] = False
         return ~done
 
 
-def picard(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+def picard(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | Tensor | None = None,
            stats: SolveStats | None = None, limits: Tensor | None = None) -> Tensor:
     """Plain iteration z ← f(z); with tol=None and no `limits` exactly `iterate(f, z0, max_evals)`. With
     either, per sample (see above): at most limits[i] (default `max_evals`) evaluations for sample i."""
@@ -184,7 +186,7 @@ def picard(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | No
     return z
 
 
-def anderson(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | None = None,
+def anderson(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | Tensor | None = None,
              stats: SolveStats | None = None, window: int = 5, lam: float = 1e-4,
              beta: float = 1.0, limits: Tensor | None = None) -> Tensor:
     """Anderson acceleration (type II, Walker & Ni 2011) per sample, on flattened states.
@@ -241,7 +243,7 @@ def anderson(f: Callable[..., Tensor], z0: Tensor, max_evals: int, tol: float | 
     return out
 
 
-def make_solver(name: str, max_evals: int, tol: float | None, stats: SolveStats,
+def make_solver(name: str, max_evals: int, tol: float | Tensor | None, stats: SolveStats,
                 window: int = 5, limits: Tensor | None = None
                 ) -> Callable[[Callable[..., Tensor], Tensor], Tensor]:
     """A solver closure for `FPDM.forward(iters=...)`: (f, z0) -> z*, recording into `stats`; `limits`

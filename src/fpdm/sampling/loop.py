@@ -123,8 +123,8 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
 
     `steps`: an int or an ADM spec ("ddim25", "10,20") choosing the kept timesteps. `iters` (FPDM only): one
     count per step in sampling order, or one count for every step (default depth - pre - post). With
-    `settings.tol`, a step may stop early; what it leaves unspent is added to the next step's allowance, and
-    the last step always spends what remains, so the total equals sum(iters)."""
+    `settings.tol`, a step may stop early; what it leaves unspent later steps may use (`reallocate`), so the
+    total equals sum(iters) — or, with `tol_mode="save"`, is kept unspent."""
     s = settings or SamplerSettings()
     if len(labels) != len(seeds):
         raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds")
@@ -164,7 +164,6 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
             x_in = torch.cat([x, x]) if guidance else x
             t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
             if is_fpdm:
-                last = j == n_steps - 1
                 stats = SolveStats()
                 if s.tol is None:  # every sample runs the plan: one solve for the batch
                     solver = make_solver(s.solver, plan[j], None, stats, s.anderson_window)
@@ -172,11 +171,12 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
                     limits = torch.full((rows,), plan[j], dtype=torch.long)
                     solver = make_solver(s.solver, plan[j], s.tol, stats, s.anderson_window, limits=limits)
                 else:  # each sample stops on its own residual and keeps what it saved for later steps
-                    extra = spread_unspent(unspent, n_steps - j)
+                    extra, spending = reallocate(unspent, n_steps - j)
                     unspent -= extra
                     limits = plan[j] + extra
-                    solver = make_solver(s.solver, int(limits.max()), None if last else s.tol, stats,
-                                         s.anderson_window, limits=limits)
+                    tol = torch.where(spending, 0.0, s.tol)  # a spending row runs its whole allowance
+                    solver = make_solver(s.solver, int(limits.max()), tol, stats, s.anderson_window,
+                                         limits=limits)
                 out, z = model(x_in, t, y, iters=solver, z_init=z_prev if s.reuse else None,
                                return_state=True)
                 if s.tol is not None:
@@ -229,11 +229,20 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     return x.clamp(-1, 1).cpu(), record
 
 
-def spread_unspent(unspent: Tensor, remaining: int) -> Tensor:
-    """How much of each sample's unspent iterations the current step may use when `remaining` steps are
-    left (this one included): an even share, and everything at the last step — so savings from early
-    convergence spread over the rest of the chain instead of piling onto its last step."""
-    return unspent.clone() if remaining <= 1 else unspent // remaining
+def reallocate(unspent: Tensor, remaining: int) -> tuple[Tensor, Tensor]:
+    """--tol's exact-budget rule for one step with `remaining` steps left (this one included), per row of
+    `unspent` (iterations saved so far): (extra iterations allowed on top of the plan, rows that must spend).
+
+    While a row's savings are fewer than one iteration per remaining step, its step may stop on the
+    tolerance and may borrow all of them (a step that has not converged takes what earlier steps saved).
+    Once they reach one per remaining step, the tolerance is off for that row and its steps spend an even
+    share each, the last step the rest: the budget is met exactly, and savings are spent as they reach a
+    share per step instead of piling onto the last step."""
+    spending = unspent >= remaining  # (rows,) bool; at the last step any saving at all
+    extra = torch.where(spending, unspent // remaining, unspent)
+    if remaining <= 1:  # the last step cannot leave anything for later: it spends everything
+        spending = torch.ones_like(spending)
+    return extra, spending
 
 
 def diverged_steps(residuals: Sequence[Sequence[float]], bound: float) -> list[int]:
