@@ -244,7 +244,7 @@ def test_damaged_sampling_parts_are_sampled_again(tmp_path):
     kw = dict(steps=3, iters=1, batch_size=2)
     parts = tmp_path / "x.parts"
     clean = ss.sample_seeds(model, diffusion, range(4), parts=parts, **kw).samples
-    part = parts / "00001.pt"
+    part = parts / "0000002-0000004.pt"
     shutil.copy(part, tmp_path / "orig")
     detected = 0
     for what, _ in _damaged_copies(tmp_path / "orig", part, seed=4):
@@ -257,7 +257,7 @@ def test_damaged_sampling_parts_are_sampled_again(tmp_path):
             warnings.simplefilter("always")
             again = ss.sample_seeds(model, diffusion, range(4), parts=parts, **kw).samples
         assert torch.equal(again, clean), f"{what}: a damaged part was used"
-        messages = [str(w.message) for w in caught if "00001.pt" in str(w.message)]
+        messages = [str(w.message) for w in caught if "0000002-0000004.pt" in str(w.message)]
         assert harmless or (messages and "sampling that batch again" in messages[0]), what
         load_checkpoint(part)  # rewritten intact when it was resampled
     assert detected >= 10

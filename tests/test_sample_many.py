@@ -82,6 +82,41 @@ def test_interrupted_run_resumes_from_its_parts(tmp_path, monkeypatch, kernels):
     assert not parts.exists()
 
 
+def test_a_run_resumes_with_another_batch_size(tmp_path, monkeypatch, kernels):
+    m, parts = _model(), tmp_path / "x.parts"
+    kw = dict(budget=30, iters=1, identity={"ckpt": "a"})
+    straight = fpdm.sample_seeds(m, DIFF, range(7), batch_size=2, **kw)
+    calls = []
+
+    def flaky(model, diffusion, labels, seeds, **kwargs):
+        calls.append(list(seeds))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sample(model, diffusion, labels, seeds, **kwargs)
+
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ss.sample_seeds(m, DIFF, range(7), parts=parts, batch_size=2, **kw)
+    calls.clear()
+    resumed = ss.sample_seeds(m, DIFF, range(7), parts=parts, batch_size=5, **kw)
+    assert calls == [[4, 5, 6]]  # the finished batches kept, the rest in one batch of the new size
+    assert resumed.record["batch_sizes"] == [2, 2, 3] and resumed.record["num_samples"] == 7
+    torch.testing.assert_close(resumed.samples, straight.samples, atol=BATCH_TOL, rtol=0)
+    assert torch.equal(resumed.samples[:4], straight.samples[:4])  # the kept batches are those samples
+
+
+def test_batches_plan_around_the_finished_ones():
+    assert ss.plan_batches(10, 4, []) == [(0, 4), (4, 8), (8, 10)]
+    assert ss.plan_batches(10, 4, [(2, 5), (8, 9)]) == [(0, 2), (2, 5), (5, 8), (8, 9), (9, 10)]
+    assert ss.plan_batches(3, 8, [(0, 3)]) == [(0, 3)]
+
+
+def test_finished_ranges_leave_overlapping_or_foreign_batches_aside(tmp_path):
+    for name in ("0000000-0000002.pt", "0000001-0000003.pt", "0000004-0000009.pt", "00003.pt", "x-y.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert list(ss.finished_ranges(tmp_path, 8)) == [(0, 2)]  # (1, 3) overlaps, (4, 9) is past 8 seeds
+
+
 def test_discard_empty_parts(tmp_path):
     parts = ss.parts_folder(tmp_path / "run")
     assert parts == tmp_path / "run.parts"

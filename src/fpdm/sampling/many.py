@@ -13,6 +13,7 @@ the batches from `parts`; the others get None. The batches are the same whatever
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -184,24 +185,27 @@ def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list
                     device: str, parts: Path | None, world: World, progress: bool,
                     identity: dict[str, Any] | None, budget: int | None, profile: str, ratio: float
                     ) -> SampleRun | None:
-    done: dict[int, tuple[Tensor, dict]] = {}  # this process's batches, by index
-    starts = range(0, len(seeds), batch_size)
+    done: dict[int, tuple[Tensor, dict]] = {}  # this process's batches, by index into `chunks`
+    kept: dict[tuple[int, int], Path] = {}
     if parts is not None:
         if world.is_main:
-            _open_parts(parts, {**(identity or {}), "steps": n_steps, "iters": per_step,
-                                "settings": settings_fingerprint(settings), "seeds": seeds,
-                                "labels": labels.tolist(),
-                                "batch_size": batch_size})
+            legacy = _open_parts(parts, {**(identity or {}), "steps": n_steps, "iters": per_step,
+                                         "settings": settings_fingerprint(settings), "seeds": seeds,
+                                         "labels": labels.tolist()})
+            _name_legacy_parts(parts, legacy, len(seeds))
         world.barrier()
-    for i, lo in enumerate(starts):
+        kept = finished_ranges(parts, len(seeds))
+        world.barrier()  # every process has the same plan before any writes a batch
+    ranges = plan_batches(len(seeds), batch_size, list(kept))
+    for i, (lo, hi) in enumerate(ranges):
         if i % world.size != world.rank:
             continue
-        shard = parts / f"{i:05d}.pt" if parts is not None else None
-        kept = _load_part(shard)
-        if kept is not None:
-            x, rec = kept
+        shard = parts / f"{lo:07d}-{hi:07d}.pt" if parts is not None else None
+        part = _load_part(kept.get((lo, hi)))
+        if part is not None:
+            x, rec = part
         else:
-            x, rec = sampling.sample(model, diffusion, labels[lo:lo + batch_size], seeds[lo:lo + batch_size],
+            x, rec = sampling.sample(model, diffusion, labels[lo:hi], seeds[lo:hi],
                                      steps=n_steps, iters=per_step, settings=settings, device=device,
                                      progress=progress)
             if shard is not None:
@@ -211,15 +215,16 @@ def _sample_batches(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: list
         world.barrier()  # every batch is in `parts` now
         if not world.is_main:
             return None
-        for i in range(len(starts)):  # the other processes' batches
-            if i not in done and (part := _load_part(parts / f"{i:05d}.pt")) is not None:
+        for i, (lo, hi) in enumerate(ranges):  # the other processes' batches
+            if i not in done and (part := _load_part(parts / f"{lo:07d}-{hi:07d}.pt")) is not None:
                 done[i] = part
-        if len(done) != len(starts):
+        if len(done) != len(ranges):
             raise RuntimeError(f"a process did not leave its batches in {parts}")
-    chunks, records = [done[i][0] for i in range(len(starts))], [done[i][1] for i in range(len(starts))]
+    chunks, records = [done[i][0] for i in range(len(ranges))], [done[i][1] for i in range(len(ranges))]
     record = dict(records[0])
     record.update(budget=budget, profile=profile, ratio=ratio, num_samples=len(seeds),
                   seeds=[seeds[0], seeds[-1]], wall_s=round(sum(r["wall_s"] for r in records), 4),
+                  batch_sizes=[hi - lo for lo, hi in ranges],
                   blocks_counted_per_batch=[r["blocks_counted"] for r in records],
                   iters_run_per_batch=[r["iters_run"] for r in records])
     record.update(_merged(records, [len(c) for c in chunks]))
@@ -350,28 +355,70 @@ def summary_lines(record: dict[str, Any], prefix: str | Path) -> list[str]:
     return [f"{k:>8}  {v}" for k, v in lines]
 
 
-def _open_parts(parts: Path, fingerprint: dict) -> None:
-    """Create the resumable-sampling folder, or check that the one there is for these very settings."""
+def _open_parts(parts: Path, fingerprint: dict) -> int | None:
+    """Create the resumable-sampling folder, or check that the one there is for these very settings (the
+    batch size is not one: a run may resume with another). Returns the batch size recorded by an older
+    folder whose batches are named by index, else None."""
     spec = parts / "settings.json"
     text = json.dumps(fingerprint, sort_keys=True)
     if spec.exists():
         try:
-            same = spec.read_text() == text
-        except UnicodeDecodeError:
-            same = False  # damaged: refused like another run's settings (its batches cannot be trusted)
-        if not same:
-            try:
-                theirs = json.loads(spec.read_text())
-                differ = sorted(k for k in {*theirs, *fingerprint} if theirs.get(k) != fingerprint.get(k))
-            except (UnicodeDecodeError, ValueError):
-                differ = ["(its settings.json is unreadable)"]
+            theirs = json.loads(spec.read_text())
+        except (UnicodeDecodeError, ValueError):
+            theirs = None  # damaged: refused like another run's settings (its batches cannot be trusted)
+        legacy = theirs.pop("batch_size", None) if isinstance(theirs, dict) else None
+        if theirs != fingerprint:
+            differ = sorted(k for k in {*theirs, *fingerprint} if theirs.get(k) != fingerprint.get(k)) \
+                if isinstance(theirs, dict) else ["(its settings.json is unreadable)"]
             raise ValueError(f"{parts} holds batches of an interrupted run with other settings "
                              f"({', '.join(differ)} differ); run again with that run's settings to resume "
                              "it, or delete the folder or choose another --out")
         print(f"resuming: {count_parts(parts)} finished batch(es) in {parts}", file=sys.stderr)
-        return
+        if legacy is not None:
+            atomic_write(spec, lambda f: f.write(text.encode()))
+        return legacy
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write(spec, lambda f: f.write(text.encode()))
+    return None
+
+
+def _name_legacy_parts(parts: Path, batch_size: int | None, n: int) -> None:
+    """Rename an older folder's batches (`00003.pt`: the fourth batch of `batch_size`) by the samples they
+    hold (`0000768-0001024.pt`), the names `finished_ranges` reads."""
+    if batch_size is None:
+        return
+    for shard in parts.glob("[0-9][0-9][0-9][0-9][0-9].pt"):
+        lo = int(shard.stem) * batch_size
+        if lo < n:
+            os.replace(shard, parts / f"{lo:07d}-{min(lo + batch_size, n):07d}.pt")
+
+
+def finished_ranges(parts: str | Path, n: int) -> dict[tuple[int, int], Path]:
+    """The finished batches in a parts folder, by the positions [lo, hi) of the seeds they hold; batches
+    that overlap an earlier one or fall outside the n seeds are left aside (sampled again)."""
+    found = {}
+    for shard in sorted(Path(parts).glob("[0-9]*-[0-9]*.pt")):
+        try:
+            lo, hi = (int(v) for v in shard.stem.split("-"))
+        except ValueError:
+            continue
+        if 0 <= lo < hi <= n and all(hi <= a or lo >= b for a, b in found):
+            found[(lo, hi)] = shard
+    return found
+
+
+def plan_batches(n: int, batch_size: int, kept: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The batches [lo, hi) that cover n seeds in order: the finished ones `kept`, and the gaps between
+    them cut into batches of at most `batch_size` (so a resume may use another batch size)."""
+    out, pos = [], 0
+    for lo, hi in sorted(kept) + [(n, n)]:
+        while pos < lo:
+            out.append((pos, min(pos + batch_size, lo)))
+            pos = out[-1][1]
+        if hi > lo:
+            out.append((lo, hi))
+        pos = max(pos, hi)
+    return out
 
 
 def _load_part(shard: Path | None) -> tuple[Tensor, dict] | None:
