@@ -191,6 +191,8 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
         return ["train", "--resume", "--out", str(Path(fp).parent), "--lr", "0.5"]
     if case == "resume without a checkpoint":
         return ["train", "--resume", "--out", str(tmp / "none")]
+    if case == "zero micro-batches":
+        return ["train", "--grad-accum", "0", "--out", str(tmp / "o")]
     if case == "NaN learning rate":
         return ["train", "--lr", "nan", "--out", str(tmp / "o")]
     if case == "NaN tolerance":
@@ -343,6 +345,7 @@ CASES = {  # case -> what the one-line message must contain
     "budget not an integer": "argument --budget: invalid int value: '1.5'",
     "DiT budget not a multiple of its depth": "budget 10 is not a multiple of the DiT depth 4",
     "zero sampling steps": "--steps must be >= 1, got 0",
+    "zero micro-batches": "--grad-accum must be >= 1, got 0",
     "negative iterations": "--iters must be >= 0",
     "empty seed range": "--seeds '5-2' selects no seed",
     "malformed seeds": "--seeds 'a-b': expected ranges and numbers",

@@ -92,6 +92,8 @@ class TrainConfig(_DictConfig):
     data_dir: str | None = None  # where a named dataset's files are read (fashion-mnist); absolute
     hflip: bool = False  # mirror each training image left-right with probability 1/2
     init_from: str | None = None  # the weights a fine-tuning run started from (`--init-from`), for the record
+    grad_accum: int = 1  # micro-batches per step (the batch's gradient, accumulated; same data and noise)
+    memory_check: bool = True  # refuse, before the run starts, a step that cannot fit in the memory there is
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999
     # fixed-point gradient (FPDM only): n ~ U{0..fp_max_no_grad}, m ~ U{1..fp_max_with_grad}
@@ -119,7 +121,7 @@ class TrainConfig(_DictConfig):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

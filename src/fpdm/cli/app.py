@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "device", None):
             _check_device(args.device)
         return args.func(args)
-    except (ValueError, OSError, FloatingPointError, ImportError, FolderInUse) as e:  # OSError: unwritable…
+    except (ValueError, OSError, FloatingPointError, ImportError, FolderInUse, MemoryError) as e:
+        # OSError: unwritable folders, missing files; MemoryError: a step refused before it runs
         print(f"fpdm {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -77,6 +77,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     for name, kind, text in _OPTIMISATION:  # each defaults to TrainConfig's value
         kw = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
         g.add_argument("--" + name.replace("_", "-"), default=_T[name], help=text, **kw)
+    g.add_argument("--grad-accum", type=int, default=None, help="split each step's batch into this many "
+                   "micro-batches and add their gradients: the same step (data, noise, plans) in less memory,"
+                   f" equal up to float rounding (default: {_T['grad_accum']}; with --resume, the run's own)")
     g.add_argument("--ckpt-seconds", type=float, default=None, help="also a checkpoint once this many "
                    "seconds have passed since the last, so `kill -9` loses at most about that much work "
                    f"(0: by --ckpt-every only) (default: {_T['ckpt_seconds']:g}; with --resume, the run's "
@@ -103,6 +106,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="bf16: forward under bfloat16 autocast (weights, optimizer and EMA stay fp32)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile each transformer block (GPU; the first steps are slow)")
+    g.add_argument("--no-memory-check", action="store_true", help="skip the check, before the run starts, "
+                   "that a step fits in the memory available (measured on a micro-batch of 1 and 2; it "
+                   "refuses only what cannot fit)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(its configs are used; --steps may extend it)")
     g.add_argument("--overwrite", action="store_true", help="start a new run in a folder whose log.jsonl is "

@@ -39,8 +39,8 @@ from fpdm.data.datasets import ImageDataset, load_dataset
 from fpdm.diffusion.gaussian import make_diffusion
 from fpdm.fixed_point.solvers import GRADIENT_MODES, draw_plan
 from fpdm.models.blocks import compile_blocks
-from fpdm.models.embeddings import drop_labels
 from fpdm.models.registry import build_model
+from fpdm.training.batches import BatchStream
 from fpdm.training.ema import ema_decay_at, make_ema, update_ema
 from fpdm.training.monitor import CURVE_NAME, plot_training_curve, sample_record
 from fpdm.training.run_folder import (
@@ -54,42 +54,8 @@ from fpdm.training.run_folder import (
     resume_point,
     snapshot_path,
 )
+from fpdm.training.step import backward, check_memory, draw_batch
 from fpdm.version import __version__, command_line
-
-
-class BatchStream:
-    """Shuffled epochs of mini-batches from an in-memory dataset; its position is part of the checkpoint."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        if n < 1:
-            raise ValueError("the dataset is empty")
-        self.n, self.batch_size = n, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch_start_state = generator_state(self.generator)
-        self.perm = torch.randperm(n, generator=self.generator)
-        self.pos = 0
-
-    def next(self) -> torch.Tensor:
-        chunks, have = [], 0
-        while have < self.batch_size:
-            if self.pos == self.n:
-                self.epoch_start_state = generator_state(self.generator)
-                self.perm = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            take = min(self.batch_size - have, self.n - self.pos)
-            chunks.append(self.perm[self.pos:self.pos + take])
-            self.pos += take
-            have += take
-        return torch.cat(chunks)  # (batch_size,) indices
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch_start_state": self.epoch_start_state, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_generator_state(self.generator, state["epoch_start_state"])
-        self.epoch_start_state = state["epoch_start_state"]
-        self.perm = torch.randperm(self.n, generator=self.generator)
-        self.pos = state["pos"]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -150,9 +116,10 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
            progress: bool = True, **sampling: int | None) -> dict[str, Any]:
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
-    many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps` and `ckpt_seconds`
-    (keywords; None: the run's own) change what is written along the way, which the weights do not depend
-    on; `fallback`
+    many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps`, `ckpt_seconds`,
+    `grad_accum` and `memory_check` (keywords; None: the run's own) change what is written along the way
+    and how a step is computed, which the weights do not depend on (`grad_accum`: up to rounding);
+    `fallback`
     resumes from the newest intact earlier checkpoint when `ckpt.pt` is damaged (see :func:`resume_point`)."""
     unknown = set(sampling) - set(RESUME_FREE)
     if unknown:
@@ -178,7 +145,8 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
 
 
 # what --resume may change beside --steps, --device and --keep-last: the weights do not depend on them
-RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds")
+# (--grad-accum: up to float rounding; it lets a run move to a device with less memory)
+RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds", "grad_accum", "memory_check")
 def _load_init(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | None) -> None:
     mine = model.state_dict()
     missing = [k for k in mine if k not in weights]
@@ -224,8 +192,13 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     diffusion = make_diffusion(diffusion_cfg, model_cfg.learn_sigma)
     gen = torch.Generator().manual_seed(train_cfg.seed + 1)  # timesteps, noise, fixed-point plans
     batches = BatchStream(len(dataset), train_cfg.batch_size, train_cfg.seed + 2)
-    labels = dataset.labels
     is_fpdm = model_cfg.arch == "fpdm"
+    if train_cfg.grad_accum > local.stop - local.start:
+        raise ValueError(f"--grad-accum {train_cfg.grad_accum} exceeds the {local.stop - local.start} images "
+                         "each process has per step (--batch-size / processes): at most one micro-batch each")
+    model.train()
+    if train_cfg.memory_check:  # before any file is written: a step that cannot fit is refused
+        check_memory(model, diffusion, model_cfg, train_cfg, device, local.stop - local.start)
     if train_cfg.compile:
         compile_blocks(model)
     # DDP averages gradients over processes; weights, EMA and checkpoints stay the plain model's
@@ -307,33 +280,22 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         with _stop_on_signal() as flag, open(log_path, "a") as log:
             while step < train_cfg.steps:
                 # every process draws the whole global batch (same generators), then keeps its rows
-                idx = batches.next()
-                y = drop_labels(labels[idx], model_cfg.class_dropout_prob, model_cfg.num_classes)  # guidance
-                t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen)
-                x0 = dataset.batch(idx)  # (B, C, H, W) in [-1, 1]
-                if train_cfg.hflip:  # drawn from the run's generator: resumes exactly
-                    mirror = torch.rand(len(idx), generator=gen) < 0.5  # (B,)
-                    x0 = torch.where(mirror[:, None, None, None], x0.flip(-1), x0)
-                noise = torch.randn(x0.shape, generator=gen)
-                x0, y, t, noise = (v[local].to(device) for v in (x0, y, t, noise))  # (B/N, ...)
-                x_t = diffusion.q_sample(x0, t, noise)
+                batch = draw_batch(batches, dataset, model_cfg, diffusion.num_timesteps, gen, train_cfg.hflip)
+                x0, y, t, noise = (v[local].to(device) for v in batch)  # (B/N, ...)
                 kw: dict[str, Any] = {"grad_checkpoint": train_cfg.grad_checkpoint}
                 if is_fpdm:
                     plan = draw_plan(train_cfg.fp_mode, train_cfg.fp_max_no_grad, train_cfg.fp_max_with_grad,
                                      gen)
                     kw["iters"] = plan
-                with torch.autocast(device.type, torch.bfloat16, enabled=train_cfg.precision == "bf16"):
-                    output = net(x_t, t, y, **kw)
-                terms = diffusion.training_losses(output.float(), x0, x_t, t, noise)
-                loss = terms["loss"].mean()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, train_cfg)
+                opt.zero_grad(set_to_none=True)
+                loss, terms = backward(net, diffusion, x0, y, t, noise, kw, train_cfg.grad_accum,
+                                       bf16=train_cfg.precision == "bf16")
                 if world.any(not torch.isfinite(loss)):  # every process stops at the same step
                     checkpoint()
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good state saved "
                                              f"to {ckpt_path} — try a lower --lr or --grad-clip")
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, train_cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 if not torch.isfinite(grad_norm):  # before the update: weights and optimizer are still good
@@ -347,7 +309,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                 steps_run += 1
 
                 for k, v in terms.items():
-                    acc[k] = acc.get(k, 0.0) + v.detach().mean()  # stays on device: no sync per step
+                    acc[k] = acc.get(k, 0.0) + v  # stays on device: no sync per step
                 acc["grad_norm"] = acc.get("grad_norm", 0.0) + grad_norm
                 if is_fpdm:
                     acc["iters"] = acc.get("iters", 0.0) + plan.total

@@ -49,6 +49,7 @@ class TrainRequest:
     out: str | None = None
     steps: int | None = None
     batch_size: int = _T["batch_size"]
+    grad_accum: int | None = None
     lr: float = _T["lr"]
     weight_decay: float = _T["weight_decay"]
     warmup_steps: int = _T["warmup_steps"]
@@ -71,6 +72,7 @@ class TrainRequest:
     grad_checkpoint: bool = False
     precision: str = _T["precision"]
     compile: bool = False
+    no_memory_check: bool = False
     resume: bool = False
     fallback: bool = False
     overwrite: bool = False
@@ -114,10 +116,12 @@ def configs(r: TrainRequest):
             "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every", "keep_every",
             "grad_checkpoint", "precision", "compile", "hflip", "init_from")
     unless_none = {k: _T[k] if getattr(r, k) is None else getattr(r, k)
-                   for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps")}
+                   for k in ("keep_last", "ckpt_seconds", "sample_every", "sample_count", "sample_steps",
+                             "grad_accum")}
     train_cfg = TrainConfig(
         data=data_path(r.data), out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
-        device=r.device or _T["device"], **unless_none, **{k: getattr(r, k) for k in same})
+        device=r.device or _T["device"], memory_check=not r.no_memory_check, **unless_none,
+        **{k: getattr(r, k) for k in same})
     diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
     dataset = load_dataset(r.data, split="train", image_size=r.image_size, channels=r.channels,
@@ -149,7 +153,8 @@ RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post
                          "pre_post_timestep_conditioning", "class_dropout_prob")
 
 
-_MAY_CHANGE = "only --steps, --device, --keep-last, --ckpt-seconds and --sample-* may change"
+_MAY_CHANGE = ("only --steps, --device, --keep-last, --ckpt-seconds, --sample-*, --grad-accum and "
+               "--no-memory-check may change")
 
 
 def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
@@ -205,7 +210,8 @@ def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: N
                               fallback=r.fallback)
         summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
                          progress=not r.no_progress, sample_every=r.sample_every, sample_count=r.sample_count,
-                         sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds)
+                         sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds, grad_accum=r.grad_accum,
+                         memory_check=False if r.no_memory_check else None)
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
         say(describe_data(dataset))

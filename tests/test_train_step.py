@@ -1,0 +1,103 @@
+"""A training step's gradients in micro-batches (`--grad-accum`) and the memory check before a run."""
+
+import json
+
+import pytest
+import torch
+
+from fpdm.cli import main
+from fpdm.common.checkpoint import load_checkpoint
+from fpdm.config import DiffusionConfig, TrainConfig
+from fpdm.data.datasets import load_dataset
+from fpdm.diffusion.gaussian import make_diffusion
+from fpdm.fixed_point.solvers import IterationPlan
+from fpdm.models.registry import build_model, model_config
+from fpdm.training.loop import resume, train
+from fpdm.training.step import backward, check_memory
+
+DIGITS = load_dataset("digits", split="train")
+SUBSET = type(DIGITS).__new__(type(DIGITS))
+SUBSET.__dict__.update(DIGITS.__dict__)
+SUBSET.images, SUBSET.labels = DIGITS.images[:40], DIGITS.labels[:40]
+
+
+def _model_cfg(arch: str):
+    return model_config(f"{arch}-T/2", input_size=8, in_channels=1, num_classes=10, hidden_size=32, depth=4,
+                        num_heads=2)
+
+
+def _grads(model, accum, x0, y, t, noise, kw):
+    diffusion = make_diffusion(DiffusionConfig(), True)
+    model.zero_grad(set_to_none=True)
+    loss, terms = backward(model, diffusion, x0, y, t, noise, kw, accum)
+    return loss, terms, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("arch", ["FPDM", "DiT"])
+def test_micro_batches_give_the_whole_batch_gradient(arch):
+    torch.manual_seed(0)
+    model = build_model(_model_cfg(arch)).train()
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.rand(7, 1, 8, 8, generator=g) * 2 - 1, torch.randn(7, 1, 8, 8, generator=g)
+    y, t = torch.arange(7), torch.randint(0, 1000, (7,), generator=g)
+    kw = {"iters": IterationPlan(2, 2)} if arch == "FPDM" else {}
+    loss1, terms1, whole = _grads(model, 1, x0, y, t, noise, kw)
+    loss3, terms3, split = _grads(model, 3, x0, y, t, noise, kw)  # 7 rows: micro-batches of 3, 2 and 2
+    torch.testing.assert_close(loss3, loss1, rtol=1e-6, atol=0)
+    assert terms3.keys() == terms1.keys()
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)  # float32 sums in another order
+
+
+def test_a_run_with_grad_accum_trains_the_same_model(tmp_path):
+    cfg = dict(steps=3, batch_size=16, warmup_steps=2, log_every=1, ckpt_every=100)
+    train(TrainConfig(out_dir=str(tmp_path / "one"), **cfg), _model_cfg("FPDM"), dataset=SUBSET,
+          progress=False)
+    train(TrainConfig(out_dir=str(tmp_path / "four"), grad_accum=4, **cfg), _model_cfg("FPDM"),
+          dataset=SUBSET, progress=False)
+    logs = [[json.loads(r) for r in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+            for d in ("one", "four")]
+    assert [r["iters"] for r in logs[0]] == [r["iters"] for r in logs[1]]  # the same plans, data and noise
+    for a, b in zip(*logs, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    one, four = (load_checkpoint(tmp_path / d / "ckpt.pt")["model"] for d in ("one", "four"))
+    for k in one:
+        torch.testing.assert_close(four[k], one[k], rtol=0, atol=1e-5)
+
+
+def test_grad_accum_may_change_on_resume_and_is_checked(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=8, warmup_steps=1, log_every=1)
+    train(cfg, _model_cfg("DiT"), dataset=SUBSET, progress=False)
+    resume(tmp_path, steps=3, grad_accum=2, dataset=SUBSET, progress=False)
+    assert load_checkpoint(tmp_path / "ckpt.pt")["train_config"]["grad_accum"] == 2
+    with pytest.raises(ValueError, match="--grad-accum 9 exceeds the 8 images"):
+        train(TrainConfig(out_dir=str(tmp_path / "x"), steps=1, batch_size=8, grad_accum=9),
+              _model_cfg("DiT"), dataset=SUBSET, progress=False)
+    with pytest.raises(ValueError, match="--grad-accum must be >= 1"):
+        TrainConfig(grad_accum=0)
+
+
+def test_a_step_that_cannot_fit_is_refused_with_the_accumulation_that_would():
+    torch.manual_seed(0)
+    mc = _model_cfg("FPDM")
+    model = build_model(mc).train()
+    diffusion = make_diffusion(DiffusionConfig(), True)
+    cfg = TrainConfig(batch_size=4096)
+    fits = check_memory(model, diffusion, mc, cfg, torch.device("cpu"), 4096, available=2**40)
+    assert fits["per_sample"] > 0 and fits["need"] > 4096 * fits["per_sample"]
+    assert all(p.grad is None for p in model.parameters())  # the probe leaves no gradients behind
+    with pytest.raises(MemoryError, match=r"--batch-size 4096: .* use --grad-accum (\d+)") as caught:
+        check_memory(model, diffusion, mc, cfg, torch.device("cpu"), 4096, available=fits["need"] // 3)
+    n = int(caught.value.args[0].split("--grad-accum ")[1].split()[0])
+    assert n >= 3  # and that advice fits
+    check_memory(model, diffusion, mc, TrainConfig(batch_size=4096, grad_accum=n), torch.device("cpu"), 4096,
+                 available=fits["need"] // 3)
+
+
+def test_train_refuses_a_batch_no_machine_holds_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "huge"
+    assert main(["train", "--data", "digits", "--out", str(out), "--batch-size", "100000000", "--steps", "1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 100000000: a training step needs at least" in err and "is available" in err
+    assert not out.exists()  # no folder, lock or log behind
