@@ -101,3 +101,32 @@ def test_train_refuses_a_batch_no_machine_holds_before_writing_anything(tmp_path
     err = capsys.readouterr().err
     assert "--batch-size 100000000: a training step needs at least" in err and "is available" in err
     assert not out.exists()  # no folder, lock or log behind
+
+
+def test_tensorboard_holds_the_log_figures_and_grids_across_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = dict(steps=4, batch_size=8, warmup_steps=1, log_every=1, sample_every=2, sample_count=4,
+               sample_steps=2, tensorboard=True)
+    train(TrainConfig(out_dir=str(tmp_path), **cfg), _model_cfg("DiT"), dataset=SUBSET, progress=False)
+    resume(tmp_path, steps=6, dataset=SUBSET, progress=False)
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    log = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "sample" not in r]
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in losses] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in losses], rel=1e-6)
+    assert [e.step for e in events.Images("samples")] == [2, 4, 6]
+    assert "sample/blocks" in events.Tags()["scalars"]
+
+
+def test_tensorboard_without_its_package_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the [tb] extra were absent
+    with pytest.raises(ImportError, match=r"needs the tensorboard package: pip install 'fpdm\[tb\]'"):
+        train(TrainConfig(out_dir=str(tmp_path / "r"), steps=1, batch_size=8, tensorboard=True),
+              _model_cfg("DiT"), dataset=SUBSET, progress=False)
+    assert not (tmp_path / "r").exists()

@@ -109,6 +109,7 @@ class TrainConfig(_DictConfig):
     sample_every: int = 0  # sample the EMA weights every this many steps: a grid, FID where known (0: off)
     sample_count: int = 100  # samples drawn each time (seeds 0..count-1, the same every time)
     sample_steps: int = 20  # DDPM steps of those samples (FPDM: its default iterations per step)
+    tensorboard: bool = False  # also log.jsonl's figures and the grids as TensorBoard events in <out>/tb/
     device: str = "cpu"
     grad_checkpoint: bool = False  # recompute block / with-grad iteration activations in backward
     precision: str = "fp32"  # "bf16": forward under bfloat16 autocast (weights, optimizer, EMA stay fp32)

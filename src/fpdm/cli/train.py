@@ -97,6 +97,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    f"(default: {_T['sample_count']}; with --resume, the run's own)")
     g.add_argument("--sample-steps", type=int, default=None, help="DDPM steps of those samples, FPDM at its "
                    f"default iterations (default: {_T['sample_steps']}; with --resume, the run's own)")
+    g.add_argument("--tensorboard", action="store_true", help="also write the log's figures and the sample "
+                   "grids as TensorBoard events in <out>/tb/ (needs the [tb] extra: pip install 'fpdm[tb]'; "
+                   "with --resume, on if the run had it)")
     g = p.add_argument_group("run")
     g.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1, … (default: {_T['device']}; with "
                    "--resume, the run's own)")

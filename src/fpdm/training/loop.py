@@ -55,6 +55,7 @@ from fpdm.training.run_folder import (
     snapshot_path,
 )
 from fpdm.training.step import backward, check_memory, draw_batch
+from fpdm.training.tensorboard import TensorBoardLog, require_tensorboard
 from fpdm.version import __version__, command_line
 
 
@@ -117,9 +118,9 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
     many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps`, `ckpt_seconds`,
-    `grad_accum` and `memory_check` (keywords; None: the run's own) change what is written along the way
-    and how a step is computed, which the weights do not depend on (`grad_accum`: up to rounding);
-    `fallback`
+    `grad_accum`, `memory_check` and `tensorboard` (keywords; None: the run's own) change what is written
+    along the way and how a step is computed, which the weights do not depend on (`grad_accum`: up to
+    rounding); `fallback`
     resumes from the newest intact earlier checkpoint when `ckpt.pt` is damaged (see :func:`resume_point`)."""
     unknown = set(sampling) - set(RESUME_FREE)
     if unknown:
@@ -146,7 +147,8 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
 
 # what --resume may change beside --steps, --device and --keep-last: the weights do not depend on them
 # (--grad-accum: up to float rounding; it lets a run move to a device with less memory)
-RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds", "grad_accum", "memory_check")
+RESUME_FREE = ("sample_every", "sample_count", "sample_steps", "ckpt_seconds", "grad_accum", "memory_check",
+               "tensorboard")
 def _load_init(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | None) -> None:
     mine = model.state_dict()
     missing = [k for k in mine if k not in weights]
@@ -196,6 +198,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     if train_cfg.grad_accum > local.stop - local.start:
         raise ValueError(f"--grad-accum {train_cfg.grad_accum} exceeds the {local.stop - local.start} images "
                          "each process has per step (--batch-size / processes): at most one micro-batch each")
+    if train_cfg.tensorboard and world.is_main:
+        require_tensorboard()
     model.train()
     if train_cfg.memory_check:  # before any file is written: a step that cannot fit is refused
         check_memory(model, diffusion, model_cfg, train_cfg, device, local.stop - local.start)
@@ -277,7 +281,8 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {model_cfg.arch}",
                    disable=not (progress and world.is_main), dynamic_ncols=True)
         log_path = out / LOG_NAME if world.is_main else Path(os.devnull)
-        with _stop_on_signal() as flag, open(log_path, "a") as log:
+        tb = TensorBoardLog(out, train_cfg.tensorboard and world.is_main, step)
+        with _stop_on_signal() as flag, open(log_path, "a") as log, tb:
             while step < train_cfg.steps:
                 # every process draws the whole global batch (same generators), then keeps its rows
                 batch = draw_batch(batches, dataset, model_cfg, diffusion.num_timesteps, gen, train_cfg.hflip)
@@ -325,14 +330,17 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
                            "lr": lr_at(step - 1, train_cfg), "ms_per_step": 1000 * (now - t_interval) / n_acc}
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
+                    tb.record(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", ms=f"{rec['ms_per_step']:.0f}")
                     acc, n_acc, t_interval = {}, 0, now
                 bar.update(1)
                 if train_cfg.sample_every and step % train_cfg.sample_every == 0 and world.is_main:
                     # before the checkpoint: a kill during sampling resumes from before this step, and
                     # samples it again
-                    log.write(json.dumps(sample_record(ema, diffusion, train_cfg, step, out, device)) + "\n")
+                    rec = sample_record(ema, diffusion, train_cfg, step, out, device)
+                    log.write(json.dumps(rec) + "\n")
                     log.flush()
+                    tb.record(rec)
                     plot_training_curve(out / LOG_NAME, out / CURVE_NAME)
                 stop = world.any(flag["stop"])  # a signal to any process stops all at the same step
                 keep = train_cfg.keep_every and step % train_cfg.keep_every == 0

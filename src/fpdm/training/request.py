@@ -73,6 +73,7 @@ class TrainRequest:
     precision: str = _T["precision"]
     compile: bool = False
     no_memory_check: bool = False
+    tensorboard: bool = False
     resume: bool = False
     fallback: bool = False
     overwrite: bool = False
@@ -120,7 +121,8 @@ def configs(r: TrainRequest):
                              "grad_accum")}
     train_cfg = TrainConfig(
         data=data_path(r.data), out_dir=r.out_dir(), steps=r.steps or _T["steps"], data_dir=data_dir,
-        device=r.device or _T["device"], memory_check=not r.no_memory_check, **unless_none,
+        device=r.device or _T["device"], memory_check=not r.no_memory_check, tensorboard=r.tensorboard,
+        **unless_none,
         **{k: getattr(r, k) for k in same})
     diffusion_cfg = DiffusionConfig(schedule=r.schedule, num_timesteps=r.num_timesteps,
                                     prediction=r.prediction, zero_terminal_snr=r.zero_terminal_snr)
@@ -153,8 +155,8 @@ RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post
                          "pre_post_timestep_conditioning", "class_dropout_prob")
 
 
-_MAY_CHANGE = ("only --steps, --device, --keep-last, --ckpt-seconds, --sample-*, --grad-accum and "
-               "--no-memory-check may change")
+_MAY_CHANGE = ("only --steps, --device, --keep-last, --ckpt-seconds, --sample-*, --grad-accum, "
+               "--no-memory-check and --tensorboard may change")
 
 
 def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
@@ -211,7 +213,8 @@ def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: N
         summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
                          progress=not r.no_progress, sample_every=r.sample_every, sample_count=r.sample_count,
                          sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds, grad_accum=r.grad_accum,
-                         memory_check=False if r.no_memory_check else None)
+                         memory_check=False if r.no_memory_check else None,
+                         tensorboard=True if r.tensorboard else None)
     else:
         train_cfg, model_cfg, diffusion_cfg, dataset = configs(r)
         say(describe_data(dataset))
