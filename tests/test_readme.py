@@ -1,5 +1,6 @@
-"""The README's Python equivalents of `fpdm train`, `fpdm sample` and `fpdm eval` run as written (with 3
-training steps instead of 3,000) and do what the commands do."""
+"""The README's Python equivalents of `fpdm train`, `fpdm sample` and `fpdm eval` (the marked blocks beside
+each command, run in order) run as written (with 3 training steps instead of 3,000) and do what the
+commands do."""
 
 import json
 import re
@@ -15,9 +16,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _block() -> str:
+    """The marked Python blocks, each beside its command in the README, joined in order."""
     text = README.read_text()
-    block = text.split("<!-- python-equivalents -->")[1].split("<!-- /python-equivalents -->")[0]
-    return re.search(r"```python\n(.*?)```", block, re.S).group(1)
+    marked = text.split("<!-- python-equivalents -->")[1:]
+    blocks = [part.split("<!-- /python-equivalents -->")[0] for part in marked]
+    return "\n".join(re.search(r"```python\n(.*?)```", block, re.S).group(1) for block in blocks)
 
 
 def test_the_python_equivalents_run_and_match_the_commands(tmp_path, monkeypatch):
