@@ -496,3 +496,29 @@ def test_a_folder_run_resumes_from_anywhere(tmp_path, monkeypatch):
     assert main(["train", "--resume", "--steps", "3", "--data", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "r"), "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "r" / "ckpt.pt")["step"] == 3
+
+
+def test_a_moved_data_folder_is_recognised_by_its_digest(tmp_path, capsys):
+    from PIL import Image
+
+    from fpdm.common.checkpoint import load_checkpoint
+
+    def folder(path, shade):
+        for cls in ("cat", "dog"):
+            (path / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (shade * i, 0, 0)).save(path / cls / f"{i}.png")
+
+    folder(tmp_path / "imgs", 40)
+    base = ["--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--model", "DiT-T/2", *TINY, "--batch-size", "2",
+                 "--steps", "1", *base]) == 0
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    folder(tmp_path / "other", 50)  # the same count and classes, other pixels
+    capsys.readouterr()
+    assert main(["train", "--resume", "--steps", "2", "--data", str(tmp_path / "other"), *base]) == 2
+    assert "is not the data the run was started with" in capsys.readouterr().err
+    assert main(["train", "--resume", "--steps", "2", "--data", str(tmp_path / "moved"), *base]) == 0
+    state = load_checkpoint(tmp_path / "r" / "ckpt.pt")
+    assert state["step"] == 2 and state["train_config"]["data"] == str(tmp_path / "moved")
+    assert main(["train", "--resume", "--steps", "3", *base]) == 0  # the new place is the run's from now on

@@ -21,6 +21,8 @@ Image folders (no torchvision needed)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +93,15 @@ class ImageDataset(Dataset):
     @images.setter
     def images(self, value: torch.Tensor) -> None:
         self.pixels = (value if value.dtype == torch.uint8 else value.to(torch.float32)).contiguous()
+
+    def digest(self) -> str:
+        """SHA-256 of what training sees: the pixels as held (shape and dtype too), the labels and the class
+        names; the same data gives the same digest wherever its files lie."""
+        h = hashlib.sha256()
+        h.update(json.dumps([list(self.pixels.shape), str(self.pixels.dtype), self.class_names]).encode())
+        h.update(self.pixels.numpy().tobytes())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()
 
     def batch(self, index: torch.Tensor | slice | int) -> torch.Tensor:
         """float32 images in [-1, 1] at `index` (uint8 pixels converted here, the same values as converting

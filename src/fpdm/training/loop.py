@@ -114,13 +114,15 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusi
 
 def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None = None,
            keep_last: int | None = None, fallback: bool = False, dataset: ImageDataset | None = None,
-           progress: bool = True, **sampling: int | None) -> dict[str, Any]:
+           data: str | None = None, data_dir: str | None = None, progress: bool = True,
+           **sampling: int | None) -> dict[str, Any]:
     """Continue the run in `out_dir` from its checkpoint, with its own configs. `steps` extends (or
     shortens) the run's total; `device` moves it (e.g. a GPU run finished on CPU); `keep_last` changes how
     many earlier checkpoints are kept; `sample_every`, `sample_count`, `sample_steps`, `ckpt_seconds`,
     `grad_accum`, `memory_check` and `tensorboard` (keywords; None: the run's own) change what is written
     along the way and how a step is computed, which the weights do not depend on (`grad_accum`: up to
-    rounding); `fallback`
+    rounding); `data` / `data_dir` give the run's data where it lies now (a moved folder: absolute paths,
+    accepted when its digest is the run's); `fallback`
     resumes from the newest intact earlier checkpoint when `ckpt.pt` is damaged (see :func:`resume_point`)."""
     unknown = set(sampling) - set(RESUME_FREE)
     if unknown:
@@ -137,7 +139,13 @@ def resume(out_dir: str | Path, *, steps: int | None = None, device: str | None 
         raise ValueError(f"--steps {steps}: the run's cosine learning rate reaches 0 at step "
                          f"{saved.lr_decay_steps}; steps beyond it would train at lr 0 (start a run with "
                          "--init-from, or a longer --steps, instead)")
-    train_cfg = replace(saved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
+    moved = {k: v for k, v in (("data", data), ("data_dir", data_dir))
+             if v is not None and v != getattr(saved, k)}
+    if moved and "data_digest" not in state:
+        raise ValueError(f"the run in {out_dir} was started before runs kept a digest of their data, so its "
+                         "data cannot be recognised elsewhere: put it back at "
+                         f"{saved.data_dir or saved.data}")
+    train_cfg = replace(saved, **moved, out_dir=str(out_dir), steps=saved.steps if steps is None else steps,
                         device=saved.device if device is None else device,
                         keep_last=saved.keep_last if keep_last is None else keep_last,
                         **{k: v for k, v in sampling.items() if v is not None})
@@ -209,6 +217,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
     net = model if world.size == 1 else DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    data_digest = dataset.digest()  # kept in checkpoints: a moved folder is recognised by it
     step = 0
     if state is not None:
         if state.get("num_images", len(dataset)) != len(dataset):
@@ -218,6 +227,9 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
         if saved_classes != list(dataset.class_names):
             raise ValueError(f"data {train_cfg.data!r} now has classes {_short(dataset.class_names)}, the "
                              f"run was started with {_short(saved_classes)}: its labels would change meaning")
+        if state.get("data_digest", data_digest) != data_digest:
+            raise ValueError(f"data {train_cfg.data!r} is not the data the run was started with (same count "
+                             "and classes, other images or labels: its digest differs)")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -258,6 +270,7 @@ def _run(train_cfg: TrainConfig, model_cfg: ModelConfig, diffusion_cfg: Diffusio
             "generator": generator_state(gen),
             "batches": batches.state_dict(),
             "num_images": len(dataset),
+            "data_digest": data_digest,
             "class_names": list(dataset.class_names),
             "rng": capture_rng_state(),
         })

@@ -146,8 +146,9 @@ def configs(r: TrainRequest):
     return train_cfg, model_cfg, diffusion_cfg, dataset
 
 
-# settings that describe a run: on resume, each one given must agree with the run's own
-RESUME_TRAIN_SETTINGS = ("data", "batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
+# settings that describe a run: on resume, each one given must agree with the run's own (--data and
+# --data-dir may name another place: the data found there must have the run's digest)
+RESUME_TRAIN_SETTINGS = ("batch_size", "lr", "lr_schedule", "weight_decay", "warmup_steps",
                          "grad_clip", "ema_decay", "hflip", "init_from",
                          "fp_mode", "fp_max_no_grad", "fp_max_with_grad", "seed", "log_every", "ckpt_every",
                          "keep_every", "grad_checkpoint", "precision", "compile")
@@ -156,7 +157,7 @@ RESUME_MODEL_SETTINGS = ("hidden_size", "depth", "num_heads", "pre_depth", "post
 
 
 _MAY_CHANGE = ("only --steps, --device, --keep-last, --ckpt-seconds, --sample-*, --grad-accum, "
-               "--no-memory-check and --tensorboard may change")
+               "--no-memory-check, --tensorboard and where the data lies may change")
 
 
 def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: bool = False) -> None:
@@ -180,8 +181,7 @@ def check_resume_settings(out_dir: str | Path, given: dict[str, Any], fallback: 
                              f"--resume continues a run with its own settings ({_MAY_CHANGE})")
     checks = [(f, saved_t) for f in RESUME_TRAIN_SETTINGS] + [(f, saved_m) for f in RESUME_MODEL_SETTINGS]
     for flag, saved in checks:
-        mine = data_path(given[flag]) if flag == "data" and flag in given else given.get(flag)
-        if flag in given and flag in saved and mine != saved[flag] and given[flag] != saved[flag]:
+        if flag in given and flag in saved and given[flag] != saved[flag]:
             raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} disagrees with the run in {out_dir} "
                              f"({flag}={saved[flag]}); --resume continues a run with its own settings "
                              f"({_MAY_CHANGE})")
@@ -210,7 +210,10 @@ def train_from_request(r: TrainRequest, say: Callable[[str], None] = lambda m: N
     if r.resume:  # everything but --steps/--device/--keep-last comes from the checkpoint
         check_resume_settings(out, {k: v for k, v in r.given().items() if k not in _NOT_IN_PRESETS},
                               fallback=r.fallback)
+        moved = {"data": data_path(r.data) if r.data != _T["data"] else None,
+                 "data_dir": None if r.data_dir is None else str(Path(r.data_dir).resolve())}
         summary = resume(out, steps=r.steps, device=r.device, keep_last=r.keep_last, fallback=r.fallback,
+                         **moved,  # type: ignore[arg-type]
                          progress=not r.no_progress, sample_every=r.sample_every, sample_count=r.sample_count,
                          sample_steps=r.sample_steps, ckpt_seconds=r.ckpt_seconds, grad_accum=r.grad_accum,
                          memory_check=False if r.no_memory_check else None,
