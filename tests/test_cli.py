@@ -115,7 +115,11 @@ def test_budget_errors_say_what_is_feasible(tiny_run, capsys):
 def test_budget_table_and_residual_plot(tiny_run, tmp_path, capsys):
     assert main(["budget-table", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24"]) == 0
     table = capsys.readouterr().out
-    assert "         1      8           3" in table and "        22      1          24" in table
+    assert "         1      8      8           3" in table and "        22      1      1          24" in table
+    assert main(["budget-table", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--sampler",
+                 "heun"]) == 0
+    table = capsys.readouterr().out  # 3 evaluations of 8 blocks: 2 Heun steps
+    assert "sampler heun" in table and "         6      2      3           8" in table
     out = tmp_path / "s"
     main(["sample", "--ckpt", str(tiny_run / "ckpt.pt"), "--budget", "24", "--iters", "2", "--seeds", "0",
           "--out", str(out), "--no-progress"])

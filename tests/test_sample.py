@@ -123,10 +123,10 @@ def test_ddim_eta0_is_deterministic_and_dit_samples():
 def test_bad_arguments():
     m = _model()
     with pytest.raises(ValueError, match="sampler"):
-        SamplerSettings(sampler="euler")
+        SamplerSettings(sampler="unipc9")
     with pytest.raises(ValueError, match="solver"):
         SamplerSettings(solver="newton")
-    with pytest.raises(ValueError, match="non-negative iteration counts"):
+    with pytest.raises(ValueError, match="one non-negative iteration count each"):
         sample(m, DIFF, torch.tensor([0]), [0], steps=3, iters=[1, 2])
     with pytest.raises(ValueError, match="labels"):
         sample(m, DIFF, torch.tensor([0, 1]), [0])

@@ -149,3 +149,64 @@ def test_summary_names_the_feature_network_of_the_metrics():
     assert any(ln.strip().startswith("fashion  FID 12.50 ± 1.00") for ln in lines)
     rec["eval"] = {"digits_fid": 3.0, "precision": 0.5, "recall": 0.5}
     assert any(ln.strip().startswith("digits  FID 3.00 ± nan") for ln in ss.summary_lines(rec, "x"))
+
+
+COMBOS = [  # (arch, budget, steps, iters, profile, settings): every accepted kind of budgeted request
+    ("dit", 36, None, None, "constant", {}),
+    ("fpdm", 30, None, 4, "constant", {}),  # budgets a Heun count can spend too (2n - 1 evaluations)
+    ("fpdm", 45, 5, None, "increasing", {}),
+    ("fpdm", 36, None, 2, "constant", {"reuse": True}),
+    ("fpdm", 45, 5, None, "constant", {"tol": 0.05}),
+    ("fpdm", 45, 5, None, "constant", {"tol": 0.05, "solver": "anderson", "reuse": True}),
+]
+
+
+@pytest.mark.parametrize("sampler", sorted(fpdm.sampling.loop.SAMPLERS))
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: f"{c[0]}-{c[1]}-{c[4]}-{'-'.join(c[5]) or 'plain'}")
+def test_every_sampler_spends_the_budget_exactly(sampler, combo):
+    arch, budget, steps, iters, profile, extra = combo
+    settings = SamplerSettings(sampler=sampler, **extra)
+    run = ss.sample_seeds(_model(arch), DIFF, range(3), budget=budget, steps=steps, iters=iters,
+                          profile=profile, settings=settings, batch_size=2)
+    assert run.record["blocks_counted"] == budget and run.record["blocks_counted_per_batch"] == [budget] * 2
+    evals = fpdm.sampling.loop.STEP_RULES[sampler].evaluations(run.record["steps"])
+    assert run.record["evaluations"] == evals
+
+
+def test_heun_budgets_count_evaluations_and_name_the_feasible_ones():
+    from fpdm.sampling.budget import BudgetError, feasible_pairs, plan_budget
+
+    cfg = _model().config  # an FPDM evaluation: 1 + k + 1 blocks
+    plan = plan_budget(cfg, 30, iters=4, sampler="heun")  # 5 evaluations = 3 Heun steps
+    assert plan.steps == 3 and plan.iters == (4,) * 5
+    with pytest.raises(BudgetError, match=r"budget 24 is 4 evaluations of 6 blocks .* which no number of "
+                                          r"heun steps makes.* feasible nearby: 18 \(2 steps\) or 30 \(3 "
+                                          r"steps\)"):
+        plan_budget(cfg, 24, iters=4, sampler="heun")
+    assert (4, 3) in feasible_pairs(cfg, 30, sampler="heun") and (4, 5) in feasible_pairs(cfg, 30)
+    dit = _model("dit").config
+    assert plan_budget(dit, 20, sampler="heun").steps == 3  # 5 evaluations of depth 4
+    with pytest.raises(BudgetError, match="which no number of heun steps makes"):
+        plan_budget(dit, 16, sampler="heun")
+
+
+def test_deterministic_samplers_refuse_eta_and_euler_refuses_zero_terminal_snr():
+    m = _model()
+    for sampler in ("dpm++2m", "heun", "euler", "ddpm"):
+        with pytest.raises(ValueError, match="--eta 0.5 applies to --sampler ddim only"):
+            ss.check_settings(m, SamplerSettings(sampler=sampler, eta=0.5), budget=None, steps=4,
+                              profile="constant", label=None, n_steps=4, per_step=2)
+    zsnr = GaussianDiffusion.make(learn_sigma=True, zero_terminal_snr=True, prediction="v")
+    with pytest.raises(ValueError, match="--sampler heun integrates in σ"):
+        ss.sample_seeds(m, zsnr, range(2), steps=4, iters=2, settings=SamplerSettings(sampler="heun"))
+    ss.sample_seeds(m, zsnr, range(2), steps=4, iters=2, settings=SamplerSettings(sampler="dpm++2m"))
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "heun"])
+def test_a_multistep_history_stays_in_its_batch(sampler, kernels):
+    """A seed's image does not depend on its batch: the solver's history is each batch's own."""
+    m = _model()
+    kw = dict(steps=5, iters=2, settings=SamplerSettings(sampler=sampler))
+    whole = ss.sample_seeds(m, DIFF, range(5), batch_size=5, **kw).samples
+    split = ss.sample_seeds(m, DIFF, range(5), batch_size=2, **kw).samples
+    torch.testing.assert_close(split, whole, atol=BATCH_TOL, rtol=0)

@@ -42,7 +42,9 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
     g.add_argument("--solver", choices=SOLVERS, default="picard", help="fixed-point solver")
     g.add_argument("--anderson-window", type=int, default=5, help="Anderson history size")
     g = p.add_argument_group("sampler")
-    g.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ancestral or DDIM steps")
+    g.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm (ancestral), ddim, dpm++2m "
+                   "(DPM-Solver++(2M): multistep 2nd-order ODE solver), euler, heun (EDM's 2nd-order ODE "
+                   "step: 2 model evaluations per step, 1 on the last; budgets count evaluations)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")

@@ -1,9 +1,11 @@
 """Sampling compute budgets, counted in transformer-block evaluations per sample (the paper's unit).
 
-One DiT step costs `depth` blocks; one FPDM step costs `pre + k + post`. A budget B is spent either as a
-fixed k per step (the number of steps follows) or over a fixed number of steps S (the iterations follow and
-are spread over the steps by an allocation profile). Every function here is pure, and every allocation
-spends exactly what it is given: integers >= 1 per step, summing to the total.
+One DiT evaluation costs `depth` blocks; one FPDM evaluation costs `pre + k + post`; a sampler's step makes
+one evaluation (DDPM, DDIM, DPM-Solver++, Euler) or more (Heun: two, one on the last step), so budgets are
+spent over evaluations and the steps follow from the sampler's count (`StepRule.evaluations`). A budget B
+is spent either as a fixed k per evaluation (the number of steps follows) or over a fixed number of steps S
+(the iterations follow and are spread over the evaluations by an allocation profile). Every function here
+is pure, and every allocation spends exactly what it is given: integers >= 1 each, summing to the total.
 
 Profiles, in sampling order (first step = noisiest):
 - `constant`    as even as possible; the remainder spread evenly over the trajectory, not at one end
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpdm.config import ModelConfig
+from fpdm.diffusion.samplers import SAMPLERS
 
 PROFILES = ("constant", "increasing", "decreasing", "released")
 DEFAULT_RATIO = 3.0
@@ -74,55 +77,80 @@ def allocate(total: int, steps: int, profile: str = "constant", ratio: float = D
 
 @dataclass(frozen=True)
 class BudgetPlan:
-    """What a budget buys: one iteration count per step (empty for DiT) and the blocks it costs."""
+    """What a budget buys: the sampler's steps, one iteration count per model evaluation (empty for DiT)
+    and the blocks it costs per sample."""
 
     steps: int
     iters: tuple[int, ...]
     blocks: int  # per sample, = the budget when one was given
 
 
+def _evaluations(sampler: str, steps: int) -> int:
+    return SAMPLERS[sampler].evaluations(steps)
+
+
+def _steps_for(sampler: str, evals: int) -> int | None:
+    return SAMPLERS[sampler].steps_for(evals)
+
+
+def _nearby(sampler: str, evals: int, cost: int) -> str:
+    """Feasible budgets next to `evals` evaluations of `cost` blocks each, as text."""
+    below = next((e for e in range(evals, 0, -1) if _steps_for(sampler, e)), None)
+    above = next(e for e in range(evals + 1, 2 * evals + 3) if _steps_for(sampler, e))
+    return " or ".join(f"{e * cost} ({_steps_for(sampler, e)} steps)" for e in (below, above) if e)
+
+
 def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | None = None,
                 steps: int | None = None, profile: str = "constant",
-                ratio: float = DEFAULT_RATIO) -> BudgetPlan:
-    """Turn (budget, iters | steps) into a per-step plan that spends the budget exactly. With the budget
-    alone, an FPDM takes the constant k nearest its default (depth - pre - post) that spends it exactly
-    (a tie goes to the smaller k, more steps).
+                ratio: float = DEFAULT_RATIO, sampler: str = "ddpm") -> BudgetPlan:
+    """Turn (budget, iters | steps) into a per-evaluation plan that spends the budget exactly with
+    `sampler`. With the budget alone, an FPDM takes the constant k nearest its default (depth - pre - post)
+    that spends it exactly (a tie goes to the smaller k, more steps).
 
     Without a budget, `steps` (and `iters` for FPDM, default depth - pre - post) are used as given."""
     fixed = 0 if cfg.arch == "dit" else cfg.pre_depth + cfg.post_depth
+    per_step = "" if _evaluations(sampler, 5) == 5 else f" ({sampler}: {_evaluations(sampler, 5)} " \
+        "evaluations for 5 steps)"
     if cfg.arch == "dit":
         if iters is not None:
-            raise BudgetError("--iters applies to FPDM checkpoints only; a DiT step always costs its depth")
+            raise BudgetError("--iters applies to FPDM checkpoints only; a DiT evaluation always costs its "
+                              "depth")
         if budget is None:
             if steps is None:
                 raise BudgetError("give --steps or --budget")
-            return BudgetPlan(steps, (), steps * cfg.depth)
+            return BudgetPlan(steps, (), _evaluations(sampler, steps) * cfg.depth)
         if budget < cfg.depth:
             raise BudgetError(f"budget {budget} is below one step of the depth-{cfg.depth} DiT; the smallest "
                               f"is {cfg.depth} (1 step)")
+        nearby = _nearby(sampler, budget // cfg.depth, cfg.depth)
         if budget % cfg.depth:
-            lo, hi = budget // cfg.depth, budget // cfg.depth + 1
             raise BudgetError(f"budget {budget} is not a multiple of the DiT depth {cfg.depth}; feasible "
-                              f"nearby: {lo * cfg.depth} ({lo} steps) or {hi * cfg.depth} ({hi} steps)")
-        if steps is not None and steps * cfg.depth != budget:
-            raise BudgetError(f"--steps {steps} of a depth-{cfg.depth} DiT costs {steps * cfg.depth} blocks, "
-                              f"not the budget {budget}")
-        return BudgetPlan(budget // cfg.depth, (), budget)
+                              f"nearby: {nearby}{per_step}")
+        n = _steps_for(sampler, budget // cfg.depth)
+        if n is None:
+            raise BudgetError(f"budget {budget} is {budget // cfg.depth} evaluations of the depth-"
+                              f"{cfg.depth} DiT, which no number of {sampler} steps makes{per_step}; "
+                              f"feasible nearby: {nearby}")
+        if steps is not None and steps != n:
+            raise BudgetError(f"--steps {steps} of a depth-{cfg.depth} DiT costs "
+                              f"{_evaluations(sampler, steps) * cfg.depth} blocks, not the budget {budget}")
+        return BudgetPlan(n, (), budget)
     if budget is None:
         if steps is None:
             raise BudgetError("give --steps or --budget")
         if iters is not None and iters < 0:
             raise BudgetError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
         k = max(1, cfg.depth - fixed) if iters is None else iters
-        return BudgetPlan(steps, (k,) * steps, steps * (fixed + k))
+        e = _evaluations(sampler, steps)
+        return BudgetPlan(steps, (k,) * e, e * (fixed + k))
     if iters is not None and steps is not None:
         raise BudgetError("with --budget give one of --iters (steps follow) or --steps (iterations follow), "
                           "not both")
     if iters is None and steps is None:  # the budget alone: the constant k nearest the model's own
-        pairs = feasible_pairs(cfg, budget)
+        pairs = feasible_pairs(cfg, budget, sampler=sampler)
         if not pairs:
             raise BudgetError(f"budget {budget} is below one step: a step costs at least {fixed + 1} blocks "
-                              f"(pre {cfg.pre_depth} + 1 iteration + post {cfg.post_depth})")
+                              f"(pre {cfg.pre_depth} + 1 iteration + post {cfg.post_depth}){per_step}")
         own = max(1, cfg.depth - fixed)
         iters = min(pairs, key=lambda p: (abs(p[0] - own), p[0]))[0]  # a tie goes to more steps
     if iters is not None:
@@ -132,30 +160,40 @@ def plan_budget(cfg: ModelConfig, budget: int | None = None, *, iters: int | Non
         if budget < cost:
             raise BudgetError(f"budget {budget} is below one step: a step costs {cost} blocks (pre "
                               f"{cfg.pre_depth} + {iters} iterations + post {cfg.post_depth})")
-        if budget % cost:
-            lo = budget // cost
-            options = [f"{n * cost} ({n} steps)" for n in (lo, lo + 1) if n >= 1]
-            raise BudgetError(f"budget {budget} is not a multiple of {cost} blocks per step (pre "
-                              f"{cfg.pre_depth} + {iters} iterations + post {cfg.post_depth}); feasible "
-                              f"nearby: {' or '.join(options)}; or give --steps instead")
-        n = budget // cost
-        return BudgetPlan(n, (iters,) * n, budget)
+        e = budget // cost
+        n = _steps_for(sampler, e) if budget % cost == 0 else None
+        if n is None:
+            parts = f"(pre {cfg.pre_depth} + {iters} iterations + post {cfg.post_depth})"
+            what = f"a multiple of {cost} blocks per step {parts}" if budget % cost else \
+                f"{e} evaluations of {cost} blocks {parts}, which no number of {sampler} steps makes"
+            raise BudgetError(f"budget {budget} is {'not ' if budget % cost else ''}{what}{per_step}; "
+                              f"feasible nearby: {_nearby(sampler, e, cost)}; or give --steps instead")
+        return BudgetPlan(n, (iters,) * e, budget)
     assert steps is not None
-    total = budget - steps * fixed
-    if steps < 1 or total < steps:
-        raise BudgetError(f"budget {budget} cannot run {steps} steps: each costs at least {fixed + 1} blocks "
-                          f"(pre + 1 iteration + post), so at most {budget // (fixed + 1)} steps fit")
-    return BudgetPlan(steps, tuple(allocate(total, steps, profile, ratio)), budget)
+    e = _evaluations(sampler, steps)
+    total = budget - e * fixed
+    if steps < 1 or total < e:
+        most = max((n for n in range(1, budget + 1) if _evaluations(sampler, n) * (fixed + 1) <= budget),
+                   default=0)
+        raise BudgetError(f"budget {budget} cannot run {steps} steps: each evaluation costs at least "
+                          f"{fixed + 1} blocks (pre + 1 iteration + post), so at most {most} steps fit"
+                          f"{per_step}")
+    return BudgetPlan(steps, tuple(allocate(total, e, profile, ratio)), budget)
 
 
-def feasible_pairs(cfg: ModelConfig, budget: int, max_iters: int | None = None) -> list[tuple[int, int]]:
-    """(iterations per step, steps) pairs that spend `budget` exactly with a constant k (FPDM) or
-    [(0, steps)] for DiT."""
+def feasible_pairs(cfg: ModelConfig, budget: int, max_iters: int | None = None,
+                   sampler: str = "ddpm") -> list[tuple[int, int]]:
+    """(iterations per evaluation, steps) pairs that spend `budget` exactly with a constant k (FPDM) or
+    [(0, steps)] for DiT, with `sampler`'s evaluations per step."""
     if cfg.arch == "dit":
-        return [(0, budget // cfg.depth)] if budget % cfg.depth == 0 and budget >= cfg.depth else []
+        whole = budget % cfg.depth == 0 and budget >= cfg.depth
+        n = _steps_for(sampler, budget // cfg.depth) if whole else None
+        return [(0, n)] if n else []
     fixed = cfg.pre_depth + cfg.post_depth
     top = budget - fixed if max_iters is None else min(max_iters, budget - fixed)
-    return [(k, budget // (fixed + k)) for k in range(1, top + 1) if budget % (fixed + k) == 0]
+    pairs = [(k, _steps_for(sampler, budget // (fixed + k))) for k in range(1, top + 1)
+             if budget % (fixed + k) == 0]
+    return [(k, n) for k, n in pairs if n]
 
 
 def forward_flops(cfg: ModelConfig, iters: int = 0) -> int:

@@ -119,6 +119,9 @@ def step_errors(model: Any, diffusion: Any, steps: int, seeds: Sequence[int], la
     if s.solver != "picard" or s.tol is not None:
         raise ValueError("calibration measures fixed iteration counts of the Picard solver: drop --tol and "
                          "--solver")
+    if SAMPLERS[s.sampler].step is None:
+        raise ValueError(f"calibration measures one evaluation per step (--sampler ddpm or ddim); "
+                         f"--sampler {s.sampler} is not calibrated yet")
     ref_iters = ref_iters or 2 * max_iters
     if ref_iters < max_iters:
         raise ValueError(f"ref_iters ({ref_iters}) must be >= max_iters ({max_iters})")

@@ -130,13 +130,17 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
         raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds")
     spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
     n_steps = spaced.num_timesteps
+    rule = STEP_RULES[s.sampler]
+    n_evals = rule.evaluations(n_steps)  # model evaluations: an FPDM plan has one count per evaluation
     cfg = model.config
     is_fpdm = isinstance(model, FPDM)
     if is_fpdm:
         k = model.default_iters if iters is None else iters
-        plan = [int(k)] * n_steps if isinstance(k, int) else [int(v) for v in k]
-        if len(plan) != n_steps or min(plan) < 0:
-            raise ValueError(f"need {n_steps} non-negative iteration counts, got {plan}")
+        plan = [int(k)] * n_evals if isinstance(k, int) else [int(v) for v in k]
+        if len(plan) != n_evals or min(plan) < 0:
+            what = f"{n_steps} steps" if n_evals == n_steps else f"{n_evals} evaluations ({s.sampler}, " \
+                f"{n_steps} steps)"
+            raise ValueError(f"need {what}: one non-negative iteration count each, got {plan}")
     else:
         if iters is not None:
             raise ValueError("iters applies to FPDM models only")
@@ -153,43 +157,51 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
         y = torch.cat([y, torch.full_like(y, cfg.num_classes)])  # second half: the null class
     guided_channels = 3 if s.cfg_legacy else cfg.in_channels
 
-    rule = STEP_RULES[s.sampler]
-    z_prev = None  # warm-start state, local to this batch
     rows = n * (2 if guidance else 1)
-    unspent = torch.zeros(rows, dtype=torch.long)  # per row (sample, or guidance half): --tol's savings
+    # per batch, never kept on the model or the rule: the warm start (--reuse), --tol's savings per row
+    # (sample, or guidance half), and which evaluation comes next
+    state: dict[str, Any] = {"z": None, "unspent": torch.zeros(rows, dtype=torch.long), "e": 0}
     iters_run, iters_mean, step_stats = [], [], []
+
+    def evaluate(x_cur: Tensor, i: int) -> Tensor:
+        """One model evaluation at chain index i (guided; FPDM: the plan's next iteration count)."""
+        e = state["e"]
+        state["e"] += 1
+        x_in = torch.cat([x_cur, x_cur]) if guidance else x_cur
+        t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
+        if not is_fpdm:
+            out = model(x_in, t, y)
+            return _guided(out, n, s.cfg_scale, guided_channels) if guidance else out
+        stats = SolveStats()
+        if s.tol is None:  # every sample runs the plan: one solve for the batch
+            solver = make_solver(s.solver, plan[e], None, stats, s.anderson_window)
+        elif s.tol_mode == "save":  # each sample stops on its own residual; what it saves is saved
+            limits = torch.full((rows,), plan[e], dtype=torch.long)
+            solver = make_solver(s.solver, plan[e], s.tol, stats, s.anderson_window, limits=limits)
+        else:  # each sample stops on its own residual and keeps what it saved for later evaluations
+            extra, spending = reallocate(state["unspent"], n_evals - e)
+            state["unspent"] -= extra
+            limits = plan[e] + extra
+            tol = torch.where(spending, 0.0, s.tol)  # a spending row runs its whole allowance
+            solver = make_solver(s.solver, int(limits.max()), tol, stats, s.anderson_window, limits=limits)
+        out, state["z"] = model(x_in, t, y, iters=solver, z_init=state["z"] if s.reuse else None,
+                                return_state=True)
+        if s.tol is not None:
+            spent = stats.evals_per_sample
+            state["unspent"] += limits - spent
+            iters_mean.append(round(float(spent.double().mean()), 3))
+        iters_run.append(stats.evals)
+        step_stats.append(stats)
+        return _guided(out, n, s.cfg_scale, guided_channels) if guidance else out
+
+    history: tuple = ()  # a multistep solver's earlier predictions: this batch's only
     t0 = time.perf_counter()
     with count_block_calls(model) as counted:
-        for j, i in enumerate(tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress)):
-            x_in = torch.cat([x, x]) if guidance else x
-            t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
-            if is_fpdm:
-                stats = SolveStats()
-                if s.tol is None:  # every sample runs the plan: one solve for the batch
-                    solver = make_solver(s.solver, plan[j], None, stats, s.anderson_window)
-                elif s.tol_mode == "save":  # each sample stops on its own residual; what it saves is saved
-                    limits = torch.full((rows,), plan[j], dtype=torch.long)
-                    solver = make_solver(s.solver, plan[j], s.tol, stats, s.anderson_window, limits=limits)
-                else:  # each sample stops on its own residual and keeps what it saved for later steps
-                    extra, spending = reallocate(unspent, n_steps - j)
-                    unspent -= extra
-                    limits = plan[j] + extra
-                    tol = torch.where(spending, 0.0, s.tol)  # a spending row runs its whole allowance
-                    solver = make_solver(s.solver, int(limits.max()), tol, stats, s.anderson_window,
-                                         limits=limits)
-                out, z = model(x_in, t, y, iters=solver, z_init=z_prev if s.reuse else None,
-                               return_state=True)
-                if s.tol is not None:
-                    spent = stats.evals_per_sample
-                    unspent += limits - spent
-                    iters_mean.append(round(float(spent.double().mean()), 3))
-                z_prev = z
-                iters_run.append(stats.evals)
-                step_stats.append(stats)
-            else:
-                out = model(x_in, t, y)
-            if guidance:
-                out = _guided(out, n, s.cfg_scale, guided_channels)
+        for i in tqdm(range(n_steps - 1, -1, -1), desc="sample", disable=not progress):
+            if rule.advance is not None:
+                x, history = rule.advance(spaced, evaluate, x, i, history, clip_denoised=s.clip_denoised)
+                continue
+            out = evaluate(x, i)
             noise = _per_sample_randn(generators, shape).to(device) if rule.stochastic(s.eta) else None
             x = rule.step(spaced, out, x, i, noise, eta=s.eta, clip_denoised=s.clip_denoised)
     wall = time.perf_counter() - t0
@@ -198,12 +210,13 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
         per_step = iters_mean if s.tol is not None else iters_run  # what one sample ran, on average
         flops = passes * sum(forward_flops(cfg, k) for k in per_step)
     else:
-        flops = passes * n_steps * forward_flops(cfg)
+        flops = passes * n_evals * forward_flops(cfg)
     # blocks per sample, counted: rows through blocks / rows per batch (a per-sample --tol solve runs the
     # fixed-point block on the samples still iterating only, so its calls and its per-sample cost differ)
     blocks, remainder = divmod(counted["rows"], rows)
     record = {
-        "arch": cfg.arch, "steps": n_steps, "timesteps": [int(v) for v in spaced.timesteps[::-1]],
+        "arch": cfg.arch, "steps": n_steps, "evaluations": n_evals,
+        "timesteps": [int(v) for v in spaced.timesteps[::-1]],
         "iters_planned": plan, "iters_run": iters_run,
         "blocks_counted": blocks if not remainder else round(counted["rows"] / rows, 3),
         "block_calls": counted["blocks"],
@@ -214,15 +227,16 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     if s.tol is not None and is_fpdm:
         record["iters_run_mean"] = iters_mean  # per step, over the samples (iters_run: the batch's calls)
         if s.tol_mode == "save":  # the budget was a cap: what each sample spent of it
-            record["blocks_saved"] = round(sum(plan) + n_steps * (cfg.pre_depth + cfg.post_depth)
+            record["blocks_saved"] = round(sum(plan) + n_evals * (cfg.pre_depth + cfg.post_depth)
                                            - counted["rows"] / rows, 3)
     record["diverged_steps"] = diverged_steps(record["residuals"], s.divergence_bound)
     record["non_finite_samples"] = int((~torch.isfinite(x.flatten(1)).all(dim=1)).sum())
     if record["diverged_steps"]:
         worst = max(abs(r[-1]) if math.isfinite(r[-1]) else math.inf for r in
                     (record["residuals"][j] for j in record["diverged_steps"]))
-        warnings.warn(f"the fixed-point iteration diverged at {len(record['diverged_steps'])} of {n_steps} "
-                      f"steps (final relative residual up to {worst:.3g} > {s.divergence_bound}): these "
+        unit = "steps" if n_evals == n_steps else "evaluations"
+        warnings.warn(f"the fixed-point iteration diverged at {len(record['diverged_steps'])} of {n_evals} "
+                      f"{unit} (final relative residual up to {worst:.3g} > {s.divergence_bound}): these "
                       "samples may be noise; see the record's diverged_steps and residuals", stacklevel=2)
     if record["non_finite_samples"]:
         warnings.warn(f"{record['non_finite_samples']} of {n} samples contain NaN/inf", stacklevel=2)

@@ -30,6 +30,7 @@ from fpdm.common.checkpoint import atomic_write, load_checkpoint, save_checkpoin
 from fpdm.common.distributed import World
 from fpdm.common.lock import hold
 from fpdm.diffusion.gaussian import GaussianDiffusion
+from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.models.dit import DiT
 from fpdm.models.fpdm import FPDM
 from fpdm.sampling import (
@@ -80,10 +81,10 @@ def class_labels(num_classes: int, n: int, label: int | None = None) -> Tensor:
 
 
 def resolve_steps(model: DiT | FPDM, budget: int | None, steps: int | str | None, iters: int | None,
-                  profile: str = "constant", ratio: float = DEFAULT_RATIO
+                  profile: str = "constant", ratio: float = DEFAULT_RATIO, sampler: str = "ddpm"
                   ) -> tuple[int | str, list[int] | int | None]:
-    """(steps for the sampler, iterations per step) from a budget with `iters` or `steps`, or from a step
-    spec ("50", "ddim25", "10,20"; default 50) and a constant `iters` without one."""
+    """(steps for the sampler, iterations per model evaluation) from a budget with `iters` or `steps`, or
+    from a step spec ("50", "ddim25", "10,20"; default 50) and a constant `iters` without one."""
     if iters is not None and iters < 0:
         raise ValueError(f"--iters must be >= 0 (0 skips the fixed-point layer), got {iters}")
     cfg = model.config
@@ -92,7 +93,7 @@ def resolve_steps(model: DiT | FPDM, budget: int | None, steps: int | str | None
         if spec is not None and not str(spec).isdigit():
             raise ValueError(f"--steps {spec!r}: with --budget give a plain number of steps")
         plan = plan_budget(cfg, budget, iters=iters, steps=int(spec) if spec else None, profile=profile,
-                           ratio=ratio)
+                           ratio=ratio, sampler=sampler)
         n_steps, per_step = plan.steps, (list(plan.iters) or None)
     else:
         n_steps = int(spec) if str(spec).isdigit() else spec
@@ -113,9 +114,12 @@ def check_settings(model: DiT | FPDM, settings: SamplerSettings, *, budget: int 
     """Refuse settings that would change nothing (and so make the record lie) or run absurdly long:
     a ValueError naming the flag and why."""
     cfg = model.config
-    if settings.eta != 0 and settings.sampler == "ddpm":
-        raise ValueError(f"--eta {settings.eta} applies to --sampler ddim only (DDPM's noise is set by the "
-                         "schedule)")
+    rule = SAMPLERS[settings.sampler]
+    if settings.eta != 0 and not rule.takes_eta:
+        why = "DDPM's noise is set by the schedule" if settings.sampler == "ddpm" else \
+            f"{settings.sampler} solves the deterministic probability-flow ODE"
+        raise ValueError(f"--eta {settings.eta} applies to --sampler ddim only ({why})")
+
     if isinstance(steps, str) and steps.startswith("ddim") and settings.sampler != "ddim":
         raise ValueError(f"--steps {steps} is DDIM's spacing; add --sampler ddim, or give a plain number of "
                          "steps for DDPM")
@@ -160,12 +164,15 @@ def sample_seeds(model: DiT | FPDM, diffusion: GaussianDiffusion, seeds: Sequenc
     world = world or World()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    settings = settings or SamplerSettings()
+    if settings.sampler in ("euler", "heun") and float(diffusion.alphas_cumprod[-1]) == 0.0:
+        raise ValueError(f"--sampler {settings.sampler} integrates in σ = √((1 − ᾱ)/ᾱ), which is infinite at "
+                         "this zero-terminal-SNR model's first step: use --sampler ddim, ddpm or dpm++2m")
     if schedule is not None:
         n_steps, per_step = schedule["steps"], schedule["iters"]
         budget, profile = schedule["budget"], "calibrated"
     else:
-        n_steps, per_step = resolve_steps(model, budget, steps, iters, profile, ratio)
-    settings = settings or SamplerSettings()
+        n_steps, per_step = resolve_steps(model, budget, steps, iters, profile, ratio, settings.sampler)
     seeds = [int(s) for s in seeds]
     labels = class_labels(model.config.num_classes, len(seeds)) if labels is None else labels
     parts = Path(parts) if parts is not None else None

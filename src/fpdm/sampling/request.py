@@ -105,8 +105,9 @@ def sample_request(r: SampleRequest, model: Any, diffusion: Any, iters: int | st
         why = " (the released arrangement is decreasing at ratio 3)" if r.profile == "released" else ""
         raise ValueError(f"--ratio {r.ratio} shapes the increasing and decreasing profiles; --profile "
                          f"{r.profile} does not use it{why}")
-    n_steps, per_step = resolve_steps(model, r.budget, r.steps, iters, r.profile, r.ratio)  # errors first
     settings = sampler_settings(r)
+    n_steps, per_step = resolve_steps(model, r.budget, r.steps, iters, r.profile, r.ratio,  # errors first
+                                      settings.sampler)
     check_settings(model, settings, budget=r.budget, steps=r.steps, profile=r.profile, label=r.label,
                    n_steps=n_steps, per_step=per_step, limits=not r.no_limits)
     seeds = parse_seeds(r.seeds)

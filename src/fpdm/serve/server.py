@@ -76,7 +76,8 @@ def _run(loaded: Loaded, req: Request, seeds: list[int], schedule: dict | None =
     steps = req.steps if model.config.arch == "fpdm" else None  # a DiT's budget fixes its steps
     profile = req.profile if steps is not None else "constant"
     if schedule is None:
-        n_steps, per_step = resolve_steps(model, req.budget, steps, iters, profile)
+        n_steps, per_step = resolve_steps(model, req.budget, steps, iters, profile,
+                                          sampler=req.settings.sampler)
         check_settings(model, req.settings, budget=req.budget, steps=steps, profile=profile, label=req.label,
                        n_steps=n_steps, per_step=per_step)
     labels = class_labels(model.config.num_classes, len(seeds), req.label)

@@ -40,4 +40,4 @@ def _step(diffusion: GaussianDiffusion, model_output: Tensor, x_t: Tensor, i: in
     return ddim_step(diffusion, model_output, x_t, i, eta=eta, noise=noise, clip_denoised=clip_denoised)[0]
 
 
-RULE = StepRule("ddim", _step, stochastic=lambda eta: eta > 0)
+RULE = StepRule("ddim", _step, stochastic=lambda eta: eta > 0, takes_eta=True)
