@@ -144,3 +144,15 @@ def test_order_of_convergence_on_gaussian_data(name, order):
     coarse, fine = _final_error(name, 41), _final_error(name, 81)
     measured = math.log2(coarse / fine)
     assert abs(measured - order) <= 0.3, (name, coarse, fine, measured)
+
+
+def test_dpmpp_starts_a_zero_terminal_snr_chain_as_ddim_does():
+    diffusion = GaussianDiffusion.make(learn_sigma=False, zero_terminal_snr=True, prediction="v")
+    spaced = diffusion.respace(sorted(space_timesteps(1000, 6)))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    i = spaced.num_timesteps - 1
+    assert spaced.alphas_cumprod[i] == 0  # σ = 1, α = 0, λ = −∞
+    out = _toy(x, int(spaced.timesteps[i]))
+    ours, _ = SAMPLERS["dpm++2m"].advance(spaced, lambda x_, i_: out, x, i, ())
+    ddim = SAMPLERS["ddim"].step(spaced, out, x, i, None)
+    torch.testing.assert_close(ours, ddim, rtol=0, atol=1e-12)

@@ -34,7 +34,7 @@ def dpmpp_2m_update(x: Tensor, d: Tensor, history: tuple, lam_s: float, lam_t: f
         return alpha_t * d
     h = lam_t - lam_s
     phi = -math.expm1(-h)  # 1 - e^{-h}, accurate for small h
-    ratio = sigma_t / sigma_s if math.isfinite(lam_s) else 0.0  # a zero-SNR start keeps nothing of x
+    ratio = sigma_t / sigma_s  # (a zero-SNR start, h = ∞: σ_t x + α_t D, DDIM's step from ᾱ = 0)
     if not history:
         return ratio * x + (alpha_t * phi) * d
     d_prev, lam_prev = history
