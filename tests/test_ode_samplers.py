@@ -57,6 +57,24 @@ def _diffusers_dpmpp(diffusion, kept, x, prediction, clip):
     return x
 
 
+def _diffusers_unipc(diffusion, kept, x, prediction, clip, order):
+    from diffusers import UniPCMultistepScheduler
+
+    sched = UniPCMultistepScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+        solver_order=order, solver_type="bh2", predict_x0=True, lower_order_final=True,
+        final_sigmas_type="zero",
+        prediction_type="epsilon" if prediction == "eps" else "v_prediction", thresholding=clip,
+        sample_max_value=1.0)
+    sched.set_timesteps(len(kept))  # it takes no custom timesteps: ours and float64 σ are set after
+    abar = diffusion.alphas_cumprod[kept[::-1]]
+    sched.timesteps = torch.from_numpy(kept[::-1].copy())
+    sched.sigmas = torch.from_numpy(np.append(np.sqrt((1 - abar) / abar), 0.0))
+    for t in sched.timesteps:
+        x = sched.step(_toy(x, int(t)), t, x).prev_sample
+    return x
+
+
 @pytest.mark.parametrize("steps", [5, 10, 25])
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("clip", [False, True])
@@ -71,12 +89,27 @@ def test_dpmpp_2m_matches_diffusers(steps, prediction, clip):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("steps", [5, 10, 25])
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_matches_diffusers(steps, prediction, clip, order):
+    pytest.importorskip("diffusers")
+    diffusion = GaussianDiffusion.make(prediction=prediction, learn_sigma=False)
+    kept = np.array(sorted(space_timesteps(1000, steps)))
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ours, evals = _ours("unipc" if order == 2 else "unipc3", diffusion.respace(kept), x, clip)
+    theirs = _diffusers_unipc(diffusion, kept, x, prediction, clip, order)
+    assert len(evals) == steps  # the corrector reuses the next step's evaluation
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-8)
+
+
 def test_learned_sigma_channels_are_ignored_by_the_ode_samplers():
     diffusion = GaussianDiffusion.make(learn_sigma=True)
     plain = GaussianDiffusion.make(learn_sigma=False)
     kept = sorted(space_timesteps(1000, 6))
     x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
-    for name in ("dpm++2m", "heun", "euler"):
+    for name in ("dpm++2m", "heun", "euler", "unipc", "unipc3"):
         a, _ = _ours(name, diffusion.respace(kept), x, False, learn_sigma=True)
         b, _ = _ours(name, plain.respace(kept), x, False)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -137,7 +170,7 @@ def _final_error(name, n):
     return float((state - _exact_at(spaced, x, n - 1, 0)).abs().max())
 
 
-@pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2), ("dpm++2m", 2)])
+@pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2), ("dpm++2m", 2), ("unipc", 2)])
 def test_order_of_convergence_on_gaussian_data(name, order):
     # 41 and 81 kept timesteps: in the asymptotic regime (uniform-t spacing gives very uneven steps in
     # log-SNR near t = 0, where a 2nd-order multistep solver needs many steps before its order shows)

@@ -43,7 +43,8 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
     g.add_argument("--anderson-window", type=int, default=5, help="Anderson history size")
     g = p.add_argument_group("sampler")
     g.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm (ancestral), ddim, dpm++2m "
-                   "(DPM-Solver++(2M): multistep 2nd-order ODE solver), euler, heun (EDM's 2nd-order ODE "
+                   "(DPM-Solver++(2M): multistep 2nd-order ODE solver), unipc / unipc3 (UniPC bh2, order 2 / "
+                   "3: predictor plus a corrector on the next evaluation), euler, heun (EDM's 2nd-order ODE "
                    "step: 2 model evaluations per step, 1 on the last; budgets count evaluations)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")

@@ -2,13 +2,15 @@
 registry names them for the sampling loop, `calibrate` and the command line. A new sampler is one module
 here and one line below (docs/architecture.md)."""
 
-from fpdm.diffusion.samplers import ddim, ddpm, dpmpp, edm
+from fpdm.diffusion.samplers import ddim, ddpm, dpmpp, edm, unipc
 from fpdm.diffusion.samplers.base import StepRule
 
 SAMPLERS: dict[str, StepRule] = {
     "ddpm": ddpm.RULE,
     "ddim": ddim.RULE,
     "dpm++2m": dpmpp.RULE,
+    "unipc": unipc.RULE,
+    "unipc3": unipc.RULE3,
     "heun": edm.HEUN,
     "euler": edm.EULER,
 }
