@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import fpdm.sampling.loop
 from fpdm.serve.server import make_server
 
 
@@ -46,6 +47,7 @@ def test_page_and_models(url):
     status, body = _get(base, "/api/models")
     names = {m["name"]: m for m in json.loads(body)["models"]}
     assert names["digits-fpdm"]["arch"] == "fpdm" and names["digits-dit"]["arch"] == "dit"
+    assert json.loads(body)["samplers"] == list(fpdm.sampling.loop.SAMPLERS)  # the page's sampler menu
     assert _get(base, "/nope")[0] == 404
 
 
@@ -61,6 +63,10 @@ def test_feasible_pairs_are_the_budget_table(url):
     assert [(p["iters"], p["steps"]) for p in json.loads(body)["pairs"]] == [(0, 4)]
     status, body = _get(base, "/api/feasible?model=nope&budget=24")
     assert status == 400 and "not served here" in json.loads(body)["error"]
+    status, body = _get(base, "/api/feasible?model=digits-fpdm&budget=24&sampler=heun")  # 2n - 1 evaluations
+    assert [(p["iters"], p["steps"]) for p in json.loads(body)["pairs"]] == [(6, 2), (22, 1)]
+    status, body = _get(base, "/api/feasible?model=digits-fpdm&budget=24&sampler=lms")
+    assert status == 400 and "sampler must be one of" in json.loads(body)["error"]
 
 
 def test_sample_counts_the_budget_and_puts_the_dit_beside(url):

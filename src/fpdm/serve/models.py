@@ -157,14 +157,17 @@ def find_schedule(loaded: Loaded, budget: int, settings: Any) -> Path | None:
     return None
 
 
-def feasible(models: Models, name: Any, budget_value: Any) -> dict[str, Any]:
-    """Constant-k pairs for a budget (the budget-table logic), and a calibrated schedule if one exists."""
+def feasible(models: Models, name: Any, budget_value: Any, sampler: Any = "ddpm") -> dict[str, Any]:
+    """Constant-k pairs for a budget and sampler (the budget-table logic), and a calibrated schedule if one
+    exists."""
     from fpdm.sampling.budget import feasible_pairs
-    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.loop import SAMPLERS, SamplerSettings
 
     loaded = models.get(name)
     budget = _int({"budget": budget_value}, "budget", 1, MAX_BUDGET)
-    pairs = feasible_pairs(loaded.model.config, budget, MAX_ITERS)
-    schedule = find_schedule(loaded, budget, SamplerSettings())
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    pairs = feasible_pairs(loaded.model.config, budget, MAX_ITERS, sampler=sampler)
+    schedule = find_schedule(loaded, budget, SamplerSettings(sampler=sampler))
     return {"model": loaded.name, "budget": budget, "pairs": [{"iters": k, "steps": s} for k, s in pairs],
             "schedule": str(schedule) if schedule else None}

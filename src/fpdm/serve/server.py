@@ -195,10 +195,13 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
             elif url.path == "/api/models":
+                from fpdm.sampling.loop import SAMPLERS
+
                 models = [m.describe() for m in self.server.models.by_name.values()]
-                self._json(HTTPStatus.OK, {"models": models})
+                self._json(HTTPStatus.OK, {"models": models, "samplers": list(SAMPLERS)})
             elif url.path == "/api/feasible":
-                answer = feasible(self.server.models, query.get("model"), query.get("budget"))
+                answer = feasible(self.server.models, query.get("model"), query.get("budget"),
+                                  query.get("sampler", "ddpm"))
                 self._json(HTTPStatus.OK, answer)
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
