@@ -189,3 +189,62 @@ def test_dpmpp_starts_a_zero_terminal_snr_chain_as_ddim_does():
     ours, _ = SAMPLERS["dpm++2m"].advance(spaced, lambda x_, i_: out, x, i, ())
     ddim = SAMPLERS["ddim"].step(spaced, out, x, i, None)
     torch.testing.assert_close(ours, ddim, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ spacings
+@pytest.mark.parametrize("spacing", ["uniform", "trailing", "logsnr", "karras"])
+@pytest.mark.parametrize("n", [1, 5, 25, 100, 1000])
+def test_spacings_visit_distinct_integer_timesteps(spacing, n):
+    from fpdm.diffusion.schedules import spaced_timesteps
+
+    kept = spaced_timesteps(GaussianDiffusion.make().alphas_cumprod, n, spacing)
+    assert len(kept) == n and kept == sorted(set(kept)) and 0 <= kept[0] and kept[-1] <= 999
+    if spacing != "trailing" and n > 1:
+        assert kept[-1] == 999 and kept[0] == 0  # from the noisiest step down to t = 0
+
+
+def test_trailing_spacing_is_diffusers():
+    pytest.importorskip("diffusers")
+    from diffusers import DDIMScheduler
+
+    from fpdm.diffusion.schedules import spaced_timesteps
+
+    for n in (5, 10, 25, 50):
+        sched = DDIMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+        sched.set_timesteps(n)
+        ours = spaced_timesteps(GaussianDiffusion.make().alphas_cumprod, n, "trailing")
+        assert ours == sorted(int(t) for t in sched.timesteps), n
+
+
+@pytest.mark.parametrize("spacing", ["logsnr", "karras"])
+def test_log_snr_and_karras_spacings_follow_their_formulas(spacing):
+    from fpdm.diffusion.schedules import KARRAS_RHO, spaced_timesteps
+
+    abar = GaussianDiffusion.make().alphas_cumprod
+    log_sigma = 0.5 * np.log((1 - abar) / abar)  # −λ, increasing in t
+    n = 12
+    if spacing == "logsnr":
+        targets = np.linspace(log_sigma[-1], log_sigma[0], n)
+    else:  # EDM: σ_i = (σ_max^(1/ρ) + i/(n−1) (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ
+        s_max, s_min = np.exp(log_sigma[-1]), np.exp(log_sigma[0])
+        i, rho = np.arange(n) / (n - 1), KARRAS_RHO
+        targets = np.log((s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho)
+    kept = spaced_timesteps(abar, n, spacing)[::-1]  # noisiest first, as the targets
+    gap = np.abs(np.diff(log_sigma)).max()
+    for t, target in zip(kept, targets, strict=True):
+        nearest = int(np.abs(log_sigma - target).argmin())
+        assert abs(log_sigma[t] - target) <= abs(log_sigma[nearest] - target) + gap / 2, (t, nearest)
+
+
+def test_spacing_refusals():
+    from fpdm.diffusion.schedules import spaced_timesteps
+    from fpdm.sampling.loop import chain_timesteps
+
+    zsnr = GaussianDiffusion.make(zero_terminal_snr=True, prediction="v")
+    with pytest.raises(ValueError, match="--spacing logsnr spaces by log-SNR or σ, which are infinite"):
+        spaced_timesteps(zsnr.alphas_cumprod, 10, "logsnr")
+    assert len(spaced_timesteps(zsnr.alphas_cumprod, 10, "trailing")) == 10
+    with pytest.raises(ValueError, match="needs a plain number of steps from 1 to 1000, got 1001"):
+        spaced_timesteps(zsnr.alphas_cumprod, 1001, "karras")
+    with pytest.raises(ValueError, match="--steps 'ddim25' is a spacing of its own"):
+        chain_timesteps(zsnr, "ddim25", "karras")

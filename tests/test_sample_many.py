@@ -210,3 +210,13 @@ def test_a_multistep_history_stays_in_its_batch(sampler, kernels):
     whole = ss.sample_seeds(m, DIFF, range(5), batch_size=5, **kw).samples
     split = ss.sample_seeds(m, DIFF, range(5), batch_size=2, **kw).samples
     torch.testing.assert_close(split, whole, atol=BATCH_TOL, rtol=0)
+
+
+def test_the_spacing_chooses_the_timesteps_the_record_lists():
+    from fpdm.diffusion.schedules import spaced_timesteps
+
+    run = ss.sample_seeds(_model(), DIFF, range(2), steps=6, iters=2,
+                          settings=SamplerSettings(sampler="unipc", spacing="karras"))
+    assert run.record["timesteps"] == spaced_timesteps(DIFF.alphas_cumprod, 6, "karras")[::-1]
+    assert run.record["settings"]["spacing"] == "karras"
+    assert "spacing" not in ss.settings_fingerprint(SamplerSettings())  # older parts folders still resume

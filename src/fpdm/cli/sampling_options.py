@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fpdm.cli.common import _add_official_options, _add_threads
+from fpdm.diffusion.schedules import SPACINGS
 from fpdm.fixed_point.solvers import SOLVERS
 from fpdm.sampling.budget import DEFAULT_RATIO, PROFILES
 from fpdm.sampling.loop import SAMPLERS, TOL_MODES
@@ -46,6 +47,10 @@ def _add_sampling_options(p: argparse.ArgumentParser, out_help: str, overwrite_h
                    "(DPM-Solver++(2M): multistep 2nd-order ODE solver), unipc / unipc3 (UniPC bh2, order 2 / "
                    "3: predictor plus a corrector on the next evaluation), euler, heun (EDM's 2nd-order ODE "
                    "step: 2 model evaluations per step, 1 on the last; budgets count evaluations)")
+    g.add_argument("--spacing", choices=SPACINGS, default="uniform", help="which timesteps the steps "
+                   "visit: uniform (DiT's respacing, 0 to T-1), trailing (diffusers': T/n apart ending at "
+                   "T-1), logsnr (evenly in log-SNR), karras (EDM's rho = 7); snapped to integer timesteps, "
+                   "none repeated")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")

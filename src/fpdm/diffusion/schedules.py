@@ -145,3 +145,59 @@ def space_timesteps(num_timesteps: int, spec: int | str) -> list[int]:
         kept.extend(_evenly_spaced(start, size, count))
         start += size
     return sorted(kept)
+
+
+# ------------------------------------------------------------------------------------ sampler spacings
+SPACINGS = ("uniform", "trailing", "logsnr", "karras")
+KARRAS_RHO = 7.0
+
+
+def _snap_unique(targets: np.ndarray, num_timesteps: int) -> list[int]:
+    """Integer timesteps nearest to `targets` (descending: noisiest first), each strictly below the one
+    before: a target that rounds onto a step already taken moves to the next free one toward t = 0. Needs
+    len(targets) <= num_timesteps."""
+    kept: list[int] = []
+    for value in targets:
+        t = int(np.clip(np.rint(value), 0, num_timesteps - 1))
+        if kept and t >= kept[-1]:
+            t = kept[-1] - 1
+        kept.append(t)
+    if kept[-1] < 0:  # pushed past 0: pull the tail back up, one step apart
+        for j in range(len(kept) - 1, -1, -1):
+            floor = len(kept) - 1 - j
+            kept[j] = max(kept[j], floor)
+            if j + 1 < len(kept) and kept[j] <= kept[j + 1]:
+                kept[j] = kept[j + 1] + 1
+    return sorted(kept)
+
+
+def spaced_timesteps(alphas_cumprod: np.ndarray, steps: int, spacing: str = "uniform") -> list[int]:
+    """The `steps` original timesteps a sampler visits, ascending, for a schedule with these ᾱ:
+    `uniform` (ADM/DiT respacing: evenly from 0 to T − 1), `trailing` (diffusers': T/n apart, ending at
+    T − 1, so the last step lands near but not on 0), `logsnr` (evenly in λ = log(α/σ) from t = T − 1 to 0),
+    `karras` (EDM's σ_i^(1/ρ) evenly from σ_max to σ_min, ρ = 7). Continuous targets snap to the nearest
+    integer timestep with no step repeated (`_snap_unique`)."""
+    num_timesteps = len(alphas_cumprod)
+    if spacing not in SPACINGS:
+        raise ValueError(f"--spacing must be one of {SPACINGS}, got {spacing!r}")
+    if not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+        raise ValueError(f"--spacing {spacing} needs a plain number of steps from 1 to {num_timesteps}, got "
+                         f"{steps!r}")
+    if spacing == "uniform":
+        return space_timesteps(num_timesteps, steps)
+    if spacing == "trailing":
+        return sorted({int(v) for v in np.round(np.arange(num_timesteps, 0, -num_timesteps / steps)) - 1})
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    if abar[-1] <= 0:
+        raise ValueError(f"--spacing {spacing} spaces by log-SNR or σ, which are infinite at this "
+                         "zero-terminal-SNR model's last timestep: use --spacing uniform or trailing")
+    log_sigma = 0.5 * (np.log1p(-abar) - np.log(abar))  # increasing in t: log σ = −λ
+    t_axis = np.arange(num_timesteps, dtype=np.float64)
+    if spacing == "logsnr":
+        targets = np.linspace(log_sigma[-1], log_sigma[0], steps)
+    else:
+        lo, hi = np.exp(log_sigma[0]) ** (1 / KARRAS_RHO), np.exp(log_sigma[-1]) ** (1 / KARRAS_RHO)
+        targets = np.log(np.linspace(hi, lo, steps) ** KARRAS_RHO)
+    if steps == 1:
+        targets = targets[:1]
+    return _snap_unique(np.interp(targets, log_sigma, t_axis), num_timesteps)

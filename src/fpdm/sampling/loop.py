@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from fpdm.diffusion.gaussian import GaussianDiffusion
 from fpdm.diffusion.samplers import SAMPLERS as STEP_RULES
-from fpdm.diffusion.schedules import space_timesteps
+from fpdm.diffusion.schedules import SPACINGS, space_timesteps, spaced_timesteps
 from fpdm.fixed_point.solvers import SOLVERS, SolveStats, make_solver
 from fpdm.models.dit import DiT
 from fpdm.models.fpdm import FPDM
@@ -38,6 +38,7 @@ TOL_MODES = ("reallocate", "save")
 @dataclass(frozen=True)
 class SamplerSettings:
     sampler: str = "ddpm"
+    spacing: str = "uniform"  # which timesteps the steps visit (fpdm.diffusion.schedules.SPACINGS)
     eta: float = 0.0
     cfg_scale: float = 1.0  # 1 = no guidance
     cfg_legacy: bool = False  # DiT's legacy guidance of the first 3 channels only
@@ -56,6 +57,8 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"--spacing must be one of {SPACINGS}, got {self.spacing!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         for name in ("eta", "cfg_scale", "tol", "divergence_bound"):
@@ -128,7 +131,7 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     s = settings or SamplerSettings()
     if len(labels) != len(seeds):
         raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds")
-    spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
+    spaced = diffusion.respace(chain_timesteps(diffusion, steps, s.spacing))
     n_steps = spaced.num_timesteps
     rule = STEP_RULES[s.sampler]
     n_evals = rule.evaluations(n_steps)  # model evaluations: an FPDM plan has one count per evaluation
@@ -241,6 +244,17 @@ def sample(model: DiT | FPDM, diffusion: GaussianDiffusion, labels: Tensor, seed
     if record["non_finite_samples"]:
         warnings.warn(f"{record['non_finite_samples']} of {n} samples contain NaN/inf", stacklevel=2)
     return x.clamp(-1, 1).cpu(), record
+
+
+def chain_timesteps(diffusion: GaussianDiffusion, steps: int | str, spacing: str = "uniform") -> list[int]:
+    """The original timesteps a chain of `steps` visits: an ADM spec ("50", "ddim25", "10,20") with the
+    uniform spacing, or a plain count with another (`fpdm.diffusion.schedules.spaced_timesteps`)."""
+    if spacing == "uniform":
+        return space_timesteps(diffusion.num_timesteps, steps)
+    if not str(steps).isdigit():
+        raise ValueError(f"--steps {steps!r} is a spacing of its own; --spacing {spacing} needs a plain "
+                         "number of steps")
+    return spaced_timesteps(diffusion.alphas_cumprod, int(steps), spacing)
 
 
 def reallocate(unspent: Tensor, remaining: int) -> tuple[Tensor, Tensor]:

@@ -263,8 +263,9 @@ def settings_fingerprint(settings: SamplerSettings) -> dict[str, Any]:
     """The sampler settings a parts folder must match: the fields added after a folder was written are
     left out at their defaults, so interrupted runs of older versions still resume."""
     d = asdict(settings)
-    if d.get("tol_mode") == "reallocate":
-        del d["tol_mode"]
+    for later, default in (("tol_mode", "reallocate"), ("spacing", "uniform")):
+        if d.get(later) == default:
+            del d[later]
     return d
 
 

@@ -38,6 +38,7 @@ class SampleRequest:
     solver: str = "picard"
     anderson_window: int = 5
     sampler: str = "ddpm"
+    spacing: str = "uniform"
     eta: float = 0.0
     cfg_scale: float = 1.0
     cfg_legacy: bool = False
@@ -83,7 +84,8 @@ def print_to_stderr(message: str) -> None:
 
 
 def sampler_settings(r: SampleRequest) -> SamplerSettings:
-    return SamplerSettings(sampler=r.sampler, eta=r.eta, cfg_scale=r.cfg_scale, cfg_legacy=r.cfg_legacy,
+    return SamplerSettings(sampler=r.sampler, spacing=r.spacing, eta=r.eta, cfg_scale=r.cfg_scale,
+                           cfg_legacy=r.cfg_legacy,
                            reuse=r.reuse, tol=r.tol, tol_mode=r.tol_mode, solver=r.solver,
                            anderson_window=r.anderson_window)
 
@@ -161,7 +163,8 @@ def model_label(ckpt: str | Path) -> str:
 def sample_tag(r: SampleRequest) -> str:
     """The default output name: the weights' name, then every setting that changes the samples (defaults
     left out)."""
-    parts = (model_label(r.ckpt), r.sampler, r.schedule and f"schedule-{Path(r.schedule).stem}",
+    parts = (model_label(r.ckpt), r.sampler, r.spacing != "uniform" and r.spacing,
+             r.schedule and f"schedule-{Path(r.schedule).stem}",
              r.budget and f"B{r.budget}",
              r.steps and f"s{r.steps}", r.iters is not None and f"k{r.iters}",
              r.budget and r.steps and r.profile != "constant" and r.profile,
@@ -182,7 +185,7 @@ def sample_identity(r: SampleRequest) -> dict:
             "num_heads", "pre_post_timestep_conditioning")
     # fields added since records were first written count only away from their defaults, so the records of
     # older versions still match the same settings
-    later = {"tol_mode": "reallocate"}
+    later = {"tol_mode": "reallocate", "spacing": "uniform"}
     moved = {k: getattr(r, k) for k, v in later.items() if getattr(r, k) != v}
     return {k: getattr(r, k) for k in keys} | moved
 

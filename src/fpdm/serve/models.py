@@ -108,6 +108,7 @@ class Request:
 
 def parse_request(params: dict[str, Any], models: Models) -> Request:
     """Validate a sampling request (a ValueError names the field and what it accepts)."""
+    from fpdm.diffusion.schedules import SPACINGS
     from fpdm.sampling.budget import PROFILES
     from fpdm.sampling.loop import SAMPLERS, SamplerSettings, parse_seeds
 
@@ -137,7 +138,11 @@ def parse_request(params: dict[str, Any], models: Models) -> Request:
     seeds = parse_seeds(str(params.get("seeds") or "0-63"), limit=MAX_SAMPLES)  # counted before it is built
     if cfg.arch == "dit":
         iters, reuse, tol, solver = None, False, None, "picard"  # a DiT has no fixed point: not offered
-    settings = SamplerSettings(sampler=sampler, reuse=reuse, tol=tol, solver=solver, cfg_scale=cfg_scale)
+    spacing = str(params.get("spacing") or "uniform")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    settings = SamplerSettings(sampler=sampler, spacing=spacing, reuse=reuse, tol=tol, solver=solver,
+                               cfg_scale=cfg_scale)
     return Request(loaded.name, budget, iters, steps, profile, settings, seeds, label,
                    bool(params.get("calibrated", False)))
 

@@ -63,8 +63,8 @@ class EvalSpec:
         for later in ("snapshot", "calibrated"):  # cells without them keep the keys they had before them
             if not d[later]:
                 d.pop(later)
-        if d["tol"] is not None:  # --tol became per-sample: results from the batch-wide rule are not reused
-            d["tol_rule"] = "per-sample"
+        if d["tol"] is not None:  # --tol's rules changed (per-sample, then savings spent as they come):
+            d["tol_rule"] = "per-sample-spent"  # results of an older rule are not reused
         if self.calibrated:  # a change in how schedules are measured must not reuse the cells of the old
             d["calibration"] = CALIBRATION_RULE
         return d
