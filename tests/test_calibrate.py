@@ -96,6 +96,37 @@ def test_the_error_table_is_the_samplers_own_change_of_state(sampler, cfg):
     assert (np.diff(table, axis=1) <= 1e-12).all()  # a contraction: more iterations, less change
 
 
+@pytest.mark.parametrize("sampler", ["dpm++2m", "heun", "unipc"])
+def test_the_error_table_of_a_solver_with_history_is_per_evaluation(sampler):
+    # one row per model evaluation (Heun: 2n - 1); the last one's oracle as for DDPM: sample() with the
+    # reference count everywhere but k at the last evaluation ends errors[-1, k - 1] away
+    from fpdm.diffusion.samplers import SAMPLERS
+
+    m, seeds, steps, ref = _model(), [5, 6, 7], 4, 10
+    labels = torch.tensor([1, 2, 3])
+    s = SamplerSettings(sampler=sampler)
+    evals = SAMPLERS[sampler].evaluations(steps)
+    table = step_errors(m, DIFF, steps, seeds, labels, s, max_iters=ref, ref_iters=ref)
+    assert table.shape == (evals, ref) and (table[:, -1] == 0).all() and table[:, 0].sum() > 0
+    base, _ = sample(m, DIFF, labels, seeds, steps=steps, iters=ref, settings=s)
+    for k in (1, 3):
+        x, _ = sample(m, DIFF, labels, seeds, steps=steps, iters=[ref] * (evals - 1) + [k], settings=s)
+        assert float(((x - base) ** 2).mean()) == pytest.approx(table[-1, k - 1], rel=1e-5)
+
+
+def test_a_heun_schedule_has_one_count_per_evaluation_and_spends_its_budget():
+    m = _model()
+    s = SamplerSettings(sampler="heun", spacing="karras")
+    sch = calibrate(m, DIFF, 35, seeds=range(4), steps=3, max_iters=8, measure_samples=2, settings=s)
+    assert len(sch["iters"]) == 5 and 5 * 2 + sum(sch["iters"]) == 35  # 3 Heun steps: 5 evaluations
+    check_schedule(sch, m, s, 35)
+    run = ss.sample_seeds(m, DIFF, range(2), settings=s, schedule=sch)
+    assert run.record["blocks_counted"] == 35 and run.record["iters_planned"] == sch["iters"]
+    with pytest.raises(ValueError, match="calibrated with spacing='karras', this run has 'uniform'"):
+        check_schedule(sch, m, SamplerSettings(sampler="heun"))
+    assert candidate_steps(m, 35, max_iters=8, sampler="heun") == [3, 4, 5, 6]  # 5 .. 11 evaluations
+
+
 def test_reuse_changes_the_table_after_the_first_step():
     m, labels = _model(), torch.tensor([0, 1])
     cold = step_errors(m, DIFF, 3, [1, 2], labels, SamplerSettings(), max_iters=4)

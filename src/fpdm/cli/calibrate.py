@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fpdm.cli.common import _add_official_options, _add_threads, _Formatter, _official_kw
+from fpdm.diffusion.schedules import SPACINGS
 from fpdm.sampling.calibrate import DEFAULT_SEEDS
 from fpdm.sampling.loop import SAMPLERS
 
@@ -21,8 +22,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, required=True, help="blocks per sample to spend (required)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the candidate with the "
                    "best digits-FID on the calibration seeds; needed for non-digits models)")
-    p.add_argument("--sampler", choices=[n for n in SAMPLERS if n in ("ddpm", "ddim")], default="ddpm",
-                   help="ancestral or DDIM steps (the ODE samplers are not calibrated yet)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="the sampler the schedule is for (as "
+                   "`fpdm sample --sampler`): one iteration count per model evaluation")
+    p.add_argument("--spacing", choices=SPACINGS, default="uniform", help="the timesteps' spacing (as `fpdm "
+                   "sample --spacing`)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--cfg-legacy", action="store_true", help="guide only the first 3 channels, as DiT's code")
@@ -49,8 +52,8 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     from fpdm.weights.loading import load_model
 
     model, diffusion, _ = load_model(a.ckpt, use_ema=not a.no_ema, **_official_kw(a))
-    settings = SamplerSettings(sampler=a.sampler, eta=a.eta, cfg_scale=a.cfg_scale, cfg_legacy=a.cfg_legacy,
-                               reuse=a.reuse)
+    settings = SamplerSettings(sampler=a.sampler, spacing=a.spacing, eta=a.eta, cfg_scale=a.cfg_scale,
+                               cfg_legacy=a.cfg_legacy, reuse=a.reuse)
     schedule, files = calibrate_to_file(
         model, diffusion, a.budget, ckpt=a.ckpt, out=a.out, settings=settings, seeds=parse_seeds(a.seeds),
         steps=a.steps, max_iters=a.max_iters, ref_iters=a.ref_iters, measure_samples=a.measure_samples,

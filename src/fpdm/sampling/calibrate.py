@@ -21,7 +21,6 @@ of the weights it was measured on, the calibration seeds, what was measured, and
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -87,16 +86,19 @@ def weights_hash(model: torch.nn.Module) -> str:
     return f"{hash_json(digest_state(dict(model.state_dict()))['tensors']):016x}"
 
 
-def candidate_steps(model: Any, budget: int, max_iters: int, n: int = 6) -> list[int]:
-    """Step counts that can spend `budget` with 1..max_iters iterations per step (DiT: the one count),
-    at most `n` of them, spread geometrically between the fewest and the most."""
+def candidate_steps(model: Any, budget: int, max_iters: int, n: int = 6, sampler: str = "ddpm") -> list[int]:
+    """Step counts that can spend `budget` with 1..max_iters iterations per model evaluation (DiT: the one
+    count), at most `n` of them, spread geometrically between the fewest and the most."""
     from fpdm.sampling.budget import plan_budget
 
     cfg = model.config
     if cfg.arch == "dit":
-        return [plan_budget(cfg, budget).steps]
+        return [plan_budget(cfg, budget, sampler=sampler).steps]
     fixed = cfg.pre_depth + cfg.post_depth
-    lo, hi = math.ceil(budget / (fixed + max_iters)), budget // (fixed + 1)
+    evals = SAMPLERS[sampler].evaluations
+    fits = [m for m in range(1, budget // (fixed + 1) + 1)
+            if evals(m) * (fixed + 1) <= budget <= evals(m) * (fixed + max_iters)]
+    lo, hi = (fits[0], fits[-1]) if fits else (1, 0)
     if hi < 1 or lo > hi:
         raise BudgetError(f"budget {budget} is below one step: a step costs {fixed + 1} blocks or more")
     if hi - lo + 1 <= n:
@@ -108,24 +110,25 @@ def candidate_steps(model: Any, budget: int, max_iters: int, n: int = 6) -> list
 def step_errors(model: Any, diffusion: Any, steps: int, seeds: Sequence[int], labels: Tensor,
                 settings: Any = None, max_iters: int = 26, ref_iters: int | None = None,
                 device: str = "cpu") -> np.ndarray:
-    """(steps, max_iters) table: entry [j, k - 1] is the mean squared change of the sampler's next state
-    x_{t-1} at step j (sampling order) between a prediction from k Picard iterations and from `ref_iters`
-    (default 2 × max_iters) — along the trajectory that converged solves take, with the sampler's own noise,
-    guidance, clipping and (with `settings.reuse`) warm starts."""
-    from fpdm.diffusion.schedules import space_timesteps
-    from fpdm.sampling.loop import SamplerSettings, _guided, _per_sample_randn
+    """(evaluations, max_iters) table: entry [e, k - 1] is the mean squared change of the sampler's state
+    when model evaluation e (sampling order; one per step for DDPM/DDIM) comes from k Picard iterations
+    instead of `ref_iters` (default 2 × max_iters) — along the trajectory that converged solves take, with
+    the sampler's own noise, guidance, clipping and (with `settings.reuse`) warm starts.
+
+    One-evaluation samplers without history (DDPM, DDIM): the change of the next state x_{t-1}. The others
+    (Heun, DPM-Solver++, UniPC): the evaluation is put through the solver's own update, and since their
+    history carries it into the next step, the change is measured after that next step too (its own
+    evaluations held at their converged values): the state two steps on (one on the last step)."""
+    from fpdm.sampling.loop import SamplerSettings, _guided, _per_sample_randn, chain_timesteps
 
     s = settings or SamplerSettings()
     if s.solver != "picard" or s.tol is not None:
         raise ValueError("calibration measures fixed iteration counts of the Picard solver: drop --tol and "
                          "--solver")
-    if SAMPLERS[s.sampler].step is None:
-        raise ValueError(f"calibration measures one evaluation per step (--sampler ddpm or ddim); "
-                         f"--sampler {s.sampler} is not calibrated yet")
     ref_iters = ref_iters or 2 * max_iters
     if ref_iters < max_iters:
         raise ValueError(f"ref_iters ({ref_iters}) must be >= max_iters ({max_iters})")
-    spaced = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
+    spaced = diffusion.respace(chain_timesteps(diffusion, steps, s.spacing))
     cfg, n = model.config, len(seeds)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
@@ -135,33 +138,88 @@ def step_errors(model: Any, diffusion: Any, steps: int, seeds: Sequence[int], la
     if guidance:
         y = torch.cat([y, torch.full_like(y, cfg.num_classes)])
     channels = 3 if s.cfg_legacy else cfg.in_channels
-    errors = np.zeros((spaced.num_timesteps, max_iters))
-    z_prev = None
     rule = SAMPLERS[s.sampler]
-    for j, i in enumerate(range(spaced.num_timesteps - 1, -1, -1)):
-        x_in = torch.cat([x, x]) if guidance else x
+    state: dict[str, Any] = {"z": None}
+
+    def outputs(x_cur: Tensor, i: int) -> list[Tensor]:
+        """The model's (guided) outputs at x_cur from 1..max_iters iterations, then the reference's."""
+        x_in = torch.cat([x_cur, x_cur]) if guidance else x_cur
         t = torch.full((x_in.shape[0],), int(spaced.timesteps[i]), dtype=torch.long, device=device)
         h, c, c_pp = model.encode(x_in, t, y)
         f = model.fixed_point_map(h, c)
-        z = z_prev if (s.reuse and z_prev is not None) else h
+        z = state["z"] if (s.reuse and state["z"] is not None) else h
         outs = []
         for k in range(1, ref_iters + 1):
             z = f(z)
             if k <= max_iters:
                 outs.append(model.decode(z, c_pp))
         outs.append(model.decode(z, c_pp))  # the reference, last
-        if guidance:
-            outs = [_guided(o, n, s.cfg_scale, channels) for o in outs]
-        noise = _per_sample_randn(generators, shape).to(device) if rule.stochastic(s.eta) else None
+        state["z"] = z
+        return [_guided(o, n, s.cfg_scale, channels) for o in outs] if guidance else outs
 
-        def step(out: Tensor, x: Tensor = x, i: int = i, noise: Tensor | None = noise) -> Tensor:
-            return rule.step(spaced, out, x, i, noise, eta=s.eta, clip_denoised=s.clip_denoised)
+    if rule.advance is None:
+        errors = np.zeros((spaced.num_timesteps, max_iters))
+        for j, i in enumerate(range(spaced.num_timesteps - 1, -1, -1)):
+            outs = outputs(x, i)
+            noise = _per_sample_randn(generators, shape).to(device) if rule.stochastic(s.eta) else None
 
-        ref = step(outs[-1])
-        for k, out in enumerate(outs[:-1]):
-            errors[j, k] = float(((step(out) - ref) ** 2).mean())
-        x, z_prev = ref, z
+            def step(out: Tensor, x: Tensor = x, i: int = i, noise: Tensor | None = noise) -> Tensor:
+                return rule.step(spaced, out, x, i, noise, eta=s.eta, clip_denoised=s.clip_denoised)
+
+            ref = step(outs[-1])
+            for k, out in enumerate(outs[:-1]):
+                errors[j, k] = float(((step(out) - ref) ** 2).mean())
+            x = ref
+        return errors
+    return _advance_errors(rule, spaced, x, outputs, max_iters, s.clip_denoised)
+
+
+def _advance_errors(rule: Any, spaced: Any, x: Tensor, outputs: Callable[[Tensor, int], list[Tensor]],
+                    max_iters: int, clip: bool) -> np.ndarray:
+    """`step_errors` for samplers with `advance`: each step is run once with converged evaluations
+    (recording every evaluation's candidate outputs), then replayed — pure solver arithmetic — with one
+    evaluation's output swapped for its k-iteration one, through this step and the next."""
+    n_steps = spaced.num_timesteps
+    errors = np.zeros((rule.evaluations(n_steps), max_iters))
+
+    def replay(x0: Tensor, i: int, history: tuple, given: list[Tensor]) -> tuple[Tensor, tuple]:
+        feed = iter(given)
+        return rule.advance(spaced, lambda x_, i_: next(feed), x0, i, history, clip_denoised=clip)
+
+    history: tuple = ()
+    pending = None  # the previous step: (its start, its history, its candidates, first evaluation index)
+    e = 0
+    for i in range(n_steps - 1, -1, -1):
+        cands: list[list[Tensor]] = []
+
+        def evaluate(x_cur: Tensor, i_cur: int, cands: list = cands) -> Tensor:
+            cands.append(outputs(x_cur, i_cur))
+            return cands[-1][-1]
+
+        start, start_history = x, history
+        x, history = rule.advance(spaced, evaluate, x, i, history, clip_denoised=clip)
+        refs = [c[-1] for c in cands]
+        if pending is not None:  # the previous step's evaluations, seen after this step
+            _score(errors, pending, replay, max_iters, (i, refs), x)
+        pending = (start, start_history, cands, e, i)
+        e += len(cands)
+    _score(errors, pending, replay, max_iters, None, x)
     return errors
+
+
+def _score(errors: np.ndarray, pending: tuple, replay: Callable, max_iters: int,
+           after: tuple[int, list[Tensor]] | None, ref_state: Tensor) -> None:
+    """Fill the rows of one step's evaluations: the state after that step and, when `after` gives the next
+    step (its chain index and converged outputs), after that one too, against `ref_state`."""
+    start, history, cands, first, i = pending
+    refs = [c[-1] for c in cands]
+    for m, cand in enumerate(cands):
+        for k in range(max_iters):
+            given = refs[:m] + [cand[k]] + refs[m + 1:]
+            out, hist = replay(start, i, history, given)
+            if after is not None:
+                out, _ = replay(out, after[0], hist, after[1])
+            errors[first + m, k] = float(((out - ref_state) ** 2).mean())
 
 
 def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] = DEFAULT_SEEDS,
@@ -174,9 +232,8 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
     optimal allocation; among several candidates, the one whose samples on all `seeds` score lowest
     (`score(samples, labels)`, e.g. digits-FID) is chosen. A DiT has one feasible step count and nothing
     to allocate. Returns the schedule (see `write_schedule`)."""
-    from fpdm.diffusion.schedules import space_timesteps
     from fpdm.models.instrument import count_block_calls
-    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.loop import SamplerSettings, chain_timesteps
     from fpdm.sampling.many import class_labels, sample_seeds
 
     s = settings or SamplerSettings()
@@ -186,7 +243,8 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
     t0 = time.perf_counter()
     blocks = 0  # block evaluations, sample by sample (guidance's second half included)
     rows_per_sample = 2 if s.cfg_scale != 1.0 else 1
-    candidates = [steps] if steps is not None else candidate_steps(model, budget, max_iters)
+    candidates = [steps] if steps is not None else \
+        candidate_steps(model, budget, max_iters, sampler=s.sampler)
     if len(candidates) > 1 and score is None:
         raise ValueError("choosing the number of steps needs a score of samples (digits-FID for digits "
                          "models); give --steps")
@@ -196,16 +254,18 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
         if cfg.arch == "dit":
             from fpdm.sampling.budget import plan_budget
 
-            plan_budget(cfg, budget, steps=n_steps)  # a BudgetError if the count does not fit
+            plan_budget(cfg, budget, steps=n_steps, sampler=s.sampler)  # a BudgetError if it does not fit
             row["iters"] = None
         else:
-            total = budget - n_steps * (cfg.pre_depth + cfg.post_depth)
-            if not n_steps <= total <= n_steps * max_iters:
+            evals = SAMPLERS[s.sampler].evaluations(n_steps)
+            total = budget - evals * (cfg.pre_depth + cfg.post_depth)
+            if not evals <= total <= evals * max_iters:
+                what = f"{n_steps} steps" if evals == n_steps else f"{evals} evaluations ({n_steps} steps)"
                 raise BudgetError(f"--steps {n_steps} cannot spend budget {budget}: that leaves {total} "
-                                  f"iterations for {n_steps} steps of 1..{max_iters} each")
+                                  f"iterations for {what} of 1..{max_iters} each")
             m = min(measure_samples, len(seeds))
-            # no step can get more than what is left when every other step has its one: measure no further
-            cap = min(max_iters, total - (n_steps - 1))
+            # no evaluation can get more than what is left when every other has its one: measure no further
+            cap = min(max_iters, total - (evals - 1))
             row["ref_iters"] = ref_iters or 2 * cap  # the reference: twice the most any step can get
             with count_block_calls(model) as counted:
                 table = step_errors(model, diffusion, n_steps, seeds[:m], labels[:m], s, cap,
@@ -232,14 +292,15 @@ def calibrate(model: Any, diffusion: Any, budget: int, *, seeds: Sequence[int] =
         "weights_hash": weights_hash(model), "calibration_seeds": [seeds[0], seeds[-1], len(seeds)],
         "max_iters": max_iters, "ref_iters": ref_iters or "twice the most one step can get",
         "measure_samples": min(measure_samples, len(seeds)), "candidates": rows,
-        "timesteps": sorted(space_timesteps(diffusion.num_timesteps, best["steps"]), reverse=True),
+        "timesteps": sorted(chain_timesteps(diffusion, best["steps"], s.spacing), reverse=True),
         "cost": {"seconds": round(time.perf_counter() - t0, 3), "blocks": blocks,
                  "as_many_blocks_as_sampling_images": round(blocks / (budget * rows_per_sample), 1)},
     }
 
 
 # the sampler settings a schedule was measured with and must be sampled with
-_MATCHED = ("sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "clip_denoised")
+_MATCHED = ("sampler", "eta", "cfg_scale", "cfg_legacy", "reuse", "clip_denoised", "spacing")
+_LATER = {"spacing": "uniform"}  # settings older schedules predate: theirs is the default
 
 
 def check_schedule(schedule: dict[str, Any], model: Any, settings: Any, budget: int | None = None,
@@ -257,16 +318,17 @@ def check_schedule(schedule: dict[str, Any], model: Any, settings: Any, budget: 
                          f"{budget} or drop --budget")
     mine = asdict(settings)
     for key in _MATCHED:
-        if mine[key] != schedule["settings"][key]:
-            raise ValueError(f"{source} was calibrated with {key}={schedule['settings'][key]!r}, this run "
+        theirs = schedule["settings"].get(key, _LATER.get(key))
+        if mine[key] != theirs:
+            raise ValueError(f"{source} was calibrated with {key}={theirs!r}, this run "
                              f"has {mine[key]!r}: calibrate with the settings you sample with")
     if settings.tol is not None or settings.solver != "picard":
         raise ValueError("a calibrated schedule fixes every step's iterations: drop --tol and --solver")
     cfg = model.config
     iters = schedule["iters"]
-    spent = schedule["steps"] * cfg.depth if cfg.arch == "dit" else \
-        schedule["steps"] * (cfg.pre_depth + cfg.post_depth) + sum(iters)
-    if spent != schedule["budget"] or (iters is not None and len(iters) != schedule["steps"]):
+    evals = SAMPLERS[settings.sampler].evaluations(schedule["steps"])
+    spent = evals * cfg.depth if cfg.arch == "dit" else evals * (cfg.pre_depth + cfg.post_depth) + sum(iters)
+    if spent != schedule["budget"] or (iters is not None and len(iters) != evals):
         raise ValueError(f"{source} is inconsistent: its steps and iterations spend {spent} blocks, not its "
                          f"budget {schedule['budget']}")
 
@@ -321,8 +383,8 @@ def calibrate_to_file(model: Any, diffusion: Any, budget: int, *, ckpt: str, out
                    per_step=None)
     cfg = model.config
     default = Path(ckpt).parent / "schedules" / "-".join(
-        v for v in (f"B{budget}", s.sampler, s.reuse and "reuse", s.cfg_scale != 1 and f"cfg{s.cfg_scale}")
-        if v)
+        v for v in (f"B{budget}", s.sampler, s.spacing != "uniform" and s.spacing, s.reuse and "reuse",
+                    s.cfg_scale != 1 and f"cfg{s.cfg_scale}") if v)
     path = Path(out) if out else default.with_suffix(".json")
     writable_folder(path.parent, f"--out {path}")
 
