@@ -202,14 +202,30 @@ def test_deterministic_samplers_refuse_eta_and_euler_refuses_zero_terminal_snr()
     ss.sample_seeds(m, zsnr, range(2), steps=4, iters=2, settings=SamplerSettings(sampler="dpm++2m"))
 
 
-@pytest.mark.parametrize("sampler", ["dpm++2m", "heun"])
-def test_a_multistep_history_stays_in_its_batch(sampler, kernels):
-    """A seed's image does not depend on its batch: the solver's history is each batch's own."""
+@pytest.mark.parametrize("sampler", ["dpm++2m", "unipc3", "heun"])
+def test_a_multistep_history_stays_in_its_batch_and_its_parts(sampler, tmp_path, monkeypatch, kernels):
+    """A seed's image does not depend on its batch (batch 1 against 7): the solver's history is each
+    batch's own; and a run interrupted between batches resumes to the bit-identical images."""
     m = _model()
     kw = dict(steps=5, iters=2, settings=SamplerSettings(sampler=sampler))
-    whole = ss.sample_seeds(m, DIFF, range(5), batch_size=5, **kw).samples
-    split = ss.sample_seeds(m, DIFF, range(5), batch_size=2, **kw).samples
-    torch.testing.assert_close(split, whole, atol=BATCH_TOL, rtol=0)
+    whole = ss.sample_seeds(m, DIFF, range(7), batch_size=7, **kw).samples
+    alone = ss.sample_seeds(m, DIFF, range(7), batch_size=1, **kw).samples
+    torch.testing.assert_close(alone, whole, atol=BATCH_TOL, rtol=0)
+    straight = ss.sample_seeds(m, DIFF, range(7), batch_size=3, **kw).samples
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ss.sample_seeds(m, DIFF, range(7), batch_size=3, parts=tmp_path / "p.parts", **kw)
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", sample)
+    resumed = ss.sample_seeds(m, DIFF, range(7), batch_size=3, parts=tmp_path / "p.parts", **kw)
+    assert torch.equal(resumed.samples, straight)
 
 
 def test_the_spacing_chooses_the_timesteps_the_record_lists():
