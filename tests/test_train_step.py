@@ -1,6 +1,7 @@
 """A training step's gradients in micro-batches (`--grad-accum`) and the memory check before a run."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -130,3 +131,15 @@ def test_tensorboard_without_its_package_is_refused_before_anything_is_written(t
         train(TrainConfig(out_dir=str(tmp_path / "r"), steps=1, batch_size=8, tensorboard=True),
               _model_cfg("DiT"), dataset=SUBSET, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cosine_learning_rate_warms_up_then_halves_at_mid_course_and_ends_at_zero():
+    from fpdm.training.loop import lr_at
+
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="cosine", steps=110, lr_decay_steps=110)
+    lrs = [lr_at(s, cfg) for s in range(111)]
+    assert lrs[:3] == [0.1, 0.2, 0.3] and lrs[9] == 1.0 and lrs[10] == 1.0  # warm-up, then the peak
+    assert lrs[60] == pytest.approx(0.5) and lrs[110] == pytest.approx(0.0, abs=1e-12)
+    assert lrs[35] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))  # a cosine: 0.854 a quarter in
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # decays monotonically
+    assert lr_at(60, TrainConfig(lr=1.0, warmup_steps=10, steps=110)) == 1.0  # constant (DiT's) stays
