@@ -234,6 +234,12 @@ MUTANTS: list[Mutant] = [
       "the last step's evaluations are never scored in a solver's error table", [CALIB]),
     M("sampling/calibrate.py", "            return cands[-1][-1]", "            return cands[-1][0]",
       "a solver's calibration trajectory runs on 1-iteration predictions, not converged ones", [CALIB]),
+    M("studies/solvers.py", "    return order[:top]", "    return order[::-1][:top]",
+      "the solvers study picks its worst settings on the selection seeds",
+      ["tests/test_reproduce_solvers.py"]),
+    M("studies/engine.py", '        if d["spacing"] == "uniform":\n            d.pop("spacing")', "",
+      "a uniform-spacing cell's cache key changes (the studies' caches would all be recomputed)",
+      ["tests/test_reproduce_solvers.py"]),
     M("sampling/budget.py", "    return SAMPLERS[sampler].evaluations(steps)", "    return steps",
       "budgets count steps, not evaluations (Heun overspends)", ["tests/test_sample_many.py"]),
     # ----------------------------------------------------------------------------------------- budget.py

@@ -20,11 +20,14 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="explicit scale (default: full, or quick with --quick)")
     p.add_argument("--out", default="results", help="output and cache directory")
     p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
-    p.add_argument("--study", choices=("all", "digits", "ratio", "longer"), default="all",
+    p.add_argument("--study", choices=("all", "digits", "ratio", "longer", "solvers"), default="all",
                    help="digits: the first study (DiT of depth 6, <out>/README.md); ratio: FPDM against DiTs "
                         "of depth 28 and 12 (<out>/ratio/README.md); all: both; longer: the ratio study's "
                         "DiT-28 and FPDMs trained on to twice its steps, its headline cells again "
-                        "(<out>/ratio/longer/README.md; needs the ratio study's trainings)")
+                        "(<out>/ratio/longer/README.md; needs the ratio study's trainings); solvers: the "
+                        "ratio study's models with DPM-Solver++, UniPC, Heun, DDIM and DDPM on four "
+                        "spacings, settings picked on selection seeds (<out>/ratio/solvers/README.md; trains "
+                        "what the ratio study's cache lacks)")
     p.add_argument("--device", default="cpu",
                    help="where trainings and sampling run (e.g. cuda); the cache is keyed by settings only")
     p.set_defaults(func=_cmd_reproduce)
@@ -43,6 +46,10 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             reproduce_ratio.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
         if a.study == "longer":
             reproduce_longer.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
+        if a.study == "solvers":
+            from fpdm.studies import solvers
+
+            solvers.run(scale, Path(a.out) / "ratio", workers=a.workers, device=a.device)
     except KeyboardInterrupt:
         print(f"fpdm reproduce: interrupted; finished trainings and cells are cached in {a.out} (trainings "
               "keep their last checkpoint): run the same command again to resume", file=sys.stderr)

@@ -47,6 +47,7 @@ class EvalSpec:
     steps: int | None = None
     profile: str = "constant"
     sampler: str = "ddpm"
+    spacing: str = "uniform"
     reuse: bool = False
     tol: float | None = None
     solver: str = "picard"
@@ -63,6 +64,8 @@ class EvalSpec:
         for later in ("snapshot", "calibrated"):  # cells without them keep the keys they had before them
             if not d[later]:
                 d.pop(later)
+        if d["spacing"] == "uniform":
+            d.pop("spacing")
         if d["tol"] is not None:  # --tol's rules changed (per-sample, then savings spent as they come):
             d["tol_rule"] = "per-sample-spent"  # results of an older rule are not reused
         if self.calibrated:  # a change in how schedules are measured must not reuse the cells of the old
@@ -153,7 +156,8 @@ def eval_task(args: tuple) -> dict[str, Any]:
     model.to(device)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
-    settings = SamplerSettings(sampler=spec.sampler, reuse=spec.reuse, tol=spec.tol, solver=spec.solver)
+    settings = SamplerSettings(sampler=spec.sampler, spacing=spec.spacing, reuse=spec.reuse, tol=spec.tol,
+                               solver=spec.solver)
     schedule = None
     if spec.calibrated:
         from fpdm.sampling.calibrate import check_schedule
