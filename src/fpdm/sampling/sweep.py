@@ -155,5 +155,6 @@ def sweep_to_files(r: SampleRequest, model: Any, diffusion: Any, ks: list[int | 
                           "to resume") from None
     if not rows:
         raise ValueError(f"no k in --iters-list {r.iters_list} spends budget {r.budget} exactly; see "
-                         f"`fpdm budget-table --ckpt {r.ckpt} --budget {r.budget}`")
+                         f"`fpdm budget-table --ckpt {r.ckpt} --budget {r.budget}"
+                         f"{'' if r.sampler == 'ddpm' else ' --sampler ' + r.sampler}`")
     return prefix
