@@ -56,19 +56,22 @@ def test_budgeted_batches_equal_one_call_of_the_sampler(kernels):
     assert run.record["num_samples"] == 5 and run.record["seeds"] == [0, 4]
 
 
+def _interrupted_at(n: int, calls: list):
+    """The sampler, raising KeyboardInterrupt on its n-th batch (a Ctrl-C between batches)."""
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+    return flaky
+
+
 def test_interrupted_run_resumes_from_its_parts(tmp_path, monkeypatch, kernels):
     m, parts = _model(), tmp_path / "x.parts"
     kw = dict(budget=30, iters=1, batch_size=2, settings=SamplerSettings(reuse=True), identity={"ckpt": "a"})
     straight = fpdm.sample_seeds(m, DIFF, range(7), **kw)
     calls = []
-
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return sample(*args, **kwargs)
-
-    monkeypatch.setattr(fpdm.sampling.loop, "sample", flaky)
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", _interrupted_at(3, calls))
     with pytest.raises(KeyboardInterrupt):
         ss.sample_seeds(m, DIFF, range(7), parts=parts, **kw)
     assert ss.count_parts(parts) == 2
@@ -212,15 +215,7 @@ def test_a_multistep_history_stays_in_its_batch_and_its_parts(sampler, tmp_path,
     alone = ss.sample_seeds(m, DIFF, range(7), batch_size=1, **kw).samples
     torch.testing.assert_close(alone, whole, atol=BATCH_TOL, rtol=0)
     straight = ss.sample_seeds(m, DIFF, range(7), batch_size=3, **kw).samples
-    calls = []
-
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return sample(*args, **kwargs)
-
-    monkeypatch.setattr(fpdm.sampling.loop, "sample", flaky)
+    monkeypatch.setattr(fpdm.sampling.loop, "sample", _interrupted_at(2, []))
     with pytest.raises(KeyboardInterrupt):
         ss.sample_seeds(m, DIFF, range(7), batch_size=3, parts=tmp_path / "p.parts", **kw)
     monkeypatch.setattr(fpdm.sampling.loop, "sample", sample)
