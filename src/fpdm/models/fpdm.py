@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from fpdm.config import ModelConfig
 from fpdm.fixed_point.solvers import IterationPlan, Solver, solve
 from fpdm.models.backbone import DiffusionTransformer
-from fpdm.models.blocks import DiTBlock, checkpointed
+from fpdm.models.blocks import DiTBlock, by_sample_chunks, checkpointed, gelu_tanh
 
 
 class FPDM(DiffusionTransformer):
@@ -57,18 +57,18 @@ class FPDM(DiffusionTransformer):
         block = self.block_fixed_point
         mod = block.modulation(c)
 
-        u_rows = u_fc1.reshape(-1, u_fc1.shape[-1])  # (N·T, 2D)
+        def project(z: Tensor, u: Tensor) -> Tensor:  # z (n, T, D), u (n, T, 2D) -> (n, T, D)
+            # one GEMM adds the constant half in place of a separate (n, T, 2D) sum per iteration
+            a = torch.addmm(u.reshape(-1, u.shape[-1]), z.reshape(-1, d), w_z.t()).view(*z.shape[:2], -1)
+            return fc2(gelu_tanh(a))
 
         def f(z: Tensor, rows: Tensor | None = None) -> Tensor:
             """f on the whole batch, or (`rows`: sample indices) on those samples only: z (len(rows), T, D);
             per-sample solvers iterate just the samples that have not converged."""
-            u, m = u_rows, mod
+            u, m = u_fc1, mod
             if rows is not None:
-                u = u_fc1[rows].reshape(-1, u_fc1.shape[-1])
-                m = tuple(v[rows] for v in mod)
-            # one GEMM adds the constant half in place of a separate (N, T, 2D) sum per iteration
-            a = torch.addmm(u, z.reshape(-1, d), w_z.t()).view(*z.shape[:2], -1)  # (N, T, 2D)
-            return block.apply_modulated(fc2(F.gelu(a, approximate="tanh")), m)  # (N, T, D)
+                u, m = u_fc1[rows], tuple(v[rows] for v in mod)
+            return block.apply_modulated(by_sample_chunks(project, z, u), m)  # (N, T, D)
 
         return f
 
