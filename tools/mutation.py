@@ -94,8 +94,7 @@ MUTANTS: list[Mutant] = [
       "alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)", "alpha = w.to(X.dtype)",
       "anderson mixing weights not normalised to sum to one", [FP]),
     # ------------------------------------------------------------------------------------------- fpdm.py
-    M("models/fpdm.py", "u_fc1 = F.linear(u, fc1.weight[:, d:], fc1.bias)",
-      "u_fc1 = F.linear(u, fc1.weight[:, :d], fc1.bias)",
+    M("models/fpdm.py", "w_u = fc1.weight[:, d:]", "w_u = fc1.weight[:, :d]",
       "injection multiplied by the z-half of fc1 (wrong slice of the concatenated weight)", [FPDM_T, PARITY]),
     M("models/fpdm.py", "w_z = fc1.weight[:, :d]", "w_z = fc1.weight[:, d:]",
       "z multiplied by the injection half of fc1 (concat order [u ; z] vs [z ; u])", [FPDM_T, PARITY]),

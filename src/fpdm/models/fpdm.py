@@ -50,8 +50,9 @@ class FPDM(DiffusionTransformer):
         fc1, and the block's adaLN modulation — is computed here once, not on every iteration."""
         d = self.config.hidden_size
         fc1 = self.block_fixed_point_projection_fc1
-        u = self.block_pre_projection(h_pre)  # (N, T, D)
-        u_fc1 = F.linear(u, fc1.weight[:, d:], fc1.bias)  # (N, T, 2D), constant over iterations
+        w_u = fc1.weight[:, d:]  # (2D, D)
+        # (N, T, 2D), constant over iterations
+        u_fc1 = by_sample_chunks(lambda h: F.linear(self.block_pre_projection(h), w_u, fc1.bias), h_pre)
         w_z = fc1.weight[:, :d]  # (2D, D)
         fc2 = self.block_fixed_point_projection_fc2
         block = self.block_fixed_point
