@@ -138,9 +138,15 @@ def main() -> None:
     p.add_argument("--baseline", default=BASELINE, help="the commit to compare against")
     p.add_argument("--steps", type=int, default=3, help="timed forwards / training steps per process")
     p.add_argument("--quick", action="store_true", help="the FPDM-T/4 k=4 case only")
+    p.add_argument("--cases", default="", help="comma-separated substrings: only the cases whose names "
+                   "contain one (e.g. 'k=2,depth 6'); default all")
     a = p.parse_args()
     trees = {"baseline": baseline_tree(a.baseline), "this tree": ROOT}
     cases = ["FPDM-T/4 k=4"] if a.quick else list(CASES)
+    if a.cases:
+        cases = [c for c in cases if any(part.strip() in c for part in a.cases.split(","))]
+        if not cases:
+            p.error(f"--cases {a.cases!r} matches none of {list(CASES)}")
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(a.repeats):  # alternate the trees within every repeat
         for case in cases:

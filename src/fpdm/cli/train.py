@@ -108,7 +108,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=_T["precision"],
                    help="bf16: forward under bfloat16 autocast (weights, optimizer and EMA stay fp32)")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile each transformer block (GPU; the first steps are slow)")
+                   help="torch.compile each transformer block: for GPUs (the first steps are slow); on CPU "
+                        "a training step at 64 tokens measured 0.98x the eager time, no real gain")
     g.add_argument("--no-memory-check", action="store_true", help="skip the check, before the run starts, "
                    "that a step fits in the memory available (measured on a micro-batch of 1 and 2; it "
                    "refuses only what cannot fit)")
