@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="prefix of <out>.json and <out>.png")
+    p.add_argument("--cached-only", action="store_true",
+                   help="plot what <out>.json holds, sample nothing (while runs are still training)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cache_path = Path(f"{a.out}.json")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in a.runs:
         for step, path in _kept(run):
             key = f"{run.name}/{step}/B{a.budget}/k{a.iters}/n{a.seeds}"
-            if key in cache:
+            if key in cache or a.cached_only:
                 continue
             cache[key] = {"run": run.name, **_score(path, a.budget, a.iters, range(a.seeds), a.batch_size)}
             cache_path.write_text(json.dumps(cache, indent=1) + "\n")  # after every checkpoint: resumable
