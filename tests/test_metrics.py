@@ -120,3 +120,16 @@ def test_knn_balls_are_closed():
     # 3 and 0 (inside, closed), 1.5 is well inside and 4.5 outside: precision 3/4 (open balls: 1/4)
     real = np.arange(4.0)[:, None]
     assert precision_recall(real, np.array([[4.0], [4.5], [-1.0], [1.5]]), k=1)[0] == 0.75
+
+
+def test_bootstrap_equals_the_fids_of_its_resamples():
+    # the bootstrap takes the reference's square root once and swaps the roles of the covariances; the
+    # resampled FIDs must be the ones frechet_distance gives, in the usual order
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6))
+    samples = rng.standard_normal((120, 6)) @ rng.standard_normal((6, 6)) + 0.5
+    mu, sigma = gaussian_stats(ref)
+    draw = np.random.default_rng(7)
+    direct = [frechet_distance(*gaussian_stats(samples[draw.integers(0, 120, 120)]), mu, sigma)
+              for _ in range(12)]
+    assert abs(bootstrap_fid(samples, mu, sigma, n=12, seed=7) - np.std(direct, ddof=1)) < 1e-9

@@ -93,6 +93,8 @@ MUTANTS: list[Mutant] = [
     M("fixed_point/solvers.py",
       "alpha = (w / w.sum(dim=1, keepdim=True)).to(X.dtype)", "alpha = w.to(X.dtype)",
       "anderson mixing weights not normalised to sum to one", [FP]),
+    M("evaluation/metrics.py", "ref_root = _psd_sqrt(ref_sigma)", "ref_root = ref_sigma",
+      "bootstrap FID takes the reference covariance for its square root", ["tests/test_metrics.py"]),
     # ------------------------------------------------------------------------------------------- fpdm.py
     M("models/fpdm.py", "w_u = fc1.weight[:, d:]", "w_u = fc1.weight[:, :d]",
       "injection multiplied by the z-half of fc1 (wrong slice of the concatenated weight)", [FPDM_T, PARITY]),

@@ -37,7 +37,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
         raise ValueError(f"mismatched statistics: {mu1.shape}, {s1.shape} vs {mu2.shape}, {s2.shape}")
-    root1 = _psd_sqrt(s1)
+    return _frechet(mu1, s1, mu2, s2, _psd_sqrt(s1))
+
+
+def _frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray, root1: np.ndarray) -> float:
+    """frechet_distance with S1^½ given. S1 S2 and S2 S1 have the same eigenvalues, so the roles may be
+    swapped: the bootstrap passes the fixed reference as S1 and computes its root once."""
     middle = root1 @ s2 @ root1
     tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_cross)
@@ -53,7 +58,9 @@ def bootstrap_fid(samples: np.ndarray, ref_mu: np.ndarray, ref_sigma: np.ndarray
     statistics held fixed): how much the number would move with another draw of the same size."""
     rng = np.random.default_rng(seed)
     f = np.asarray(samples, np.float64)
-    vals = [frechet_distance(*gaussian_stats(f[rng.integers(0, len(f), len(f))]), ref_mu, ref_sigma)
+    ref_mu, ref_sigma = np.asarray(ref_mu, np.float64), np.asarray(ref_sigma, np.float64)
+    ref_root = _psd_sqrt(ref_sigma)  # once, not per resample (the eigendecompositions were most of the cost)
+    vals = [_frechet(ref_mu, ref_sigma, *gaussian_stats(f[rng.integers(0, len(f), len(f))]), ref_root)
             for _ in range(n)]
     return float(np.std(vals, ddof=1))
 
