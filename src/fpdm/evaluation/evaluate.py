@@ -6,6 +6,7 @@ so a number is never separated from what it means."""
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from torch import Tensor
 from fpdm.config import ModelConfig
 from fpdm.data.datasets import load_dataset
 from fpdm.evaluation.digits_features import WEIGHTS, digits_features, reference_features
-from fpdm.evaluation.metrics import bootstrap_fid, frechet_distance, gaussian_stats, kid, precision_recall
+from fpdm.evaluation.metrics import (
+    bootstrap_fid,
+    frechet_distance,
+    gaussian_stats,
+    kid,
+    knn_radii,
+    precision_recall,
+)
 
 DIGITS_REFERENCES = ("digits", "digits-train")
 
@@ -33,7 +41,8 @@ def _reference(name: str, weights: str | Path) -> np.ndarray:
 
 
 def _feature_metrics(feats: np.ndarray, pred: np.ndarray, ref: np.ndarray, labels: Tensor | None, name: str,
-                     kid_subset_size: int, kid_subsets: int, bootstrap: int, k: int) -> dict[str, Any]:
+                     kid_subset_size: int, kid_subsets: int, bootstrap: int, k: int,
+                     radii: Tensor | None = None) -> dict[str, Any]:
     """FID (± bootstrap s.e.) as `<name>_fid`, KID, precision/recall and class consistency of sample
     features against reference features of the same network."""
     mu, sigma = gaussian_stats(ref)
@@ -41,7 +50,7 @@ def _feature_metrics(feats: np.ndarray, pred: np.ndarray, ref: np.ndarray, label
     # the reference's RMS feature value keeps x·y/d near 1, as for Inception features.
     scale = float(np.sqrt((ref**2).mean()))
     kid_mean, kid_std = kid(feats / scale, ref / scale, subset_size=kid_subset_size, subsets=kid_subsets)
-    precision, recall = precision_recall(ref, feats, k=k)
+    precision, recall = precision_recall(ref, feats, k=k, real_radii=radii)
     out: dict[str, Any] = {
         f"{name}_fid": frechet_distance(*gaussian_stats(feats), mu, sigma),
         f"{name}_fid_se": bootstrap_fid(feats, mu, sigma, n=bootstrap),
@@ -77,9 +86,18 @@ def fashion_metrics(samples: Tensor, labels: Tensor | None = None, *, weights: s
     weights = ff.WEIGHTS if weights is None else weights
     feats, pred = ff.fashion_features(samples, weights)
     out = _feature_metrics(feats, pred, ff.reference_features(weights), labels, "fashion", kid_subset_size,
-                           kid_subsets, bootstrap, k)
+                           kid_subsets, bootstrap, k, radii=_fashion_radii(str(weights), k))
     return {**out, "reference": "fashion-mnist test (10,000)",
             "features": f"Fashion-MNIST CNN ({Path(weights).name}), 256-d"}
+
+
+@functools.lru_cache(maxsize=2)
+def _fashion_radii(weights: str, k: int) -> Tensor:
+    """The 10,000 test images' k-NN radii: a fixed set's, computed once per process (3 s on one thread,
+    most of a small evaluation's cost)."""
+    from fpdm.evaluation import fashion_features as ff
+
+    return knn_radii(ff.reference_features(weights), k)
 
 
 def fid_name(cfg: ModelConfig, data: str | None = None) -> str | None:

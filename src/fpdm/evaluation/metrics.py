@@ -117,11 +117,21 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) 
     return inside / len(points)
 
 
+def knn_radii(real: np.ndarray | torch.Tensor, k: int = 3, device: str | torch.device = "cpu"
+              ) -> torch.Tensor:
+    """Each real point's distance to its k-th nearest neighbour (float64): the real manifold of
+    `precision_recall`, which a fixed reference set may compute once and pass as `real_radii`."""
+    return _knn_radii(torch.as_tensor(real).to(device=device, dtype=torch.float64), k)
+
+
 def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k: int = 3,
-                     device: str | torch.device = "cpu") -> tuple[float, float]:
+                     device: str | torch.device = "cpu", real_radii: torch.Tensor | None = None
+                     ) -> tuple[float, float]:
     """Improved precision (share of fake samples inside the real manifold: within the k-NN radius of some
     real point) and recall (share of real samples inside the fake manifold), Kynkäänniemi et al. 2019.
-    Float64, distances in bounded row blocks, on `device` (a GPU makes 50k-sample sets quick)."""
+    Float64, distances in bounded row blocks, on `device` (a GPU makes 50k-sample sets quick).
+    `real_radii`: `knn_radii(real, k)` if already known (for a 10,000-image reference it is most of the
+    cost)."""
     r = torch.as_tensor(real).to(device=device, dtype=torch.float64)
     f = torch.as_tensor(fake).to(device=device, dtype=torch.float64)
     if r.ndim != 2 or f.ndim != 2 or r.shape[1] != f.shape[1]:
@@ -131,4 +141,8 @@ def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     if min(len(r), len(f)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set, got {len(r)} and "
                          f"{len(f)}")
-    return _coverage(f, r, _knn_radii(r, k)), _coverage(r, f, _knn_radii(f, k))
+    if real_radii is None:
+        real_radii = _knn_radii(r, k)
+    elif real_radii.shape != (len(r),):
+        raise ValueError(f"real_radii has shape {tuple(real_radii.shape)}, expected ({len(r)},)")
+    return _coverage(f, r, real_radii.to(r)), _coverage(r, f, _knn_radii(f, k))

@@ -28,10 +28,35 @@ class TrainSpec:
     model: str
     overrides: tuple[tuple[str, Any], ...] = ()
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields beyond the scale's
+    data: str = "digits"  # a named dataset (`fpdm.data.datasets.DATASETS`)
+    # a built-in model trained by this very recipe: sampled from the package's weights, not trained here
+    builtin: str | None = None
 
     def key(self, scale: Any, steps: int) -> str:  # a study's scale: batch_size, lr, warmup_steps
-        return cache_key({"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
-                     "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps})
+        if self.builtin:
+            return cache_key({"builtin": self.builtin})
+        d = {"model": self.model, "overrides": list(self.overrides), "train": list(self.train),
+             "steps": steps, "batch": scale.batch_size, "lr": scale.lr, "warmup": scale.warmup_steps}
+        if self.data != "digits":  # the digits studies' keys stay as they were
+            d["data"] = self.data
+        return cache_key(d)
+
+
+IMAGE_SIZE = {"digits": 8, "fashion-mnist": 32}  # the side a study's models are built for, by dataset
+
+
+def fid_of(result: dict[str, Any]) -> float:
+    """A cell's FID, whichever feature network scored it (digits-FID or fashion-FID)."""
+    return result["digits_fid"] if "digits_fid" in result else result["fashion_fid"]
+
+
+def score_samples(x: Any, labels: Any, data: str, *, bootstrap: int = 10, kid_subsets: int = 20
+                  ) -> dict[str, Any]:
+    """A study's metrics for samples of `data`: digits-FID or fashion-FID and their companions."""
+    from fpdm.evaluation.evaluate import digits_metrics, fashion_metrics
+
+    metric = fashion_metrics if data == "fashion-mnist" else digits_metrics
+    return metric(x, labels, bootstrap=bootstrap, kid_subsets=kid_subsets)
 
 
 CALIBRATION_RULE = "reference 2 x the most one step can get"  # part of calibrated cells' keys
@@ -115,18 +140,22 @@ def train_task(args: tuple) -> dict[str, Any]:
     from fpdm.training.run_folder import CHECKPOINT_NAME
 
     _one_thread()
+    if spec.builtin:
+        return builtin_summary(spec)
     out = Path(root) / "train" / spec.key(scale, steps)
     summary_path = out / "summary.json"
     cached = cached_result(summary_path)
     if cached is not None:  # the name is a label: equal settings under two names share one training
         return cached | {"name": spec.name}
-    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
-                      warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40),
-                      ckpt_every=max(1, steps // 10), device=device, **dict(spec.train))
+    kw = dict(out_dir=str(out), steps=steps, batch_size=scale.batch_size, lr=scale.lr,
+              warmup_steps=scale.warmup_steps, log_every=max(1, steps // 40), ckpt_every=max(1, steps // 10),
+              device=device, data=spec.data)
+    cfg = TrainConfig(**(kw | dict(spec.train)))  # a spec's recipe may set the log and checkpoint cadence
     if (out / CHECKPOINT_NAME).exists():  # to the key's steps: a folder seeded from a shorter run trains on
         summary = resume(out, steps=steps, device=device, progress=False)
     else:
-        mc = model_config(spec.model, input_size=8, in_channels=1, num_classes=10, **dict(spec.overrides))
+        mc = model_config(spec.model, input_size=IMAGE_SIZE[spec.data], in_channels=1, num_classes=10,
+                          **dict(spec.overrides))
         # a log left by this very training, killed before its first checkpoint, is started afresh
         summary = train(cfg, mc, progress=False, overwrite=True)
     summary.update(name=spec.name, spec=asdict(spec))
@@ -135,10 +164,29 @@ def train_task(args: tuple) -> dict[str, Any]:
     return summary
 
 
+def builtin_summary(spec: TrainSpec) -> dict[str, Any]:
+    """A training's summary for a built-in model, from what its weights folder records of its run."""
+    from safetensors import safe_open
+
+    from fpdm.weights.builtin import resolve
+
+    folder = Path(resolve(spec.builtin))
+    cfg = json.loads((folder / "config.json").read_text())
+    with safe_open(str(folder / "model.safetensors"), "np") as f:
+        parameters = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    recipe, steps = cfg.get("recipe", {}), cfg["step"]
+    if recipe.get("data", "digits") != spec.data:
+        raise ValueError(f"built-in {spec.builtin} was trained on {recipe.get('data')!r}, not {spec.data!r}")
+    wall = cfg.get("train_wall_s")
+    return {"name": spec.name, "builtin": spec.builtin, "step": steps, "checkpoint": spec.builtin,
+            "parameters": parameters,
+            "ms_per_step": round(1000 * wall / steps, 3) if wall else None,
+            "recipe": recipe, "interrupted": False, "spec": asdict(spec)}
+
+
 def eval_task(args: tuple) -> dict[str, Any]:
     spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
     device = rest[0] if rest else "cpu"
-    from fpdm.evaluation.evaluate import digits_metrics
     from fpdm.sampling.loop import SamplerSettings
     from fpdm.sampling.many import class_labels, sample_seeds
     from fpdm.weights.loading import load_model
@@ -148,11 +196,12 @@ def eval_task(args: tuple) -> dict[str, Any]:
     cached = cached_result(path)
     if cached is not None:
         return cached
+    started = time.perf_counter()
     from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
 
     folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
     ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
-    model, diffusion, _ = load_model(ckpt)
+    model, diffusion, _ = load_model(spec.train.builtin or ckpt)
     model.to(device)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
@@ -168,27 +217,32 @@ def eval_task(args: tuple) -> dict[str, Any]:
                        steps=spec.steps, profile=spec.profile, settings=settings, batch_size=len(seeds),
                        device=device, schedule=schedule)
     x, rec = run.samples, run.record
-    metrics = digits_metrics(x, labels, bootstrap=10, kid_subsets=20)
+    metrics = score_samples(x, labels, spec.train.data)
+    fid = "fashion_fid" if spec.train.data == "fashion-mnist" else "digits_fid"
     result = {"settings": spec.settings(), "steps": rec["steps"], "blocks": rec["blocks_counted"],
               "flops_per_sample": rec["flops_per_sample"], "sample_wall_s": rec["wall_s"],
-              "iters_run": rec["iters_run"], **{k: metrics[k] for k in ("digits_fid", "kid", "precision",
-                                                                        "recall", "class_consistency")}}
+              "iters_run": rec["iters_run"], **{k: metrics[k] for k in (fid, "kid", "precision", "recall",
+                                                                        "class_consistency")}}
     if schedule is not None:
         result["schedule"] = {
             "steps": schedule["steps"], "iters": schedule["iters"], "cost": schedule["cost"],
             "candidates": [{k: c.get(k) for k in ("steps", "score", "predicted_error")}
                            for c in schedule["candidates"]]}
-    if spec.seed_block == 0 and spec.experiment == "smoothing" and spec.budget == scale.grid_budget \
-            and spec.sampler == "ddpm" and not spec.reuse:
+    if spec.labels.get("grid") or (spec.seed_block == 0 and spec.experiment == "smoothing"
+                                   and spec.budget == scale.grid_budget and spec.sampler == "ddpm"
+                                   and not spec.reuse):
         from fpdm.common.images import save_image_grid
 
         dit = spec.iters is None  # a DiT has no k
         grid = Path(root) / "grids" / f"{spec.train.name}{'' if dit else f'-k{spec.iters}'}.png"
+        sampler = "DDPM" if spec.sampler == "ddpm" else f"{spec.sampler} {spec.spacing}"
         shown = seeds[:100]
-        save_image_grid(x[:100], grid, nrow=10, upscale=4, padding=2, labels=labels[:100],
-                        caption=f"{spec.train.name}{'' if dit else f', k={spec.iters}'}: {rec['steps']} DDPM "
-                                f"steps, budget {spec.budget}, seeds {shown[0]}-{shown[-1]}")
+        name = f"{spec.train.name}{'' if dit else f', k={spec.iters}'}"
+        save_image_grid(x[:100], grid, nrow=10, upscale=4 if x.shape[-1] <= 8 else 2, padding=2,
+                        labels=labels[:100], caption=f"{name}: {rec['steps']} {sampler} steps, budget "
+                                                     f"{spec.budget}, seeds {shown[0]}-{shown[-1]}")
         result["grid"] = str(grid)
+    result["task_wall_s"] = round(time.perf_counter() - started, 3)  # what the cell cost: plans read it
     store_result(path, result)
     return result
 
@@ -207,7 +261,6 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     """The calibrated schedule of a cell's training, budget and sampler: measured once (under a lock, as
     the cells of several seed blocks share it and run side by side), cached under `<root>/schedules`."""
     from fpdm.common.lock import FolderInUse, hold
-    from fpdm.evaluation.evaluate import digits_metrics
     from fpdm.sampling.calibrate import calibrate
 
     max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
@@ -225,7 +278,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
                 seeds = calibration_seeds(scale)
 
                 def fid(x: Any, labels: Any) -> float:
-                    return float(digits_metrics(x, labels, bootstrap=2, kid_subsets=2)["digits_fid"])
+                    return fid_of(score_samples(x, labels, spec.train.data, bootstrap=2, kid_subsets=2))
 
                 schedule = calibrate(model, diffusion, spec.budget, seeds=seeds, settings=settings,
                                      max_iters=max_iters, measure_samples=min(64, len(seeds)), score=fid,
@@ -332,18 +385,28 @@ def group_results(results: list[dict], experiment: str, keys: tuple[str, ...]) -
     return out
 
 
-def paired(a: list[dict], b: list[dict], metric: str = "digits_fid") -> str:
+def _metric(r: dict, metric: str | None) -> float:
+    return fid_of(r) if metric is None else r[metric]
+
+
+def paired_diffs(a: list[dict], b: list[dict], metric: str | None = None) -> list[float]:
+    """a − b per sampling-seed block both have (same noise and labels: paired); FID unless `metric`."""
+    fb = {r["settings"]["seed_block"]: _metric(r, metric) for r in b}
+    return [_metric(r, metric) - fb[r["settings"]["seed_block"]] for r in a
+            if r["settings"]["seed_block"] in fb]
+
+
+def paired(a: list[dict], b: list[dict], metric: str | None = None) -> str:
     """Mean ± s.e. of a − b over the sampling-seed blocks both have (same noise and labels: paired)."""
-    fb = {r["settings"]["seed_block"]: r[metric] for r in b}
-    diffs = [r[metric] - fb[r["settings"]["seed_block"]] for r in a if r["settings"]["seed_block"] in fb]
+    diffs = paired_diffs(a, b, metric)
     if not diffs:
         return "–"
     m, se = mean_se(diffs)
     return f"{m:+.2f} ± {se:.2f}"
 
 
-def fmt(rows: list[dict], metric: str = "digits_fid") -> str:
-    m, se = mean_se(r[metric] for r in rows)
+def fmt(rows: list[dict], metric: str | None = None) -> str:
+    m, se = mean_se(_metric(r, metric) for r in rows)
     return f"{m:.2f} ± {se:.2f}"
 
 

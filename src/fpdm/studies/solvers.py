@@ -19,12 +19,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.diffusion.schedules import SPACINGS
-from fpdm.studies.engine import EvalSpec, fmt, mean_se, paired, run_tasks
+from fpdm.studies.engine import EvalSpec, fid_of, fmt, mean_se, paired, run_tasks
 from fpdm.studies.ratio_cells import DEEP, FPDMS, RATIO_SCALES, SHALLOW, RatioScale, models
+from fpdm.studies.selection import best_configs, config_of, label, mean_fid, select_rows
 
 STUDY_SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc", "heun")  # euler is deterministic DDIM: left out
 SELECT_BLOCK = 8  # seeds 800000…: picks settings; the verdicts use blocks 0 .. sampling_seeds - 1
@@ -76,33 +75,12 @@ def selection_cells(scale: RatioScale) -> list[EvalSpec]:
     return out
 
 
-def _mean(rows: list[dict]) -> float:
-    return float(np.mean([r["digits_fid"] for r in rows])) if rows else float("inf")
-
-
-def _spacing(r: dict) -> str:
-    return r["settings"].get("spacing", "uniform")
-
-
-def _config(r: dict) -> tuple[str, str, int | None, bool]:
-    s = r["settings"]
-    return s["sampler"], _spacing(r), s["iters"], s["reuse"]
-
-
 def _best(rows: list[dict], top: int = 1) -> list[tuple[str, str, int | None, bool]]:
-    """The `top` configurations of the lowest selection FID (ties: the first in sampler, spacing, k order)."""
-    by: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by.setdefault(_config(r), []).append(r)
-    order = sorted(by, key=lambda c: (_mean(by[c]), STUDY_SAMPLERS.index(c[0]), SPACINGS.index(c[1]),
-                                      c[2] or 0))
-    return order[:top]
+    return best_configs(rows, STUDY_SAMPLERS, top)
 
 
 def _select(results: list[dict], name: str, budget: int, sampler: str | None = None) -> list[dict]:
-    return [r for r in results if r["settings"]["experiment"].startswith("solvers-select")
-            and r["settings"]["train"] == name and r["settings"]["budget"] == budget
-            and (sampler is None or r["settings"]["sampler"] == sampler) and not r["settings"]["reuse"]]
+    return select_rows(results, "solvers-select", name, budget, sampler)
 
 
 def stage_two_cells(scale: RatioScale, stage_one: list[dict]) -> list[EvalSpec]:
@@ -143,18 +121,13 @@ def evaluation_cells(scale: RatioScale, selected: list[dict]) -> list[EvalSpec]:
 def _eval(results: list[dict], name: str, budget: int, config: tuple) -> list[dict]:
     rows = [r for r in results if r["settings"]["experiment"] == "solvers"
             and r["settings"]["train"] == name and r["settings"]["budget"] == budget
-            and _config(r) == tuple(config)]
+            and config_of(r) == tuple(config)]
     return sorted(rows, key=lambda r: r["settings"]["seed_block"])
-
-
-def _label(config: tuple) -> str:
-    sampler, spacing, k, reuse = config
-    return f"{sampler}/{spacing}" + (f", k={k}" if k else "") + (", reuse" if reuse else "")
 
 
 def _best_fpdm(selected: list[dict], budget: int, sampler: str | None = None) -> tuple[str, tuple] | None:
     """(model, configuration) of the lowest selection FID among both FPDMs (no reuse)."""
-    found = [(name, c, _mean([r for r in _select(selected, name, budget, sampler) if _config(r) == c]))
+    found = [(name, c, mean_fid([r for r in _select(selected, name, budget, sampler) if config_of(r) == c]))
              for name in FPDMS for c in _best(_select(selected, name, budget, sampler))]
     return min(found, key=lambda f: f[2])[:2] if found else None
 
@@ -176,8 +149,8 @@ def verdict_rows(scale: RatioScale, selected: list[dict], results: list[dict]) -
             if not d_rows or not f_rows:
                 continue
             lines.append(f"| {budget} | {sampler or '**each its own best**'} | {dit[0]} "
-                         f"({d_rows[0]['steps']}): {_label(best_dit[0])}, {fmt(d_rows)} | {fp[0]} "
-                         f"({f_rows[0]['steps']}): {_label(fp[1])}, {fmt(f_rows)} | "
+                         f"({d_rows[0]['steps']}): {label(best_dit[0])}, {fmt(d_rows)} | {fp[0]} "
+                         f"({f_rows[0]['steps']}): {label(fp[1])}, {fmt(f_rows)} | "
                          f"{paired(f_rows, d_rows)} |")
     return lines
 
@@ -195,9 +168,9 @@ def optimum_rows(scale: RatioScale, selected: list[dict]) -> list[str]:
                 continue
             per = ", ".join(f"{s}: {c[2]}" for s in STUDY_SAMPLERS
                             for c in _best(_select(selected, name, budget, s)) if c[2])
-            mean = {c: _mean([r for r in rows if _config(r) == c]) for c in top}
-            lines.append(f"| {budget} | {name} | {_label(top[0])} ({mean[top[0]]:.2f}) | "
-                         + (f"{_label(top[1])} ({mean[top[1]]:.2f})" if len(top) > 1 else "–")
+            mean = {c: mean_fid([r for r in rows if config_of(r) == c]) for c in top}
+            lines.append(f"| {budget} | {name} | {label(top[0])} ({mean[top[0]]:.2f}) | "
+                         + (f"{label(top[1])} ({mean[top[1]]:.2f})" if len(top) > 1 else "–")
                          + f" | {per or '–'} |")
     return lines
 
@@ -228,7 +201,7 @@ def frontier_plot(path: Path, scale: RatioScale, selected: list[dict], results: 
             for key, name, config in picks:
                 rows = _eval(results, name, budget, config)
                 if rows:
-                    mean, se = mean_se(r["digits_fid"] for r in rows)
+                    mean, se = mean_se(fid_of(r) for r in rows)
                     lines.setdefault(key, {}).setdefault(sampler, []).append((budget, mean, se))
     for key, per in lines.items():
         for sampler, pts in per.items():

@@ -1,0 +1,560 @@
+"""The Fashion-MNIST study of `fpdm reproduce`: the seed's findings (the headline, Fig. 4, Tables 3-5, reuse)
+and ours (calibrated schedules, adaptive solving, ODE solvers) at 32×32 (64 tokens), against a DiT as deep
+as DiT-XL, with each model at its own best sampler.
+
+Declared in `fashion_cells` (models, cells, costs); this module plans (an estimate printed before any work),
+runs the stages on the studies engine (cached: run again to resume), decides one verdict per finding from
+paired differences on the evaluation seeds, and writes `<root>/README.md`, `results.json` and the plots.
+Settings (k, sampler, spacing) are picked on selection seeds disjoint from the evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from fpdm.studies.engine import EvalSpec, cache_key, fid_of, fmt, mean_se, paired_diffs, run_tasks
+from fpdm.studies.fashion_cells import (
+    DEPTH,
+    FASHION_SCALES,
+    FPDMS,
+    PROFILE_K,
+    SAMPLERS_STUDIED,
+    SEED1,
+    SEED_K,
+    TABLE3,
+    TABLE4,
+    TOLS,
+    FashionScale,
+    best,
+    best_fpdm,
+    best_ode,
+    cell_cost_s,
+    check_builtin,
+    close_calls,
+    config_rows,
+    evaluation_cells,
+    feasible_ks,
+    grid_cells,
+    matched_cells,
+    matched_eval_cells,
+    pilot_cells,
+    rows,
+    seed_k,
+    train_cost_s,
+    trainings,
+)
+from fpdm.studies.selection import label, mean_fid
+
+__all__ = ["DIGITS", "plan", "run", "verdicts", "write_report"]
+
+# The paper-ratio digits study's verdicts (docs/results/README.md), for the side-by-side: (class, words)
+DIGITS = {
+    "headline": ("holds", "reproduced at 2, 5 and 10 DiT-28 steps; a tie at 20 (DDPM/DDIM)"),
+    "headline-ddpm": ("holds", "reproduced at 2, 5 and 10 DiT-28 steps; a tie at 20"),
+    "equal-flops": ("holds", "reproduced at 2, 5, 10 DiT-28 steps; FPDM loses at 20"),
+    "equal-wall": ("holds", "same as equal FLOPs"),
+    "fig4": ("partly", "reproduced for the released S-JFB range; flat for N = M = 3"),
+    "table3": ("partly", "mixed (range scaled to depth 6)"),
+    "table4": ("partly", "JFB failure reproduced, S-JFB not best"),
+    "table5": ("holds", "order reproduced, size ≈ 0.2–0.3 FID"),
+    "reuse": ("partly", "helps where steps are many and k small; hurts at 2 DiT steps"),
+    "calibrated": ("partly", "wins at the smallest budgets for fpdm-N10M12 only"),
+    "adaptive": ("fails", "no effect"),
+    "ode": (None, "not measured on digits before this study's solvers run"),
+}
+
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+def plan(scale: FashionScale, root: Path) -> dict[str, Any]:
+    """What the run will cost, CPU-seconds on one thread: trainings not yet cached, the pilot's cells not
+    yet cached, and an estimate for the stages that depend on it (as many cells as the pilot, at the
+    evaluation blocks' size)."""
+    todo = [(s, n) for s, n in trainings(scale)
+            if not s.builtin and not (root / "train" / s.key(scale, n) / "summary.json").exists()]
+    pilot = pilot_cells(scale)
+    sel = replace(scale, num_samples=scale.select_samples)
+    left = [c for c in pilot if not _cached(root, c, sel)]
+    train_s = sum(train_cost_s(s, n) for s, n in todo)
+    pilot_s = sum(cell_cost_s(c, scale.select_samples) for c in left)
+    later_s = sum(cell_cost_s(c, scale.num_samples * scale.sampling_seeds) for c in pilot) * 0.6
+    return {"trainings": [s.name for s, _ in todo], "train_cpu_h": train_s / 3600,
+            "pilot_cells": len(pilot), "pilot_cells_left": len(left), "pilot_cpu_h": pilot_s / 3600,
+            "later_cpu_h_estimate": later_s / 3600, "total_cpu_h": (train_s + pilot_s + later_s) / 3600}
+
+
+def _cached(root: Path, cell: EvalSpec, scale: FashionScale) -> bool:
+    return (root / "eval" / f"{cache_key(cell.settings() | {'scale': asdict(scale)})}.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+
+def _word(diffs: list[float], win: str, lose: str) -> tuple[str, float, float]:
+    if len(diffs) < 2:
+        return "one block", float("nan"), float("nan")
+    m, se = mean_se(diffs)
+    return (win if m + 2 * se < 0 else lose if m - 2 * se > 0 else "tie"), m, se
+
+
+def _pm(m: float, se: float) -> str:
+    return f"{m:+.2f} ± {se:.2f}"
+
+
+def _klass(wins: list[bool]) -> str:
+    return "no verdict" if not wins else "holds" if all(wins) else "fails" if not any(wins) else "partly"
+
+
+def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sampler: str | None
+              ) -> tuple[list[str], list[bool], dict[int, str]]:
+    parts, wins, noise = [], [], {}
+    for budget in scale.budgets:
+        d_top, fp = best(selected, "dit28", budget, sampler), best_fpdm(selected, budget, sampler)
+        if not d_top or fp is None:
+            continue
+        a, b = config_rows(results, fp[0], budget, fp[1]), config_rows(results, "dit28", budget, d_top[0])
+        if not a or not b:
+            continue
+        word, m, se = _word(paired_diffs(a, b), "FPDM wins", "DiT wins")
+        wins.append(word == "FPDM wins")
+        parts.append(f"{budget} blocks: {fp[0]} {label(fp[1])} ({a[0]['steps']} steps) {fmt(a)} vs DiT-28 "
+                     f"{label(d_top[0])} ({b[0]['steps']} steps) {fmt(b)}, **{_pm(m, se)}** ({word})")
+        seed1 = {v: k for k, v in SEED1.items()}[fp[0]]
+        s1 = config_rows(results, seed1, budget, fp[1])
+        if s1:
+            noise[budget] = f"{budget}: {_pm(*mean_se(paired_diffs(s1, a)))}"
+    return parts, wins, noise
+
+
+def _summary(wins: list[bool], budgets: list[int]) -> str:
+    if not wins:
+        return "no verdict (cells missing)"
+    if all(wins) or not any(wins):
+        return "reproduced at every budget" if all(wins) else "not reproduced at any budget"
+    return f"reproduced at {', '.join(str(b) for b, w in zip(budgets, wins, strict=True) if w)} blocks only"
+
+
+def _budgets_with(parts: list[str]) -> list[int]:
+    return [int(re.match(r"\d+", p).group()) for p in parts]  # type: ignore[union-attr]
+
+
+def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+    """One verdict per finding: its class (holds / partly / fails / no verdict), words, and the paired
+    numbers (mean ± s.e. over the evaluation blocks) that decide it."""
+    out: list[dict[str, Any]] = []
+
+    def add(key: str, finding: str, wins: list[bool], words: str, numbers: list[str], noise: str = ""
+            ) -> None:
+        out.append({"key": key, "finding": finding, "class": _klass(wins), "verdict": words,
+                    "numbers": "; ".join(numbers) or "–", "training_seed_noise": noise or "–",
+                    "digits": DIGITS[key][1], "digits_class": DIGITS[key][0]})
+
+    parts, wins, noise = _headline(scale, selected, results, None)
+    add("headline", "**Headline**: FPDM beats DiT-28 at equal blocks when compute is scarce — each model at "
+        "its own best sampler, spacing and k", wins, _summary(wins, _budgets_with(parts)), parts,
+        "FPDM seed 1 − seed 0 at " + ", ".join(noise.values()) + "; DiT-28: unmeasured (one training seed)"
+        if noise else "")
+    parts, wins, _ = _headline(scale, selected, results, "ddpm")
+    add("headline-ddpm", "Headline with the seed's sampler (DDPM for both)", wins,
+        _summary(wins, _budgets_with(parts)), parts)
+    for kind, key in (("flops", "equal-flops"), ("wall", "equal-wall")):
+        nums, w = [], []
+        for e in [e for e in matched_cells(scale, selected, results) if e["kind"] == kind]:
+            a = rows(results, experiment="fashion-matched", train=e["train"], budget=e["matched_budget"],
+                     sampler=e["config"][0], spacing=e["config"][1], iters=e["config"][2])
+            b = config_rows(results, "dit28", e["budget"], best(selected, "dit28", e["budget"])[0])
+            if a and b:
+                word, m, se = _word(paired_diffs(a, b), "FPDM wins", "DiT wins")
+                w.append(word == "FPDM wins")
+                nums.append(f"{e['budget']}: FPDM at {e['matched_budget']} blocks (cost ratio "
+                            f"{e['ratio']:.3f}) {fmt(a)} vs {fmt(b)}, **{_pm(m, se)}** ({word})")
+        add(key, f"Headline at equal {'FLOPs' if kind == 'flops' else 'sampling wall-clock'}", w,
+            _summary(w, _budgets_with(nums)), nums)
+    # Fig. 4: at each budget, is the seed's k (4-8) as good as the DDPM-best k, and better than the largest k?
+    nums, w = [], []
+    for name in FPDMS:
+        for budget in scale.budgets:
+            ks = feasible_ks(budget, "ddpm", scale.k_grid)
+            top = best(selected, name, budget, "ddpm")
+            if not ks or not top:
+                continue
+            k_best, k_seed, k_max = top[0][2], seed_k(ks), max(ks)
+            get = {k: config_rows(results, name, budget, ("ddpm", "uniform", k, False)) for k in
+                   (k_best, k_seed, k_max)}
+            if not all(get.values()):
+                continue
+            seed_vs_best = _word(paired_diffs(get[k_seed], get[k_best]), "better", "worse")
+            max_vs_seed = _word(paired_diffs(get[k_max], get[k_seed]), "better", "worse")
+            w.append(seed_vs_best[0] != "worse" and max_vs_seed[0] == "worse")
+            nums.append(f"{name} {budget}: best k = {k_best} (selection) {fmt(get[k_best])}; seed's k = "
+                        f"{k_seed} − best **{_pm(*seed_vs_best[1:])}**; largest k = {k_max} − seed's k "
+                        f"**{_pm(*max_vs_seed[1:])}**")
+    add("fig4", "**Fig. 4 — smoothing**: at a fixed budget the best k lies between the extremes, at 4–8",
+        w,
+        f"holds in {sum(w)} of {len(w)} (model, budget) pairs", nums)
+    # Table 3: moderate N = M best, large ones fail
+    t3 = {n: rows(results, train=f"sjfb-N{n}-M{n}", budget=scale.ablation_budget) for n in TABLE3}
+    nums, w = [], []
+    if all(t3.values()):
+        mod = min((3, 6), key=lambda n: mean_fid(t3[n]))
+        nums.append(", ".join(f"N = M = {n}: {fmt(t3[n])} (k = {t3[n][0]['settings']['iters']})"
+                              for n in TABLE3))
+        for n in (12, 24):
+            word, m, se = _word(paired_diffs(t3[mod], t3[n]), "better", "worse")
+            w.append(word == "better")
+            nums.append(f"N = M = {mod} − {n}: **{_pm(m, se)}**")
+    add("table3", f"**Table 3 — S-JFB N = M ∈ {{3, 6, 12, 24}}**: moderate values best, large ones fail "
+        f"({scale.ablation_steps} training steps, {scale.ablation_budget} blocks)", w,
+        {"holds": "reproduced", "partly": "partly: beats one of 12, 24", "fails": "not reproduced"}.get(
+            _klass(w), "no verdict"), nums)
+    # Table 4: JFB fails, multi-step works, S-JFB best
+    nums, w = [], []
+    for n, m_ in TABLE4:
+        cell = {mode: rows(results, train=f"{mode}-N{n}-M{m_}", budget=scale.ablation_budget)
+                for mode in ("jfb", "multistep", "sjfb")}
+        if not all(cell.values()):
+            continue
+        for mode in ("jfb", "multistep"):
+            word, m, se = _word(paired_diffs(cell["sjfb"], cell[mode]), "better", "worse")
+            w.append(word == "better")
+            nums.append(f"N = {n}, M = {m_}: S-JFB {fmt(cell['sjfb'])} − {mode} {fmt(cell[mode])} "
+                        f"**{_pm(m, se)}**")
+    add("table4", "**Table 4 — JFB fails; multi-step works; S-JFB best**", w,
+        f"S-JFB better in {sum(w)} of {len(w)} pairs", nums)
+    # Table 5: increasing allocation best, decreasing worst
+    nums, w = [], []
+    for name in FPDMS:
+        for budget in scale.budgets[-2:]:
+            p = {pr: rows(results, train=name, budget=budget, profile=pr, steps=budget // (2 + PROFILE_K))
+                 for pr in ("constant", "increasing", "decreasing")}
+            if not all(p.values()):
+                continue
+            inc = _word(paired_diffs(p["increasing"], p["constant"]), "better", "worse")
+            dec = _word(paired_diffs(p["decreasing"], p["constant"]), "better", "worse")
+            w.append(inc[0] == "better" and dec[0] == "worse")
+            nums.append(f"{name} {budget}: increasing − constant **{_pm(*inc[1:])}**, decreasing − "
+                        f"constant **{_pm(*dec[1:])}**")
+    add("table5", f"**Table 5 — increasing allocation best, decreasing worst** ({PROFILE_K} iterations per "
+        "step on average)", w, f"holds in {sum(w)} of {len(w)}", nums)
+    # reuse at each FPDM's best configuration
+    nums, w = [], []
+    for name in FPDMS:
+        for budget in scale.budgets:
+            top = best(selected, name, budget)
+            if not top:
+                continue
+            a = config_rows(results, name, budget, top[0][:3] + (True,))
+            b = config_rows(results, name, budget, top[0])
+            if a and b:
+                word, m, se = _word(paired_diffs(a, b), "helps", "hurts")
+                w.append(word == "helps")
+                nums.append(f"{name} {budget} ({label(top[0])}): **{_pm(m, se)}** ({word})")
+    add("reuse", "**Sec. 5.3 — reuse** (warm start from the previous z*) helps, at each model's best setting",
+        w,
+        f"helps in {sum(w)} of {len(w)}", nums)
+    # calibrated schedules against the best fixed DDPM setting
+    nums, w = [], []
+    for name in FPDMS:
+        for budget in scale.budgets:
+            cal = rows(results, train=name, budget=budget, calibrated=True)
+            top = best(selected, name, budget, "ddpm")
+            ref = config_rows(results, name, budget, top[0]) if top else []
+            if cal and ref:
+                word, m, se = _word(paired_diffs(cal, ref), "wins", "loses")
+                w.append(word == "wins")
+                nums.append(f"{name} {budget}: calibrated {fmt(cal)} − {label(top[0])} **{_pm(m, se)}** "
+                            f"({word})")
+    add("calibrated", "**Beyond — calibrated schedules** (DDPM) against the best fixed k picked on selection "
+        "seeds", w, f"wins in {sum(w)} of {len(w)}", nums)
+    # adaptive solving at the largest k
+    nums, w = [], []
+    for name in FPDMS:
+        for budget in scale.budgets:
+            ks = feasible_ks(budget, "ddpm", scale.k_grid)
+            if not ks:
+                continue
+            plain = config_rows(results, name, budget, ("ddpm", "uniform", max(ks), False))
+            for tol, solver in TOLS:
+                a = rows(results, train=name, budget=budget, iters=max(ks), tol=tol, solver=solver)
+                if a and plain:
+                    word, m, se = _word(paired_diffs(a, plain), "helps", "hurts")
+                    w.append(word == "helps")
+                    nums.append(f"{name} {budget} k = {max(ks)} {solver}{f' tol {tol}' if tol else ''}: "
+                                f"**{_pm(m, se)}**")
+    add("adaptive", "**Beyond — Anderson and `--tol`** at the largest k, against plain iteration", w,
+        f"helps in {sum(w)} of {len(w)}", nums)
+    # ODE solvers: each model's best ODE sampler against its best of DDPM / DDIM
+    nums, w = [], []
+    for name in ("dit28", *FPDMS):
+        for budget in scale.budgets:
+            ode = best_ode(selected, name, budget)
+            classic = min((c for s in ("ddpm", "ddim") for c in best(selected, name, budget, s)),
+                          key=lambda c: mean_fid([r for r in selected if r["settings"]["train"] == name
+                                                  and r["settings"]["budget"] == budget
+                                                  and r["settings"]["experiment"] == "fashion-select"
+                                                  and _config(r) == c]), default=None)
+            if ode is None or classic is None:
+                continue
+            a, b = config_rows(results, name, budget, ode), config_rows(results, name, budget, classic)
+            if a and b:
+                word, m, se = _word(paired_diffs(a, b), "helps", "hurts")
+                w.append(word == "helps")
+                nums.append(f"{name} {budget}: {label(ode)} − {label(classic)} **{_pm(m, se)}** ({word})")
+    add("ode", "**Beyond — ODE solvers** (DPM-Solver++(2M), UniPC, Heun at their best spacing) against the "
+        "best of DDPM and DDIM", w, f"help in {sum(w)} of {len(w)} (model, budget) pairs", nums)
+    return out
+
+
+def _config(r: dict) -> tuple[str, str, int | None, bool]:
+    s = r["settings"]
+    return s["sampler"], s.get("spacing", "uniform"), s["iters"], s["reuse"]
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[dict],
+           summaries: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    # frontier: FID against blocks (log x), each model at its best sampler, DiT-28's samplers thin
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, colour in (("dit28", "tab:red"), ("fpdm", "tab:blue")):
+        for sampler in (None, *SAMPLERS_STUDIED):
+            pts = []
+            for budget in scale.budgets:
+                if key == "dit28":
+                    top = best(selected, "dit28", budget, sampler)
+                    pick = ("dit28", top[0]) if top else None
+                else:
+                    pick = best_fpdm(selected, budget, sampler)
+                if not pick:
+                    continue
+                name, config = pick
+                got = config_rows(results, name, budget, config)
+                if got:
+                    pts.append((budget, *mean_se(fid_of(r) for r in got)))
+            if pts and (sampler is None or key == "dit28"):
+                xs, ys, es = zip(*pts, strict=True)
+                ax.errorbar(xs, ys, yerr=es, color=colour, lw=2.4 if sampler is None else 0.7,
+                            alpha=1 if sampler is None else 0.5, marker="o" if sampler is None else None,
+                            capsize=2, label=f"{'DiT-28' if key == 'dit28' else 'FPDM'}: "
+                                             f"{'best sampler' if sampler is None else sampler}")
+    for b in scale.budgets:
+        ax.axvline(b, color="grey", ls=":", lw=0.8)
+    ax.set(xscale="log", xlabel="transformer blocks per sample (log)", ylabel="fashion-FID (lower is better)",
+           title="Fashion-MNIST: compute–quality frontier (evaluation seeds)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(root / "frontier.png", dpi=120)
+    plt.close(fig)
+    written.append("frontier.png")
+    # smoothing curves: selection-seed FID against k per budget, DiT-28 per sampler as lines
+    fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.2 * len(scale.budgets), 3.8), squeeze=False)
+    for ax, budget in zip(axes[0], scale.budgets, strict=True):
+        for sampler, style in zip(SAMPLERS_STUDIED, ("-", "--", "-.", ":", (0, (1, 1))), strict=True):
+            top = best(selected, "dit28", budget, sampler)
+            if top:
+                m = mean_fid([r for r in selected if r["settings"]["train"] == "dit28"
+                              and r["settings"]["budget"] == budget and _config(r) == top[0]])
+                ax.axhline(m, color="k", ls=style, lw=0.8, label=f"DiT-28 {label(top[0])}")
+        for name, colour in zip(FPDMS, ("C0", "C1"), strict=True):
+            by: dict[tuple[str, str], dict[int, float]] = {}
+            for r in selected:
+                s = r["settings"]
+                if s["train"] == name and s["budget"] == budget and not s["reuse"] and s["iters"]:
+                    by.setdefault((s["sampler"], s.get("spacing", "uniform")), {})[s["iters"]] = fid_of(r)
+            for (sampler, spacing), pts in sorted(by.items()):
+                if len(pts) > 1:
+                    ks = sorted(pts)
+                    ax.plot(ks, [pts[k] for k in ks], marker="o", ms=3, lw=1, color=colour,
+                            ls="-" if sampler == "ddpm" else "--" if sampler == "ddim" else ":",
+                            label=f"{name} {sampler}/{spacing}")
+        ax.axvspan(*SEED_K, color="green", alpha=0.06)
+        ax.set(xscale="log", title=f"{budget} blocks", xlabel="iterations per step k (selection seeds)",
+               ylabel="fashion-FID")
+        ax.legend(fontsize=5)
+    fig.tight_layout()
+    fig.savefig(root / "smoothing.png", dpi=120)
+    plt.close(fig)
+    written.append("smoothing.png")
+    # Table 5 bars: increasing / decreasing − constant, paired
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    labels, vals, errs, colours = [], [], [], []
+    for name in FPDMS:
+        for budget in scale.budgets[-2:]:
+            n = budget // (2 + PROFILE_K)
+            const = rows(results, train=name, budget=budget, profile="constant", steps=n)
+            for profile, colour in (("increasing", "tab:green"), ("decreasing", "tab:purple")):
+                got = rows(results, train=name, budget=budget, profile=profile, steps=n)
+                d = paired_diffs(got, const)
+                if len(d) > 1:
+                    m, se = mean_se(d)
+                    labels.append(f"{name}\n{budget} {profile[:3]}")
+                    vals.append(m)
+                    errs.append(se)
+                    colours.append(colour)
+    ax.bar(range(len(vals)), vals, yerr=errs, color=colours, capsize=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(vals)), labels, fontsize=6)
+    ax.set(ylabel="profile − constant (fashion-FID, paired)", title="Table 5: allocation profiles")
+    fig.tight_layout()
+    fig.savefig(root / "table5.png", dpi=120)
+    plt.close(fig)
+    written.append("table5.png")
+    # training curves of what was trained here (the built-ins': docs/results/fashion/training_curve.png)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for s in summaries:
+        log_path = Path(str(s.get("checkpoint", ""))).parent / "log.jsonl"
+        if not s.get("builtin") and log_path.exists():
+            from fpdm.training.monitor import read_log
+
+            recs = read_log(log_path)[0]
+            if recs:
+                ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], lw=0.8, label=s["name"])
+    ax.set(xlabel="training step", ylabel="training loss", yscale="log", title="trainings of this study")
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "training.png", dpi=120)
+    plt.close(fig)
+    written.append("training.png")
+    return written
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    import os
+
+    return {"commit": commit, "machine": f"{cpu}, {os.cpu_count()} logical CPUs",
+            "python": platform.python_version()}
+
+
+def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: list[dict],
+                 selected: list[dict], results: list[dict], meta: dict[str, Any]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    plots = _plots(root, scale, selected, results, summaries)
+    found = verdicts(scale, selected, results)
+    smoke = ["> **Scale smoke: a plumbing check, not a result.** Tiny models trained a few steps, a handful "
+             "of samples per cell: every number and verdict below is noise.", ""]
+    smoke = smoke if scale_name != "full" else []
+    lines = [f"# fpdm reproduce: the Fashion-MNIST study ({scale_name})", "", *smoke,
+             "FPDM-T/4 (pre 1 + k + post 1 blocks per step; S-JFB N = M = 3 and the released N = 10, M = 12) "
+             "against DiT-T/4 at depth 28 (DiT-XL's), Fashion-MNIST 32×32 (64 tokens), class-conditional, "
+             f"width {scale.width}. Budgets {', '.join(map(str, scale.budgets))} blocks "
+             f"({', '.join(str(b // DEPTH) for b in scale.budgets)} DiT-28 steps). Settings (sampler, "
+             "spacing, k) picked on selection seeds 800000+ "
+             f"({scale.select_samples} samples); every number below is on the evaluation blocks "
+             f"({scale.sampling_seeds}+ blocks of {scale.num_samples} samples, shared by every cell: paired "
+             "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).",
+             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {meta.get('wall_s', 0):.0f} s; "
+             f"plan: {meta.get('plan', {}).get('total_cpu_h', 0):.2f} CPU-h estimated.",
+             f"Scale: `{json.dumps(asdict(scale))}`.", "", "## Verdicts", "",
+             "| finding | verdict | numbers (fashion-FID, paired differences ± s.e.) | training-seed noise "
+             "| digits (paper-ratio study) |", "|---|---|---|---|---|"]
+    for v in found:
+        lines.append(f"| {v['finding']} | **{v['class']}**: {v['verdict']} | {v['numbers']} | "
+                     f"{v['training_seed_noise']} | {v['digits_class'] or '–'}: {v['digits']} |")
+    lines += ["", "## Side by side with digits", "", "| finding | digits | Fashion-MNIST | on both? |",
+              "|---|---|---|---|"]
+    for v in found:
+        both = "–" if v["digits_class"] is None or v["class"] == "no verdict" else \
+            "holds on both" if v["class"] == v["digits_class"] == "holds" else \
+            "same" if v["class"] == v["digits_class"] else "differs"
+        lines.append(f"| {v['key']} | {v['digits_class'] or '–'} | {v['class']} | {both} |")
+    lines += ["", "## FPDM − DiT-28 per sampler", "",
+              "Each model at its best spacing (and FPDM at its best k) for that sampler, picked on the "
+              "selection seeds.", "", "| sampler | budget: FPDM − DiT-28 |", "|---|---|"]
+    for sampler in SAMPLERS_STUDIED:
+        parts = _headline(scale, selected, results, sampler)[0]
+        lines.append(f"| {sampler} | {'<br>'.join(parts) or '–'} |")
+    lines += ["", "![frontier](frontier.png)", "", "![smoothing](smoothing.png)", "",
+              "![Table 5](table5.png)", "", "## What the selection seeds picked", "",
+              "| budget | model | best | runner-up |", "|---|---|---|---|"]
+    for budget in scale.budgets:
+        for name in ("dit28", *FPDMS):
+            top = best(selected, name, budget, top=2)
+            if top:
+                sel = [r for r in selected
+                       if r["settings"]["train"] == name and r["settings"]["budget"] == budget]
+                f = [f"{label(c)} ({mean_fid([r for r in sel if _config(r) == c]):.2f})" for c in top]
+                lines.append(f"| {budget} | {name} | {f[0]} | {f[1] if len(f) > 1 else '–'} |")
+    lines += ["", "## Trainings", "", "| name | steps | parameters | ms/step | source |",
+              "|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['name']} | {s['step']} | {s.get('parameters') or 0:,} | {s.get('ms_per_step')} | "
+                     f"{'built-in ' + s['builtin'] if s.get('builtin') else 'trained here'} |")
+    lines += ["", "![training](training.png)", ""]
+    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
+    if grids:
+        lines += [f"## Sample grids at {scale.grid_budget} blocks (Fig. 5), DDPM, same seeds", ""]
+        lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
+    path = root / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    cost = sum(r.get("task_wall_s", 0) for r in selected + results)
+    (root / "results.json").write_text(json.dumps(
+        {"scale": scale_name, "settings": asdict(scale), **meta, "plots": plots, "verdicts": found,
+         "cells_cpu_s": cost, "trainings": summaries, "selection": selected, "cells": results}, indent=1))
+    return path
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str], None] = print,
+        device: str = "cpu") -> dict[str, Any]:
+    """Plan, train, select, evaluate and report the Fashion-MNIST study under `root` (cached: run again to
+    resume)."""
+    if scale_name not in FASHION_SCALES:
+        raise ValueError(f"--scale {scale_name}: the Fashion-MNIST study has scales "
+                         f"{', '.join(FASHION_SCALES)}")
+    from fpdm.data.datasets import load_dataset
+
+    scale, root, t0 = FASHION_SCALES[scale_name], Path(root), time.perf_counter()
+    load_dataset("fashion-mnist", split="train")  # missing files: the error says how to install them, now
+    for spec, _ in trainings(scale):
+        if spec.builtin:
+            check_builtin(spec, scale)
+    p = plan(scale, root)
+    log(f"fashion study -> {root}: {len(p['trainings'])} trainings to run ({p['train_cpu_h']:.2f} CPU-h), "
+        f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), then "
+        f"≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} CPU-h, "
+        f"≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} workers")
+    sel = replace(scale, num_samples=scale.select_samples)
+    summaries, pilot = run_tasks(trainings(scale), pilot_cells(scale), sel, root, workers, log, device)
+    second = [c for c in dict.fromkeys(grid_cells(scale, pilot)) if c not in set(pilot_cells(scale))]
+    _, more = run_tasks([], second, sel, root, workers, log, device)
+    selected = pilot + more
+    cells = list(dict.fromkeys(evaluation_cells(scale, selected)))
+    log(f"fashion study: {len(cells)} evaluation cells")
+    _, results = run_tasks([], cells, scale, root, workers, log, device)
+    extra = [c for c in dict.fromkeys(matched_eval_cells(scale, matched_cells(scale, selected, results))
+                                      + close_calls(scale, selected, results)) if c not in set(cells)]
+    if extra:
+        log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
+        results += run_tasks([], extra, scale, root, workers, log, device)[1]
+    meta = _environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers}
+    path = write_report(root, scale_name, scale, summaries, selected, results, meta)
+    log(f"wrote {path}")
+    return {"trainings": summaries, "selection": selected, "cells": results, "verdicts":
+            json.loads((root / "results.json").read_text())["verdicts"]}
+

@@ -1,0 +1,108 @@
+"""The Fashion-MNIST study: its declaration (models, recipes, feasible cells, costs) on its own, and the
+whole `fpdm reproduce --study fashion --scale smoke` run end to end on the real Fashion-MNIST files (tiny
+models, about a minute on 2 cores), whose report must have every verdict row, plot and number."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fpdm.cli import main
+from fpdm.diffusion.samplers import SAMPLERS
+from fpdm.studies import fashion, fashion_cells
+from fpdm.studies.engine import TrainSpec
+from fpdm.studies.fashion_cells import FASHION_FULL
+
+REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def test_full_scale_cells_spend_their_budget_exactly_and_select_on_disjoint_seeds():
+    cells = fashion_cells.pilot_cells(FASHION_FULL)
+    assert {c.seed_block for c in cells} == {fashion_cells.SELECT_BLOCK}
+    assert fashion_cells.SELECT_BLOCK >= FASHION_FULL.max_seed_blocks  # evaluation blocks never reach it
+    for c in cells:
+        cost = 28 if c.train.name == "dit28" else 2 + c.iters
+        assert c.budget % cost == 0 and SAMPLERS[c.sampler].steps_for(c.budget // cost), c
+    # DiT-28 cannot run Heun at 2 steps (its 2n - 1 evaluations), can at 5
+    assert not [c for c in cells if c.train.name == "dit28" and c.budget == 56 and c.sampler == "heun"]
+    assert [c for c in cells if c.train.name == "dit28" and c.budget == 140 and c.sampler == "heun"]
+    assert {c.train.data for c in cells} == {"fashion-mnist"}
+
+
+def test_the_full_scale_samples_the_builtins_it_was_trained_as_and_refuses_a_mismatched_recipe():
+    m = fashion_cells.models(FASHION_FULL)
+    assert (m["fpdm"].builtin, m["dit28"].builtin) == ("fashion-fpdm", "fashion-dit")
+    for name in ("fpdm", "dit28"):
+        fashion_cells.check_builtin(m[name], FASHION_FULL)  # the shipped weights' recorded recipe matches
+    wrong = TrainSpec("fpdm-N10M12", "FPDM-T/4", train=m["fpdm-N10M12"].train, data="fashion-mnist",
+                      builtin="fashion-fpdm")
+    with pytest.raises(ValueError, match="fp_max_no_grad 3 .*study: 10"):
+        fashion_cells.check_builtin(wrong, FASHION_FULL)
+    assert not [s for s in m.values() if s.builtin and "seed" in dict(s.train)]
+
+
+def test_training_cost_estimates_order_the_ablations_by_their_gradient_iterations():
+    a = fashion_cells.ablations(FASHION_FULL)
+    cost = {name: fashion_cells.train_cost_s(spec, 1000) for name, spec in a.items()}
+    assert cost["jfb-N6-M6"] < cost["sjfb-N6-M6"] < cost["multistep-N6-M6"]
+    assert cost["sjfb-N3-M3"] < cost["sjfb-N6-M6"] < cost["sjfb-N12-M12"] < cost["sjfb-N24-M24"]
+    # the built-in's measured 587 ms per step is what the unit was calibrated on
+    assert fashion_cells.train_cost_s(fashion_cells._fpdm("x", FASHION_FULL, "sjfb", 3, 3), 1) == \
+        pytest.approx(0.587, abs=1e-3)
+    assert fashion_cells.train_cost_s(fashion_cells.models(FASHION_FULL)["fpdm"], 10_000) == 0.0  # built-in
+
+
+def test_the_study_plan_fits_the_issues_cpu_budget():
+    p = fashion.plan(FASHION_FULL, Path("/nonexistent"))
+    assert p["total_cpu_h"] <= 30, p
+    assert "fpdm" not in p["trainings"] and "fpdm-N10M12" in p["trainings"]
+
+
+def test_a_scale_of_another_study_is_refused(capsys):
+    assert main(["reproduce", "--study", "fashion", "--scale", "quick", "--out", "/nonexistent"]) == 2
+    assert "full and smoke" in capsys.readouterr().err
+    assert main(["reproduce", "--study", "ratio", "--scale", "smoke", "--out", "/nonexistent"]) == 2
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fashion-study")
+    assert main(["reproduce", "--study", "fashion", "--scale", "smoke", "--out", str(out), "--workers",
+                 "2"]) == 0
+    return out / "fashion"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
+    data = json.loads((smoke / "results.json").read_text())
+    text = (smoke / "README.md").read_text()
+    keys = [v["key"] for v in data["verdicts"]]
+    assert keys == list(fashion.DIGITS)  # one row per finding, the digits verdict beside each
+    for v in data["verdicts"]:
+        assert f"| {v['finding']} |" in text and v["class"] in ("holds", "partly", "fails", "no verdict")
+    for plot in ("frontier.png", "smoothing.png", "table5.png", "training.png"):
+        assert (smoke / plot).stat().st_size > 1000 and f"({plot})" in text
+    grids = sorted(p.name for p in (smoke / "grids").glob("*.png"))
+    assert "dit28.png" in grids and len(grids) >= 3
+    assert data["commit"] and data["machine"] and data["plan"]["total_cpu_h"] > 0
+    assert all("task_wall_s" in r for r in data["cells"])  # each cell's measured cost is kept
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_every_number_of_the_verdict_table_is_in_results_json(smoke):
+    data = json.loads((smoke / "results.json").read_text())
+    table = (smoke / "README.md").read_text().split("## Verdicts", 1)[1].split("## Side by side", 1)[0]
+    stored = json.dumps(data["verdicts"], ensure_ascii=False)
+    numbers = re.findall(r"[-+]?\d+\.\d+", table)
+    assert len(numbers) > 10
+    assert [n for n in numbers if n not in stored] == []
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_second_run_resumes_from_the_cache_without_new_work(smoke, capsys):
+    before = sorted(p.name for p in (smoke / "eval").glob("*.json"))
+    assert main(["reproduce", "--study", "fashion", "--scale", "smoke", "--out", str(smoke.parent),
+                 "--workers", "1"]) == 0
+    assert sorted(p.name for p in (smoke / "eval").glob("*.json")) == before
+    assert "0 trainings to run" in capsys.readouterr().out
