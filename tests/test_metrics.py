@@ -84,6 +84,24 @@ def test_precision_recall_blocks_do_not_change_the_result(monkeypatch):
     assert precision_recall(a, b) == whole and 0 < whole[0] < 1
 
 
+def test_precision_recall_takes_the_reference_radii_computed_once():
+    import torch
+
+    from fpdm.evaluation.metrics import knn_radii
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 6)), rng.normal(loc=0.4, size=(120, 6))
+    radii = knn_radii(a, 3)
+    # the 4th smallest distance per row (the first is the point itself), by brute force
+    d = np.sqrt(((a[:, None] - a[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(radii.numpy(), np.sort(d, axis=1)[:, 3], rtol=1e-12)
+    assert precision_recall(a, b, real_radii=radii) == precision_recall(a, b)
+    # radii of another set change the answer: they are used, not recomputed
+    assert precision_recall(a, b, real_radii=radii * 0.5)[0] < precision_recall(a, b)[0]
+    with pytest.raises(ValueError, match="real_radii has shape"):
+        precision_recall(a, b, real_radii=torch.ones(5, dtype=torch.float64))
+
+
 def _spd(d, seed):
     a = np.random.default_rng(seed).normal(size=(d, 2 * d))
     return a @ a.T / (2 * d)

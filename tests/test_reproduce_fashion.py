@@ -12,7 +12,7 @@ from fpdm.cli import main
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.studies import fashion, fashion_cells
 from fpdm.studies.engine import TrainSpec
-from fpdm.studies.fashion_cells import FASHION_FULL
+from fpdm.studies.fashion_cells import FASHION_FULL, FASHION_SMOKE
 
 REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -106,3 +106,52 @@ def test_a_second_run_resumes_from_the_cache_without_new_work(smoke, capsys):
                  "--workers", "1"]) == 0
     assert sorted(p.name for p in (smoke / "eval").glob("*.json")) == before
     assert "0 trainings to run" in capsys.readouterr().out
+
+
+def _result(spec, fid):
+    s = spec.settings()
+    fpdm = spec.iters is not None or s.get("calibrated") or spec.steps is not None
+    return {"settings": s, "fashion_fid": fid, "steps": 1, "blocks": s["budget"], "iters_run": [1],
+            "flops_per_sample": s["budget"] * (1.2 if fpdm else 1.0), "sample_wall_s": 0.5 if fpdm else 1.0,
+            "task_wall_s": 0.1}
+
+
+def _world(fpdm_gain, profile_gain, noise=0.0):
+    """Synthetic results on every cell of the smoke scale: FPDM `fpdm_gain` lower than DiT-28 (± `noise`
+    alternating over the blocks), the increasing profile `profile_gain` lower than constant, block b adding
+    b / 10 to everything."""
+    scale = FASHION_SMOKE
+
+    def fid(c):
+        base = 60.0 if c.train.name == "dit28" else 60.0 - fpdm_gain + noise * (-1) ** c.seed_block
+        base -= profile_gain * (c.profile == "increasing") - profile_gain * (c.profile == "decreasing")
+        return base + 0.1 * c.seed_block + 0.01 * (c.iters or 0)
+
+    pilot = [_result(c, fid(c)) for c in fashion_cells.pilot_cells(scale)]
+    selected = pilot + [_result(c, fid(c)) for c in fashion_cells.grid_cells(scale, pilot)]
+    cells = list(dict.fromkeys(fashion_cells.evaluation_cells(scale, selected)))
+    results = [_result(c, fid(c)) for c in cells]
+    matched = fashion_cells.matched_cells(scale, selected, results)
+    results += [_result(c, fid(c)) for c in fashion_cells.matched_eval_cells(scale, matched)]
+    return {v["key"]: v for v in fashion.verdicts(scale, selected, results)}
+
+
+def test_verdicts_follow_the_paired_differences_of_a_synthetic_world():
+    good = _world(fpdm_gain=10.0, profile_gain=1.0)
+    assert good["headline"]["class"] == "holds"
+    assert "**-9.98 ± 0.00** (FPDM wins)" in good["headline"]["numbers"]
+    assert good["table5"]["class"] == "holds"
+    # 1.2x the FLOPs per block: within 56 / 1.2 = 46.7 blocks, whole k = 2 evaluations of 4 blocks: 44
+    assert good["equal-flops"]["class"] == "holds"
+    assert "at 44 blocks (cost ratio 0.833)" in good["equal-flops"]["numbers"]
+    # half DiT-28's wall-clock: already cheaper, so re-run at the same 56 blocks, never above
+    assert "at 56 blocks (cost ratio 2.000)" in good["equal-wall"]["numbers"]
+    bad = _world(fpdm_gain=-10.0, profile_gain=-1.0)
+    assert bad["headline"]["class"] == "fails" and "DiT wins" in bad["headline"]["numbers"]
+    assert bad["table5"]["class"] == "fails"
+    # the smallest k of the grid is best here (FID grows 0.01 per iteration): Fig. 4 fails (4-8 not best)
+    assert good["fig4"]["class"] == "fails" and "best k = 2" in good["fig4"]["numbers"]
+    # a gain smaller than twice its paired s.e. is a tie, and a tie is no win
+    tie = _world(fpdm_gain=0.5, profile_gain=1.0, noise=1.0)
+    assert tie["headline"]["class"] == "fails" and "(tie)" in tie["headline"]["numbers"]
+    assert "**-0.48 ± 1.00**" in tie["headline"]["numbers"]

@@ -57,3 +57,13 @@ def test_a_uniform_spacing_cell_keeps_the_cache_key_it_had_before_spacings():
     assert cache_key(spec.settings()) == "00a8f666dbd25c32"  # as computed before `spacing` existed
     karras = EvalSpec("smoothing", TrainSpec("fpdm", "FPDM-T/2"), 3000, 140, iters=4, spacing="karras")
     assert karras.settings()["spacing"] == "karras"
+
+
+def test_a_digits_training_keeps_its_cache_key_now_that_studies_name_their_dataset():
+    from fpdm.studies.ratio_cells import models
+
+    m = models(RATIO_FULL)
+    # as computed before TrainSpec had `data` and `builtin`: the ratio study's cache stays valid
+    assert (m["dit28"].key(RATIO_FULL, 3000), m["fpdm-N10M12"].key(RATIO_FULL, 3000)) == \
+        ("294cc33bb0bd00d1", "e285c53aed9f0157")
+    assert replace(m["dit28"], data="fashion-mnist").key(RATIO_FULL, 3000) != "294cc33bb0bd00d1"
