@@ -371,6 +371,25 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
     return summaries, results
 
 
+def environment() -> dict[str, Any]:
+    """Where a study's numbers came from: the commit of this source tree (None outside git), the CPU and
+    its logical CPU count, the Python version."""
+    import os
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"commit": commit, "machine": f"{cpu}, {os.cpu_count()} logical CPUs",
+            "python": platform.python_version()}
+
+
 def mean_se(vals: Iterable[float]) -> tuple[float, float]:
     v = np.asarray(list(vals), dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")

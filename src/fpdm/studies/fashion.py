@@ -11,16 +11,23 @@ Settings (k, sampler, spacing) are picked on selection seeds disjoint from the e
 from __future__ import annotations
 
 import json
-import platform
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from fpdm.studies.engine import EvalSpec, cache_key, fid_of, fmt, mean_se, paired_diffs, run_tasks
+from fpdm.studies.engine import (
+    EvalSpec,
+    cache_key,
+    environment,
+    fid_of,
+    fmt,
+    mean_se,
+    paired_diffs,
+    run_tasks,
+)
 from fpdm.studies.fashion_cells import (
     DEPTH,
     FASHION_SCALES,
@@ -434,21 +441,6 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
     return written
 
 
-def _environment() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
-    import os
-
-    return {"commit": commit, "machine": f"{cpu}, {os.cpu_count()} logical CPUs",
-            "python": platform.python_version()}
-
-
 def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: list[dict],
                  selected: list[dict], results: list[dict], meta: dict[str, Any]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
@@ -552,7 +544,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     if extra:
         log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
-    meta = _environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers}
+    meta = environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers}
     path = write_report(root, scale_name, scale, summaries, selected, results, meta)
     log(f"wrote {path}")
     return {"trainings": summaries, "selection": selected, "cells": results, "verdicts":

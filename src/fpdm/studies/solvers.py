@@ -21,7 +21,7 @@ from typing import Any
 
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.diffusion.schedules import SPACINGS
-from fpdm.studies.engine import EvalSpec, fid_of, fmt, mean_se, paired, run_tasks
+from fpdm.studies.engine import EvalSpec, environment, fid_of, fmt, mean_se, paired, run_tasks
 from fpdm.studies.ratio_cells import DEEP, FPDMS, RATIO_SCALES, SHALLOW, RatioScale, models
 from fpdm.studies.selection import best_configs, config_of, label, mean_fid, select_rows
 
@@ -220,6 +220,19 @@ def frontier_plot(path: Path, scale: RatioScale, selected: list[dict], results: 
     plt.close(fig)
 
 
+def cost_line(summaries: list[dict], selected: list[dict], results: list[dict]) -> str:
+    """Where and at what cost: the commit and machine of this report, and the CPU-seconds measured by the
+    trainings (ms/step × steps) and by the cells' sampling (their own wall-clock on one thread)."""
+    env = environment()
+    train_s = sum((s.get("ms_per_step") or 0) * s.get("step", 0) / 1000 for s in summaries)
+    sel_s = sum(r.get("sample_wall_s", 0) for r in selected)
+    eval_s = sum(r.get("sample_wall_s", 0) for r in results)
+    return (f"Report written at commit `{env['commit']}` on {env['machine']}. Measured cost, one thread per "
+            f"worker: trainings {train_s:,.0f} CPU-s, sampling of the {len(selected)} selection cells "
+            f"{sel_s:,.0f} CPU-s and of the {len(results)} evaluation cells {eval_s:,.0f} CPU-s (FID, model "
+            "loading and calibration not included).")
+
+
 def write_report(folder: Path, scale_name: str, scale: RatioScale, select_scale: RatioScale,
                  summaries: list[dict], selected: list[dict], results: list[dict]) -> Path:
     from fpdm.studies.digits import TINY_WARNING
@@ -233,6 +246,7 @@ def write_report(folder: Path, scale_name: str, scale: RatioScale, select_scale:
              "samples), "
              f"reported on {scale.sampling_seeds} evaluation blocks of {scale.num_samples} samples (paired "
              "digits-FID, mean ± s.e.).", f"Scale: `{json.dumps(asdict(scale))}`.", "",
+             cost_line(summaries, selected, results), "",
              "## FPDM − DiT: with each model at its own best sampler, and per sampler", "",
              *verdict_rows(scale, selected, results), "", "![frontier](frontier.png)", "",
              "## What wins on the selection seeds", "", *optimum_rows(scale, selected), "",
