@@ -132,7 +132,8 @@ def test_gelu_tanh_is_atens_tanh_gelu_with_and_without_autograd():
     out.backward(torch.linspace(-1, 1, 4096))
     xa = x.clone().requires_grad_()
     F.gelu(xa, approximate="tanh").backward(torch.linspace(-1, 1, 4096))
-    assert torch.equal(out, F.gelu(x, approximate="tanh")) and torch.equal(xg.grad, xa.grad)
+    # under autograd: the sigmoid form's values, ATen's backward at the same inputs (the same gradient)
+    assert torch.equal(out, fast) and torch.equal(xg.grad, xa.grad)
 
 
 def test_blocks_run_in_sample_chunks_each_with_its_own_modulation(monkeypatch):
