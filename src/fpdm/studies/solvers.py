@@ -203,18 +203,34 @@ def frontier_plot(path: Path, scale: RatioScale, selected: list[dict], results: 
                 if rows:
                     mean, se = mean_se(fid_of(r) for r in rows)
                     lines.setdefault(key, {}).setdefault(sampler, []).append((budget, mean, se))
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    styles = dict(zip(STUDY_SAMPLERS, ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1))), strict=True))
+    names = {"dit28": "DiT-28", "dit12": "DiT-12", "fpdm": "FPDM (better of its two trainings)"}
     for key, per in lines.items():
         for sampler, pts in per.items():
             xs, ys, es = zip(*pts, strict=True)
-            label = f"{key}: best sampler" if sampler is None else None
-            ax.errorbar(xs, ys, yerr=es, color=colours[key], lw=2.4 if sampler is None else 0.7,
-                        alpha=1.0 if sampler is None else 0.45, marker="o" if sampler is None else None,
-                        ms=4, capsize=2, label=label)
+            label = f"{names[key]}: its best sampler" if sampler is None else None
+            ax.errorbar(xs, ys, yerr=es, color=colours[key], lw=2.4 if sampler is None else 0.8,
+                        ls="-" if sampler is None else styles[sampler], alpha=1.0 if sampler is None else 0.5,
+                        marker="o" if sampler is None else None, ms=4, capsize=2, label=label)
     for b in PAPER_BUDGETS:
         ax.axvline(b, color="grey", ls=":", lw=0.8)
-    ax.set(xscale="log", xlabel="transformer blocks per sample (log)", ylabel="digits-FID (lower is better)",
-           title="compute–quality frontier: thick = each model's best sampler, thin = per sampler")
-    ax.legend(fontsize=7)
+    # log y: a failed few-step cell (FID in the hundreds) must not flatten the frontier
+    ax.set(xscale="log", yscale="log", xlabel="transformer blocks per sample (log; dotted: 2, 5, 10, 20 "
+           "DiT-28 steps)", ylabel="digits-FID (log; lower is better)",
+           title="compute–quality frontier (evaluation seeds)")
+    ax.xaxis.set_major_locator(FixedLocator(budgets))
+    ax.yaxis.set_major_locator(FixedLocator([15, 20, 30, 50, 100, 200, 400]))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_locator(NullLocator())
+    ax.tick_params(axis="x", labelsize=7, labelrotation=90)  # 56 and 60 sit side by side
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", lw=0.8, ls=styles[s], label=f"thin: {s}")
+                for s in STUDY_SAMPLERS]
+    ax.legend(handles=handles, fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
