@@ -64,7 +64,8 @@ __all__ = ["DIGITS", "plan", "run", "verdicts", "write_report"]
 
 # The paper-ratio digits study's verdicts (docs/results/README.md), for the side-by-side: (class, words)
 DIGITS = {
-    "headline": ("holds", "reproduced at 2, 5 and 10 DiT-28 steps; a tie at 20 (DDPM/DDIM)"),
+    "headline": ("partly", "each at its own best sampler: FPDM wins at 2 DiT-28 steps only (−52.85 ± 1.26); "
+                 "a tie at 5, DiT-28 wins at 10 (+5.84 ± 2.36)"),
     "headline-ddpm": ("holds", "reproduced at 2, 5 and 10 DiT-28 steps; a tie at 20"),
     "equal-flops": ("holds", "reproduced at 2, 5, 10 DiT-28 steps; FPDM loses at 20"),
     "equal-wall": ("holds", "same as equal FLOPs"),
@@ -75,7 +76,8 @@ DIGITS = {
     "reuse": ("partly", "helps where steps are many and k small; hurts at 2 DiT steps"),
     "calibrated": ("partly", "wins at the smallest budgets for fpdm-N10M12 only"),
     "adaptive": ("fails", "no effect"),
-    "ode": (None, "not measured on digits before this study's solvers run"),
+    "ode": ("partly", "help DiT-28 from 5 steps on (52.51 → 18.00 at 140 blocks) and FPDM up to 140 blocks; "
+            "FPDM's best at 280–560 is DDPM"),
 }
 
 
