@@ -47,6 +47,7 @@ def test_settings_are_picked_on_selection_seeds_then_evaluated_on_the_evaluation
                                 results)
     text = path.read_text()
     assert "**each its own best**" in text and "dpm++2m/karras" in text
+    assert "| **FPDM wins** |" in text and "DiT wins" not in text  # lower by k everywhere, no noise
     assert (tmp_path / "frontier.png").exists()
 
 

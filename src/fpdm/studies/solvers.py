@@ -21,7 +21,16 @@ from typing import Any
 
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.diffusion.schedules import SPACINGS
-from fpdm.studies.engine import EvalSpec, environment, fid_of, fmt, mean_se, paired, run_tasks
+from fpdm.studies.engine import (
+    EvalSpec,
+    environment,
+    fid_of,
+    fmt,
+    mean_se,
+    paired,
+    paired_diffs,
+    run_tasks,
+)
 from fpdm.studies.ratio_cells import DEEP, FPDMS, RATIO_SCALES, SHALLOW, RatioScale, models
 from fpdm.studies.selection import best_configs, config_of, label, mean_fid, select_rows
 
@@ -134,7 +143,7 @@ def _best_fpdm(selected: list[dict], budget: int, sampler: str | None = None) ->
 
 def verdict_rows(scale: RatioScale, selected: list[dict], results: list[dict]) -> list[str]:
     lines = ["| budget (blocks) | sampler | DiT (steps): its best setting, FID | FPDM (steps): model, its "
-             "best setting, FID | FPDM − DiT (paired) |", "|---|---|---|---|---|"]
+             "best setting, FID | FPDM − DiT (paired) | verdict (2 s.e.) |", "|---|---|---|---|---|---|"]
     for budget in sorted(scale.budgets + scale.small_budgets):
         dit = _dit(budget, scale)
         if dit is None:
@@ -151,8 +160,15 @@ def verdict_rows(scale: RatioScale, selected: list[dict], results: list[dict]) -
             lines.append(f"| {budget} | {sampler or '**each its own best**'} | {dit[0]} "
                          f"({d_rows[0]['steps']}): {label(best_dit[0])}, {fmt(d_rows)} | {fp[0]} "
                          f"({f_rows[0]['steps']}): {label(fp[1])}, {fmt(f_rows)} | "
-                         f"{paired(f_rows, d_rows)} |")
+                         f"{paired(f_rows, d_rows)} | {_verdict(paired_diffs(f_rows, d_rows))} |")
     return lines
+
+
+def _verdict(diffs: list[float]) -> str:
+    if len(diffs) < 2:
+        return "one block"
+    m, se = mean_se(diffs)
+    return "**FPDM wins**" if m + 2 * se < 0 else "**DiT wins**" if m - 2 * se > 0 else "tie"
 
 
 def optimum_rows(scale: RatioScale, selected: list[dict]) -> list[str]:
