@@ -139,11 +139,13 @@ def check_builtin(spec: TrainSpec, scale: FashionScale) -> None:
 
 # ------------------------------------------------------------------------------------------------- costs
 
-# One thread, measured on the project machine: the built-ins' trainings (FPDM-T/4 N = M = 3: 587 ms per step
-# = 13.5 block units of 43.5 ms) and sampling (≈ 0.6 ms per block per sample at 64 tokens)
+# One thread, measured on the project machine with a second process on the other core: the built-ins'
+# trainings (FPDM-T/4 N = M = 3: 587 ms per step = 13.5 block units of 43.5 ms) and pilot cells of the
+# built-ins (200 samples at 140 blocks: 8.5 s of sampling for DiT-28, 10.9-11.8 s for FPDM at k = 3, whose
+# injection MLP makes its blocks dearer; 12-13 s per task with loading and fashion-FID)
 MS_PER_TRAIN_UNIT = 43.5
-MS_PER_SAMPLE_BLOCK = 0.6
-CELL_OVERHEAD_S = 8.0  # loading, the feature network and the bootstrap
+MS_PER_SAMPLE_BLOCK = 0.42
+CELL_OVERHEAD_S = 2.0  # loading, feature network, bootstrap (the test set's radii: once per worker)
 
 
 def train_cost_s(spec: TrainSpec, steps: int) -> float:
