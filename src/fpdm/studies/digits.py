@@ -26,6 +26,7 @@ from fpdm.studies.engine import (
     TrainSpec,
     eval_task,
     fmt,
+    grid_section,
     group_results,
     mean_se,
     paired,
@@ -378,10 +379,7 @@ def write_report(root: Path, scale_name: str, scale: Scale, summaries: list[dict
                          f"{fmt(rows, 'class_consistency')} | {paired(rows, base) if base else '–'} |")
         lines.append("")
     lines += calibrated_section(results, ["fpdm"], scale.budgets)
-    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
-    if grids:
-        lines += [f"## Sample grids at budget {scale.grid_budget} (Fig. 5), same seeds", ""]
-        lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
+    lines += grid_section(root, f"Sample grids at budget {scale.grid_budget} (Fig. 5), same seeds")
     path = root / "README.md"
     path.write_text("\n".join(lines) + "\n")
     (root / "results.json").write_text(json.dumps({"trainings": summaries, "cells": results}, indent=1))

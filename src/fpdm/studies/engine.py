@@ -371,6 +371,12 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
     return summaries, results
 
 
+def grid_section(root: Path, title: str) -> list[str]:
+    """Markdown lines showing the sample grids under `<root>/grids` (none: no lines)."""
+    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
+    return [f"## {title}", "", *[f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]] if grids else []
+
+
 def environment() -> dict[str, Any]:
     """Where a study's numbers came from: the commit of this source tree (None outside git), the CPU and
     its logical CPU count, the Python version."""

@@ -24,6 +24,7 @@ from fpdm.studies.engine import (
     environment,
     fid_of,
     fmt,
+    grid_section,
     mean_se,
     paired_diffs,
     run_tasks,
@@ -113,6 +114,13 @@ def _word(diffs: list[float], win: str, lose: str) -> tuple[str, float, float]:
         return "one block", float("nan"), float("nan")
     m, se = mean_se(diffs)
     return (win if m + 2 * se < 0 else lose if m - 2 * se > 0 else "tie"), m, se
+
+
+def _judge(a: list[dict], b: list[dict], win: str, lose: str, wins: list[bool]) -> tuple[str, str]:
+    """The word for a − b (paired) and its "mean ± s.e." in bold; records whether it is `win`."""
+    word, m, se = _word(paired_diffs(a, b), win, lose)
+    wins.append(word == win)
+    return word, f"**{_pm(m, se)}**"
 
 
 def _pm(m: float, se: float) -> str:
@@ -233,10 +241,8 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
         if not all(cell.values()):
             continue
         for mode in ("jfb", "multistep"):
-            word, m, se = _word(paired_diffs(cell["sjfb"], cell[mode]), "better", "worse")
-            w.append(word == "better")
-            nums.append(f"N = {n}, M = {m_}: S-JFB {fmt(cell['sjfb'])} − {mode} {fmt(cell[mode])} "
-                        f"**{_pm(m, se)}**")
+            diff = _judge(cell["sjfb"], cell[mode], "better", "worse", w)[1]
+            nums.append(f"N = {n}, M = {m_}: S-JFB {fmt(cell['sjfb'])} − {mode} {fmt(cell[mode])} {diff}")
     add("table4", "**Table 4 — JFB fails; multi-step works; S-JFB best**", w,
         f"S-JFB better in {sum(w)} of {len(w)} pairs", nums)
     # Table 5: increasing allocation best, decreasing worst
@@ -264,9 +270,8 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             a = config_rows(results, name, budget, top[0][:3] + (True,))
             b = config_rows(results, name, budget, top[0])
             if a and b:
-                word, m, se = _word(paired_diffs(a, b), "helps", "hurts")
-                w.append(word == "helps")
-                nums.append(f"{name} {budget} ({label(top[0])}): **{_pm(m, se)}** ({word})")
+                word, diff = _judge(a, b, "helps", "hurts", w)
+                nums.append(f"{name} {budget} ({label(top[0])}): {diff} ({word})")
     add("reuse", "**Sec. 5.3 — reuse** (warm start from the previous z*) helps, at each model's best setting",
         w,
         f"helps in {sum(w)} of {len(w)}", nums)
@@ -278,10 +283,8 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             top = best(selected, name, budget, "ddpm")
             ref = config_rows(results, name, budget, top[0]) if top else []
             if cal and ref:
-                word, m, se = _word(paired_diffs(cal, ref), "wins", "loses")
-                w.append(word == "wins")
-                nums.append(f"{name} {budget}: calibrated {fmt(cal)} − {label(top[0])} **{_pm(m, se)}** "
-                            f"({word})")
+                word, diff = _judge(cal, ref, "wins", "loses", w)
+                nums.append(f"{name} {budget}: calibrated {fmt(cal)} − {label(top[0])} {diff} ({word})")
     add("calibrated", "**Beyond — calibrated schedules** (DDPM) against the best fixed k picked on selection "
         "seeds", w, f"wins in {sum(w)} of {len(w)}", nums)
     # adaptive solving at the largest k
@@ -295,10 +298,9 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             for tol, solver in TOLS:
                 a = rows(results, train=name, budget=budget, iters=max(ks), tol=tol, solver=solver)
                 if a and plain:
-                    word, m, se = _word(paired_diffs(a, plain), "helps", "hurts")
-                    w.append(word == "helps")
-                    nums.append(f"{name} {budget} k = {max(ks)} {solver}{f' tol {tol}' if tol else ''}: "
-                                f"**{_pm(m, se)}**")
+                    diff = _judge(a, plain, "helps", "hurts", w)[1]
+                    how = f"{solver}{f' tol {tol}' if tol else ''}"
+                    nums.append(f"{name} {budget} k = {max(ks)} {how}: {diff}")
     add("adaptive", "**Beyond — Anderson and `--tol`** at the largest k, against plain iteration", w,
         f"helps in {sum(w)} of {len(w)}", nums)
     # ODE solvers: each model's best ODE sampler against its best of DDPM / DDIM
@@ -498,10 +500,7 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
         lines.append(f"| {s['name']} | {s['step']} | {s.get('parameters') or 0:,} | {s.get('ms_per_step')} | "
                      f"{'built-in ' + s['builtin'] if s.get('builtin') else 'trained here'} |")
     lines += ["", "![training](training.png)", ""]
-    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
-    if grids:
-        lines += [f"## Sample grids at {scale.grid_budget} blocks (Fig. 5), DDPM, same seeds", ""]
-        lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
+    lines += grid_section(root, f"Sample grids at {scale.grid_budget} blocks (Fig. 5), DDPM, same seeds")
     path = root / "README.md"
     path.write_text("\n".join(lines) + "\n")
     cost = sum(r.get("task_wall_s", 0) for r in selected + results)

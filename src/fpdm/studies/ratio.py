@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fpdm.studies.digits import TINY_WARNING, calibrated_section
-from fpdm.studies.engine import fmt, mean_se, paired, run_tasks
+from fpdm.studies.engine import fmt, grid_section, mean_se, paired, run_tasks
 from fpdm.studies.ratio_cells import (
     ADAPTIVE_K,
     DEEP,
@@ -298,10 +298,8 @@ def write_report(root: Path, scale_name: str, scale: RatioScale, summaries: list
             lines.append(f"| {base} | {s['budget']} | {s['iters'] or '–'} | {fmt(rows)} | "
                          f"{fmt(ref) if ref else '–'} | {paired(rows, ref) if ref else '–'} |")
     lines += ["", *calibrated_section(results, FPDMS, sorted(scale.budgets + scale.small_budgets))]
-    grids = sorted((root / "grids").glob("*.png")) if (root / "grids").exists() else []
-    if grids:
-        lines += ["", f"## Sample grids at {scale.grid_budget} blocks (Fig. 5), same seeds", ""]
-        lines += [f"{g.stem}: ![{g.stem}](grids/{g.name})" for g in grids]
+    if grids := grid_section(root, f"Sample grids at {scale.grid_budget} blocks (Fig. 5), same seeds"):
+        lines += ["", *grids]
     return write_outputs(root, lines, summaries, results)
 
 
