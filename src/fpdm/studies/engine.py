@@ -234,8 +234,9 @@ def eval_task(args: tuple) -> dict[str, Any]:
         from fpdm.common.images import save_image_grid
 
         dit = spec.iters is None  # a DiT has no k
-        grid = Path(root) / "grids" / f"{spec.train.name}{'' if dit else f'-k{spec.iters}'}.png"
-        sampler = "DDPM" if spec.sampler == "ddpm" else f"{spec.sampler} {spec.spacing}"
+        spaced = "" if spec.spacing == "uniform" else f"-{spec.spacing}"  # two spacings: two files
+        grid = Path(root) / "grids" / f"{spec.train.name}{'' if dit else f'-k{spec.iters}'}{spaced}.png"
+        sampler = ("DDPM" if spec.sampler == "ddpm" else spec.sampler) + spaced.replace("-", " ")
         shown = seeds[:100]
         name = f"{spec.train.name}{'' if dit else f', k={spec.iters}'}"
         save_image_grid(x[:100], grid, nrow=10, upscale=4 if x.shape[-1] <= 8 else 2, padding=2,
