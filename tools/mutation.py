@@ -403,7 +403,8 @@ MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------------------- per-sample --tol
     M("fixed_point/solvers.py", "            done |= (res < tol).cpu()",
       "            done |= (res.max() < tol).cpu()",
-      "--tol decided on the batch's largest residual (a seed's image depends on its batch)", [SAMPLE]),
+      "--tol decided on the batch's largest residual (a seed's image depends on its batch)",
+      [SAMPLE, "tests/test_fixed_point.py::test_tol_waits_for_the_slowest_sample"]),
     M("sampling/many.py", "            out.append((pos, min(pos + batch_size, lo)))",
       "            out.append((pos, pos + batch_size))",
       "a resumed run's new batches run over the finished batch after them (seeds sampled twice)",
