@@ -11,7 +11,6 @@ Settings (k, sampler, spacing) are picked on selection seeds disjoint from the e
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -56,6 +55,7 @@ from fpdm.studies.fashion_cells import (
     pilot_cells,
     rows,
     seed_k,
+    selection_fid,
     train_cost_s,
     trainings,
 )
@@ -132,8 +132,8 @@ def _klass(wins: list[bool]) -> str:
 
 
 def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sampler: str | None
-              ) -> tuple[list[str], list[bool], dict[int, str]]:
-    parts, wins, noise = [], [], {}
+              ) -> tuple[list[str], list[bool], dict[int, str], list[int]]:
+    parts, wins, noise, budgets = [], [], {}, []
     for budget in scale.budgets:
         d_top, fp = best(selected, "dit28", budget, sampler), best_fpdm(selected, budget, sampler)
         if not d_top or fp is None:
@@ -143,13 +143,14 @@ def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sa
             continue
         word, m, se = _word(paired_diffs(a, b), "FPDM wins", "DiT wins")
         wins.append(word == "FPDM wins")
+        budgets.append(budget)
         parts.append(f"{budget} blocks: {fp[0]} {label(fp[1])} ({a[0]['steps']} steps) {fmt(a)} vs DiT-28 "
                      f"{label(d_top[0])} ({b[0]['steps']} steps) {fmt(b)}, **{_pm(m, se)}** ({word})")
         seed1 = {v: k for k, v in SEED1.items()}[fp[0]]
         s1 = config_rows(results, seed1, budget, fp[1])
         if s1:
             noise[budget] = f"{budget}: {_pm(*mean_se(paired_diffs(s1, a)))}"
-    return parts, wins, noise
+    return parts, wins, noise, budgets
 
 
 def _summary(wins: list[bool], budgets: list[int]) -> str:
@@ -158,10 +159,6 @@ def _summary(wins: list[bool], budgets: list[int]) -> str:
     if all(wins) or not any(wins):
         return "reproduced at every budget" if all(wins) else "not reproduced at any budget"
     return f"reproduced at {', '.join(str(b) for b, w in zip(budgets, wins, strict=True) if w)} blocks only"
-
-
-def _budgets_with(parts: list[str]) -> list[int]:
-    return [int(re.match(r"\d+", p).group()) for p in parts]  # type: ignore[union-attr]
 
 
 def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> list[dict[str, Any]]:
@@ -175,16 +172,16 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
                     "numbers": "; ".join(numbers) or "–", "training_seed_noise": noise or "–",
                     "digits": DIGITS[key][1], "digits_class": DIGITS[key][0]})
 
-    parts, wins, noise = _headline(scale, selected, results, None)
+    parts, wins, noise, budgets = _headline(scale, selected, results, None)
     add("headline", "**Headline**: FPDM beats DiT-28 at equal blocks when compute is scarce — each model at "
-        "its own best sampler, spacing and k", wins, _summary(wins, _budgets_with(parts)), parts,
+        "its own best sampler, spacing and k", wins, _summary(wins, budgets), parts,
         "FPDM seed 1 − seed 0 at " + ", ".join(noise.values()) + "; DiT-28: unmeasured (one training seed)"
         if noise else "")
-    parts, wins, _ = _headline(scale, selected, results, "ddpm")
-    add("headline-ddpm", "Headline with the seed's sampler (DDPM for both)", wins,
-        _summary(wins, _budgets_with(parts)), parts)
+    parts, wins, _, budgets = _headline(scale, selected, results, "ddpm")
+    add("headline-ddpm", "Headline with the seed's sampler (DDPM for both)", wins, _summary(wins, budgets),
+        parts)
     for kind, key in (("flops", "equal-flops"), ("wall", "equal-wall")):
-        nums, w = [], []
+        nums, w, budgets = [], [], []
         for e in [e for e in matched_cells(scale, selected, results) if e["kind"] == kind]:
             a = rows(results, experiment="fashion-matched", train=e["train"], budget=e["matched_budget"],
                      sampler=e["config"][0], spacing=e["config"][1], iters=e["config"][2])
@@ -192,10 +189,11 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             if a and b:
                 word, m, se = _word(paired_diffs(a, b), "FPDM wins", "DiT wins")
                 w.append(word == "FPDM wins")
+                budgets.append(e["budget"])
                 nums.append(f"{e['budget']}: FPDM at {e['matched_budget']} blocks (cost ratio "
                             f"{e['ratio']:.3f}) {fmt(a)} vs {fmt(b)}, **{_pm(m, se)}** ({word})")
         add(key, f"Headline at equal {'FLOPs' if kind == 'flops' else 'sampling wall-clock'}", w,
-            _summary(w, _budgets_with(nums)), nums)
+            _summary(w, budgets), nums)
     # Fig. 4: at each budget, is the seed's k (4-8) as good as the DDPM-best k, and better than the largest k?
     nums, w = [], []
     for name in FPDMS:
@@ -309,10 +307,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
         for budget in scale.budgets:
             ode = best_ode(selected, name, budget)
             classic = min((c for s in ("ddpm", "ddim") for c in best(selected, name, budget, s)),
-                          key=lambda c: mean_fid([r for r in selected if r["settings"]["train"] == name
-                                                  and r["settings"]["budget"] == budget
-                                                  and r["settings"]["experiment"] == "fashion-select"
-                                                  and _config(r) == c]), default=None)
+                          key=lambda c: selection_fid(selected, name, budget, c), default=None)
             if ode is None or classic is None:
                 continue
             a, b = config_rows(results, name, budget, ode), config_rows(results, name, budget, classic)
@@ -325,12 +320,16 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
     return out
 
 
-def _config(r: dict) -> tuple[str, str, int | None, bool]:
-    s = r["settings"]
-    return s["sampler"], s.get("spacing", "uniform"), s["iters"], s["reuse"]
-
-
 # ------------------------------------------------------------------------------------------------ report
+
+
+def _save(fig: Any, root: Path, name: str, written: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(root / name, dpi=120)
+    plt.close(fig)
+    written.append(name)
 
 
 def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[dict],
@@ -369,19 +368,15 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
     ax.set(xscale="log", xlabel="transformer blocks per sample (log)", ylabel="fashion-FID (lower is better)",
            title="Fashion-MNIST: compute–quality frontier (evaluation seeds)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(root / "frontier.png", dpi=120)
-    plt.close(fig)
-    written.append("frontier.png")
+    _save(fig, root, "frontier.png", written)
     # smoothing curves: selection-seed FID against k per budget, DiT-28 per sampler as lines
     fig, axes = plt.subplots(1, len(scale.budgets), figsize=(4.2 * len(scale.budgets), 3.8), squeeze=False)
     for ax, budget in zip(axes[0], scale.budgets, strict=True):
         for sampler, style in zip(SAMPLERS_STUDIED, ("-", "--", "-.", ":", (0, (1, 1))), strict=True):
             top = best(selected, "dit28", budget, sampler)
             if top:
-                m = mean_fid([r for r in selected if r["settings"]["train"] == "dit28"
-                              and r["settings"]["budget"] == budget and _config(r) == top[0]])
-                ax.axhline(m, color="k", ls=style, lw=0.8, label=f"DiT-28 {label(top[0])}")
+                ax.axhline(selection_fid(selected, "dit28", budget, top[0]), color="k", ls=style, lw=0.8,
+                           label=f"DiT-28 {label(top[0])}")
         for name, colour in zip(FPDMS, ("C0", "C1"), strict=True):
             by: dict[tuple[str, str], dict[int, float]] = {}
             for r in selected:
@@ -398,10 +393,7 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
         ax.set(xscale="log", title=f"{budget} blocks", xlabel="iterations per step k (selection seeds)",
                ylabel="fashion-FID")
         ax.legend(fontsize=5)
-    fig.tight_layout()
-    fig.savefig(root / "smoothing.png", dpi=120)
-    plt.close(fig)
-    written.append("smoothing.png")
+    _save(fig, root, "smoothing.png", written)
     # Table 5 bars: increasing / decreasing − constant, paired
     fig, ax = plt.subplots(figsize=(6, 3.4))
     labels, vals, errs, colours = [], [], [], []
@@ -422,10 +414,7 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(vals)), labels, fontsize=6)
     ax.set(ylabel="profile − constant (fashion-FID, paired)", title="Table 5: allocation profiles")
-    fig.tight_layout()
-    fig.savefig(root / "table5.png", dpi=120)
-    plt.close(fig)
-    written.append("table5.png")
+    _save(fig, root, "table5.png", written)
     # training curves of what was trained here (the built-ins': docs/results/fashion/training_curve.png)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for s in summaries:
@@ -438,10 +427,7 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
                 ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], lw=0.8, label=s["name"])
     ax.set(xlabel="training step", ylabel="training loss", yscale="log", title="trainings of this study")
     ax.legend(fontsize=5, ncol=2)
-    fig.tight_layout()
-    fig.savefig(root / "training.png", dpi=120)
-    plt.close(fig)
-    written.append("training.png")
+    _save(fig, root, "training.png", written)
     return written
 
 
@@ -490,9 +476,7 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
         for name in ("dit28", *FPDMS):
             top = best(selected, name, budget, top=2)
             if top:
-                sel = [r for r in selected
-                       if r["settings"]["train"] == name and r["settings"]["budget"] == budget]
-                f = [f"{label(c)} ({mean_fid([r for r in sel if _config(r) == c]):.2f})" for c in top]
+                f = [f"{label(c)} ({selection_fid(selected, name, budget, c):.2f})" for c in top]
                 lines.append(f"| {budget} | {name} | {f[0]} | {f[1] if len(f) > 1 else '–'} |")
     lines += ["", "## Trainings", "", "| name | steps | parameters | ms/step | source |",
               "|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ from typing import Any
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.diffusion.schedules import SPACINGS
 from fpdm.studies.engine import EvalSpec, TrainSpec, mean_se, paired_diffs
-from fpdm.studies.selection import best_configs, mean_fid, select_rows
+from fpdm.studies.selection import best_configs, config_of, mean_fid, select_rows
 
 # ------------------------------------------------------------------------------------------------ scales
 
@@ -217,15 +217,15 @@ def best(results: list[dict], name: str, budget: int, sampler: str | None = None
     return best_configs(_select(results, name, budget, sampler), SAMPLERS_STUDIED, top)
 
 
+def selection_fid(selected: list[dict], name: str, budget: int, config: tuple) -> float:
+    """Mean selection-seed FID of one configuration (sampler, spacing, k, reuse) of a model."""
+    return mean_fid([r for r in _select(selected, name, budget, config[0]) if config_of(r) == tuple(config)])
+
+
 def best_ode(results: list[dict], name: str, budget: int) -> tuple[str, str, int | None, bool] | None:
     found = [c for s in ODE_SAMPLERS for c in best(results, name, budget, s)]
-    rows = {c: [r for r in _select(results, name, budget, c[0]) if _cfg(r) == c] for c in found}
-    return min(found, key=lambda c: (mean_fid(rows[c]), SAMPLERS_STUDIED.index(c[0]))) if found else None
-
-
-def _cfg(r: dict) -> tuple[str, str, int | None, bool]:
-    s = r["settings"]
-    return s["sampler"], s.get("spacing", "uniform"), s["iters"], s["reuse"]
+    return min(found, key=lambda c: (selection_fid(results, name, budget, c), SAMPLERS_STUDIED.index(c[0]))) \
+        if found else None
 
 
 def grid_cells(scale: FashionScale, pilot: list[dict]) -> list[EvalSpec]:
@@ -351,7 +351,7 @@ def matched_eval_cells(scale: FashionScale, matched: list[dict]) -> list[EvalSpe
 def best_fpdm(selected: list[dict], budget: int, sampler: str | None = None
               ) -> tuple[str, tuple] | None:
     """(model, configuration) of the lowest selection FID of both FPDMs (no reuse)."""
-    found = [(name, c, mean_fid([r for r in _select(selected, name, budget, sampler) if _cfg(r) == c]))
+    found = [(name, c, selection_fid(selected, name, budget, c))
              for name in FPDMS for c in best(selected, name, budget, sampler)]
     return min(found, key=lambda f: f[2])[:2] if found else None
 
