@@ -89,6 +89,8 @@ def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
     assert len({g.split("-k")[1] for g in grids if "-k" in g}) >= 2
     assert data["commit"] and data["machine"] and data["plan"]["total_cpu_h"] > 0
     assert all("task_wall_s" in r for r in data["cells"])  # each cell's measured cost is kept
+    assert len(data["invocations"]) == 1 and 0 < data["wall_s_total"] <= data["wall_s"] + 5
+    assert "over the study's 1 run (`invocations.jsonl`)" in text
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -108,6 +110,8 @@ def test_a_second_run_resumes_from_the_cache_without_new_work(smoke, capsys):
                  "--workers", "1"]) == 0
     assert sorted(p.name for p in (smoke / "eval").glob("*.json")) == before
     assert "0 trainings to run" in capsys.readouterr().out
+    data = json.loads((smoke / "results.json").read_text())
+    assert len(data["invocations"]) == 2 and data["wall_s_total"] > data["wall_s"]  # both runs' wall time
 
 
 def _result(spec, fid):

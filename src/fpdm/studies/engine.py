@@ -310,12 +310,36 @@ def run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str
         pool.join()
 
 
+PROGRESS_EVERY_S = 300.0  # a study's trainings run for hours: say where they are this often
+
+
+def training_progress(root: Path, spec: TrainSpec, scale: Any, steps: int) -> str:
+    """Where a training stands, from the last complete line of its log.jsonl: 'name step S/N (P %, ≈ M min
+    left)' at its latest ms/step; 'name starting' before its first log line."""
+    path = Path(root) / "train" / spec.key(scale, steps) / "log.jsonl"
+    last = None
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line being written
+                continue
+            if "step" in rec:
+                last = rec
+    if last is None:
+        return f"{spec.name} starting"
+    done = int(last["step"])
+    left = (steps - done) * float(last.get("ms_per_step") or 0.0) / 60e3
+    return f"{spec.name} step {done:,}/{steps:,} ({100 * done / steps:.0f} %, ≈ {left:.0f} min left)"
+
+
 def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
-               workers: int, log: Callable[[str], None], device: str = "cpu"
-               ) -> tuple[list[dict], list[dict]]:
+               workers: int, log: Callable[[str], None], device: str = "cpu",
+               progress_every: float = PROGRESS_EVERY_S) -> tuple[list[dict], list[dict]]:
     """Run the trainings (in the given order) and the cells on `workers` processes, each cell as soon as
     its training has finished, so no worker waits at a barrier. Returns (summaries, results) in input order.
-    A cell whose training is not in `trains` must have been trained already."""
+    A cell whose training is not in `trains` must have been trained already. Every `progress_every`
+    seconds, `log` gets a line with the trainings in flight and the cells done."""
     jobs: list[tuple[str, int, tuple]] = [("train", i, (spec, scale, n, str(root), device))
                                           for i, (spec, n) in enumerate(trains)]
     index = {t: i for i, t in enumerate(trains)}
@@ -353,6 +377,7 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
     pool = mp.get_context("spawn").Pool(workers)
     try:
         flight: list[tuple[Any, str, int]] = []
+        said = time.monotonic()
         while True:
             while len(flight) < workers and (job := ready()) is not None:
                 flight.append((pool.apply_async(fns[job[0]], (job[2],)), job[0], job[1]))
@@ -360,6 +385,12 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
                 break
             done = [f for f in flight if f[0].ready()]
             if not done:
+                if time.monotonic() - said >= progress_every:
+                    said = time.monotonic()
+                    running = [training_progress(root, trains[i][0], scale, trains[i][1])
+                               for _, kind, i in flight if kind == "train"]
+                    cells_done = sum(r is not None for r in results)
+                    log("progress: " + "; ".join([*running, f"cells {cells_done}/{len(cells)}"]))
                 time.sleep(0.1)
                 continue
             for f in done:
@@ -395,6 +426,39 @@ def environment() -> dict[str, Any]:
         else platform.processor()
     return {"commit": commit, "machine": f"{cpu}, {os.cpu_count()} logical CPUs",
             "python": platform.python_version()}
+
+
+INVOCATIONS = "invocations.jsonl"
+
+
+def start_invocation(root: Path, meta: dict[str, Any]) -> Callable[[], None]:
+    """Record one run of a study's command in <root>/invocations.jsonl (its start, commit, machine, workers)
+    and return a heartbeat that moves its `last` time to now: a study resumed over several sessions sums
+    its wall time from these, and a killed run loses only the time since its last heartbeat."""
+    path = Path(root) / INVOCATIONS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = read_invocations(root)
+    now = time.time()
+    records.append(meta | {"start": now, "last": now})
+
+    def beat() -> None:
+        records[-1]["last"] = time.time()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        tmp.replace(path)  # whole or not at all: a kill mid-write leaves the previous file
+
+    beat()
+    return beat
+
+
+def read_invocations(root: Path) -> list[dict[str, Any]]:
+    path = Path(root) / INVOCATIONS
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def invocations_wall_s(records: list[dict[str, Any]]) -> float:
+    """Total wall seconds of a study's runs: each from its start to its last heartbeat."""
+    return float(sum(r["last"] - r["start"] for r in records))
 
 
 def mean_se(vals: Iterable[float]) -> tuple[float, float]:

@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from fpdm.studies.engine import (
+    INVOCATIONS,
     EvalSpec,
     cache_key,
     environment,
     fid_of,
     fmt,
     grid_section,
+    invocations_wall_s,
     mean_se,
     paired_diffs,
+    read_invocations,
     run_tasks,
+    start_invocation,
 )
 from fpdm.studies.fashion_cells import (
     DEPTH,
@@ -125,6 +129,10 @@ def _judge(a: list[dict], b: list[dict], win: str, lose: str, wins: list[bool]) 
 
 def _pm(m: float, se: float) -> str:
     return f"{m:+.2f} ± {se:.2f}"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def _klass(wins: list[bool]) -> str:
@@ -448,7 +456,9 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
              f"({scale.select_samples} samples); every number below is on the evaluation blocks "
              f"({scale.sampling_seeds}+ blocks of {scale.num_samples} samples, shared by every cell: paired "
              "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).",
-             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {meta.get('wall_s', 0):.0f} s; "
+             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {meta.get('wall_s', 0):.0f} s for "
+             f"the run that wrote this, {meta.get('wall_s_total', 0) / 3600:.2f} h over the study's "
+             f"{_runs(len(meta.get('invocations', [])))} (`{INVOCATIONS}`); "
              f"plan: {meta.get('plan', {}).get('total_cpu_h', 0):.2f} CPU-h estimated.",
              f"Scale: `{json.dumps(asdict(scale))}`.", "", "## Verdicts", "",
              "| finding | verdict | numbers (fashion-FID, paired differences ± s.e.) | training-seed noise "
@@ -512,6 +522,13 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         if spec.builtin:
             check_builtin(spec, scale)
     p = plan(scale, root)
+    beat = start_invocation(root, environment() | {"workers": workers, "device": device})
+    say = log
+
+    def log(line: str) -> None:  # every line (progress lines come every few minutes) is a heartbeat
+        beat()
+        say(line)
+
     log(f"fashion study -> {root}: {len(p['trainings'])} trainings to run ({p['train_cpu_h']:.2f} CPU-h), "
         f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), then "
         f"≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} CPU-h, "
@@ -529,7 +546,10 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     if extra:
         log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
-    meta = environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers}
+    beat()
+    runs = read_invocations(root)
+    meta = environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers,
+                            "invocations": runs, "wall_s_total": invocations_wall_s(runs)}
     path = write_report(root, scale_name, scale, summaries, selected, results, meta)
     log(f"wrote {path}")
     return {"trainings": summaries, "selection": selected, "cells": results, "verdicts":
