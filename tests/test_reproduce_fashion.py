@@ -59,6 +59,18 @@ def test_the_study_plan_fits_the_issues_cpu_budget():
     assert "fpdm" not in p["trainings"] and "fpdm-N10M12" in p["trainings"]
 
 
+def test_a_part_trained_model_costs_the_plan_only_its_remaining_steps(tmp_path):
+    fresh = fashion.plan(FASHION_FULL, tmp_path)
+    spec, steps = next((s, n) for s, n in fashion_cells.trainings(FASHION_FULL) if s.name == "fpdm-N10M12")
+    log = tmp_path / "train" / spec.key(FASHION_FULL, steps) / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"step": steps // 4, "ms_per_step": 900.0}) + "\n")
+    resumed = fashion.plan(FASHION_FULL, tmp_path)
+    assert (fresh["part_trained"], resumed["part_trained"]) == (0, 1)
+    saved = fashion_cells.train_cost_s(spec, steps) / 4 / 3600
+    assert fresh["train_cpu_h"] - resumed["train_cpu_h"] == pytest.approx(saved)
+
+
 def test_a_scale_of_another_study_is_refused(capsys):
     assert main(["reproduce", "--study", "fashion", "--scale", "quick", "--out", "/nonexistent"]) == 2
     assert "full and smoke" in capsys.readouterr().err

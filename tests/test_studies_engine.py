@@ -23,7 +23,8 @@ def test_training_progress_reads_the_last_complete_line_of_the_log(tmp_path):
     log.write_text(json.dumps({"step": 500, "ms_per_step": 900.0}) + "\n"
                    + json.dumps({"step": 1000, "ms_per_step": 600.0}) + "\n" + '{"step": 10')  # being written
     # 9,000 steps left at 600 ms: 90 min
-    assert training_progress(tmp_path, spec, scale, 10_000) == "fpdm-N10M12 step 1,000/10,000 (10 %, ≈ 90 min left)"
+    said = training_progress(tmp_path, spec, scale, 10_000)
+    assert said == "fpdm-N10M12 step 1,000/10,000 (10 %, ≈ 90 min left)"
 
 
 def test_wall_time_sums_every_invocation_to_its_last_heartbeat(tmp_path, monkeypatch):

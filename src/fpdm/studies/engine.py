@@ -313,19 +313,26 @@ def run_parallel(fn: Callable, jobs: list, workers: int, progress: Callable[[str
 PROGRESS_EVERY_S = 300.0  # a study's trainings run for hours: say where they are this often
 
 
-def training_progress(root: Path, spec: TrainSpec, scale: Any, steps: int) -> str:
-    """Where a training stands, from the last complete line of its log.jsonl: 'name step S/N (P %, ≈ M min
-    left)' at its latest ms/step; 'name starting' before its first log line."""
+def last_logged(root: Path, spec: TrainSpec, scale: Any, steps: int) -> dict[str, Any] | None:
+    """The last complete line of a training's log.jsonl (None before its first): a line being written is
+    skipped."""
     path = Path(root) / "train" / spec.key(scale, steps) / "log.jsonl"
     last = None
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:  # a line being written
+            except json.JSONDecodeError:
                 continue
             if "step" in rec:
                 last = rec
+    return last
+
+
+def training_progress(root: Path, spec: TrainSpec, scale: Any, steps: int) -> str:
+    """Where a training stands: 'name step S/N (P %, ≈ M min left)' at its latest ms/step; 'name starting'
+    before its first log line."""
+    last = last_logged(root, spec, scale, steps)
     if last is None:
         return f"{spec.name} starting"
     done = int(last["step"])

@@ -26,6 +26,7 @@ from fpdm.studies.engine import (
     fmt,
     grid_section,
     invocations_wall_s,
+    last_logged,
     mean_se,
     paired_diffs,
     read_invocations,
@@ -98,10 +99,13 @@ def plan(scale: FashionScale, root: Path) -> dict[str, Any]:
     pilot = pilot_cells(scale)
     sel = replace(scale, num_samples=scale.select_samples)
     left = [c for c in pilot if not _cached(root, c, sel)]
-    train_s = sum(train_cost_s(s, n) for s, n in todo)
+    done = [min(n, int((last_logged(root, s, scale, n) or {"step": 0})["step"])) for s, n in todo]
+    # what is left of each: a training resumed from its checkpoint costs only its remaining steps
+    train_s = sum(train_cost_s(s, n) * (1 - d / n) for (s, n), d in zip(todo, done, strict=True))
     pilot_s = sum(cell_cost_s(c, scale.select_samples) for c in left)
     later_s = sum(cell_cost_s(c, scale.num_samples * scale.sampling_seeds) for c in pilot) * 0.6
-    return {"trainings": [s.name for s, _ in todo], "train_cpu_h": train_s / 3600,
+    return {"trainings": [s.name for s, _ in todo], "part_trained": sum(d > 0 for d in done),
+            "train_cpu_h": train_s / 3600,
             "pilot_cells": len(pilot), "pilot_cells_left": len(left), "pilot_cpu_h": pilot_s / 3600,
             "later_cpu_h_estimate": later_s / 3600, "total_cpu_h": (train_s + pilot_s + later_s) / 3600}
 
@@ -529,7 +533,9 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         beat()
         say(line)
 
-    log(f"fashion study -> {root}: {len(p['trainings'])} trainings to run ({p['train_cpu_h']:.2f} CPU-h), "
+    part = f", {p['part_trained']} of them part-trained" if p["part_trained"] else ""
+    log(f"fashion study -> {root}: {len(p['trainings'])} trainings to run{part} "
+        f"({p['train_cpu_h']:.2f} CPU-h left), "
         f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), then "
         f"≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} CPU-h, "
         f"≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} workers")
