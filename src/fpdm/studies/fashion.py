@@ -17,6 +17,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fpdm.studies.engine import (
     INVOCATIONS,
     EvalSpec,
@@ -377,8 +379,11 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
                                              f"{'best sampler' if sampler is None else sampler}")
     for b in scale.budgets:
         ax.axvline(b, color="grey", ls=":", lw=0.8)
-    ax.set(xscale="log", xlabel="transformer blocks per sample (log)", ylabel="fashion-FID (lower is better)",
+    ax.set(xscale="log", xlabel="transformer blocks per sample (DiT-28 steps), log scale",
+           ylabel="fashion-FID (lower is better)",
            title="Fashion-MNIST: compute–quality frontier (evaluation seeds)")
+    ax.set_xticks(scale.budgets, [f"{b}\n({b // DEPTH})" for b in scale.budgets])
+    ax.minorticks_off()
     ax.legend(fontsize=6)
     _save(fig, root, "frontier.png", written)
     # smoothing curves: selection-seed FID against k per budget, DiT-28 per sampler as lines
@@ -402,8 +407,12 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
                             ls="-" if sampler == "ddpm" else "--" if sampler == "ddim" else ":",
                             label=f"{name} {sampler}/{spacing}")
         ax.axvspan(*SEED_K, color="green", alpha=0.06)
+        ks = sorted({r["settings"]["iters"] for r in selected if r["settings"]["budget"] == budget
+                     and r["settings"]["iters"]})
         ax.set(xscale="log", title=f"{budget} blocks", xlabel="iterations per step k (selection seeds)",
                ylabel="fashion-FID")
+        ax.set_xticks(ks, [str(k) for k in ks])  # the k that were run, in plain numbers
+        ax.minorticks_off()
         ax.legend(fontsize=5)
     _save(fig, root, "smoothing.png", written)
     # Table 5 bars: increasing / decreasing − constant, paired
@@ -428,16 +437,24 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
     ax.set(ylabel="profile − constant (fashion-FID, paired)", title="Table 5: allocation profiles")
     _save(fig, root, "table5.png", written)
     # training curves of what was trained here (the built-ins': docs/results/fashion/training_curve.png)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for s in summaries:
-        log_path = Path(str(s.get("checkpoint", ""))).parent / "log.jsonl"
-        if not s.get("builtin") and log_path.exists():
-            from fpdm.training.monitor import read_log
+    from matplotlib.ticker import ScalarFormatter
 
-            recs = read_log(log_path)[0]
-            if recs:
-                ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], lw=0.8, label=s["name"])
-    ax.set(xlabel="training step", ylabel="training loss", yscale="log", title="trainings of this study")
+    from fpdm.training.monitor import read_log
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.get_cmap("tab20").colors  # up to 20 trainings, no colour shared
+    for i, s in enumerate(x for x in summaries if not x.get("builtin")):
+        log_path = Path(str(s.get("checkpoint", ""))).parent / "log.jsonl"
+        recs = read_log(log_path)[0] if log_path.exists() else []
+        if recs:
+            loss = np.convolve([r["loss"] for r in recs], np.ones(5) / 5, "valid") if len(recs) > 5 \
+                else [r["loss"] for r in recs]  # a running mean over 5 log lines: the curves cross less
+            ax.plot([r["step"] for r in recs][len(recs) - len(loss):], loss, lw=0.9,
+                    color=colours[i % len(colours)], label=s["name"])
+    ax.set(xlabel="training step", ylabel="training loss (running mean of 5 log lines)", yscale="log",
+           title="trainings of this study (the built-ins': training_curve.png)")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(fontsize=5, ncol=2)
     _save(fig, root, "training.png", written)
     return written
