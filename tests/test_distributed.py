@@ -60,3 +60,26 @@ def test_world_shard():
     assert World(rank=1, size=2).shard(8) == slice(4, 8)
     with pytest.raises(ValueError, match="global batch size 9 is not divisible by the 2 processes"):
         World(rank=0, size=2).shard(9)
+
+
+def test_a_torchrun_worker_exits_without_running_cpp_destructors(monkeypatch):
+    """Under torchrun the command leaves through os._exit (interpreter-exit destructors made a finished gloo
+    worker abort now and then); a plain run exits normally, with the same code."""
+    from fpdm.cli import app
+
+    monkeypatch.setattr(app, "main", lambda: 3)
+
+    class Left(Exception):
+        pass
+
+    def leave(code: int) -> None:
+        raise Left(code)
+
+    monkeypatch.setattr(app.os, "_exit", leave)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Left, match="3"):
+        app.entry()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(SystemExit) as e:
+        app.entry()
+    assert e.value.code == 3
