@@ -103,6 +103,8 @@ def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
     assert all("task_wall_s" in r for r in data["cells"])  # each cell's measured cost is kept
     assert len(data["invocations"]) == 1 and 0 < data["wall_s_total"] <= data["wall_s"] + 5
     assert "over the study's 1 run (`invocations.jsonl`)" in text
+    assert "## How much picking on the selection seeds mattered" in text
+    assert {e["model"] for e in data["selection_effect"]} >= {"dit28", "fpdm", "FPDM − DiT-28"}
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -173,3 +175,30 @@ def test_verdicts_follow_the_paired_differences_of_a_synthetic_world():
     tie = _world(fpdm_gain=0.5, profile_gain=1.0, noise=1.0)
     assert tie["headline"]["class"] == "fails" and "(tie)" in tie["headline"]["numbers"]
     assert "**-0.48 ± 1.00**" in tie["headline"]["numbers"]
+
+
+def test_the_report_says_how_much_picking_on_the_evaluation_seeds_would_have_flattered():
+    """Selection seeds prefer FPDM's smallest k, the evaluation seeds its largest (0.5 FID per iteration):
+    the selection pick costs 0.5 × (12 − 2) = 5 on the evaluation seeds, which picking there would hide; DiT-28
+    has no k and loses nothing."""
+    scale = FASHION_SMOKE
+    select = fashion_cells.SELECT_BLOCK
+
+    def fid(c):
+        k = c.iters or 0
+        base = 60.0 + 0.1 * c.seed_block
+        return base + 0.01 * k if c.seed_block == select else base - 0.5 * k
+
+    pilot = [_result(c, fid(c)) for c in fashion_cells.pilot_cells(scale)]
+    selected = pilot + [_result(c, fid(c)) for c in fashion_cells.grid_cells(scale, pilot)]
+    results = [_result(c, fid(c)) for c in dict.fromkeys(fashion_cells.evaluation_cells(scale, selected))]
+    effect = {(e["budget"], e["model"]): e for e in fashion.selection_effect(scale, selected, results)}
+    budget = scale.budgets[0]
+    ks = fashion_cells.feasible_ks(budget, "ddpm", scale.k_grid)
+    fp = effect[(budget, "fpdm")]
+    assert fp["selection_pick"].endswith(f"k={min(ks)}") and fp["evaluation_pick"].endswith(f"k={max(ks)}")
+    assert fp["flattery"] == pytest.approx(0.5 * (max(ks) - min(ks)))
+    assert effect[(budget, "dit28")]["flattery"] == 0.0
+    gap = effect[(budget, "FPDM − DiT-28")]
+    assert gap["selection_gap"] == pytest.approx(-0.5 * min(ks))
+    assert gap["evaluation_gap"] == pytest.approx(-0.5 * max(ks))

@@ -66,9 +66,9 @@ from fpdm.studies.fashion_cells import (
     train_cost_s,
     trainings,
 )
-from fpdm.studies.selection import label, mean_fid
+from fpdm.studies.selection import config_of, label, mean_fid
 
-__all__ = ["DIGITS", "plan", "run", "verdicts", "write_report"]
+__all__ = ["DIGITS", "plan", "run", "selection_effect", "verdicts", "write_report"]
 
 # The paper-ratio digits study's verdicts (docs/results/README.md), for the side-by-side: (class, words)
 DIGITS = {
@@ -334,6 +334,48 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
     return out
 
 
+def selection_effect(scale: FashionScale, selected: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+    """How much picking settings on the selection seeds mattered (the digits studies picked them on the
+    seeds they reported). Per budget and model: the evaluation FID of the selection seeds' pick against the
+    configuration the evaluation seeds themselves would pick among those run on them (constant profile, no
+    reuse, tolerance or calibration; the first `sampling_seeds` blocks of each), `flattery` = the first minus
+    the second, paired over the blocks (≥ 0: what picking on the reported seeds would have hidden; a lower
+    bound, as only the configurations run on the evaluation seeds compete). And per budget the headline
+    FPDM − DiT-28 both ways (model "FPDM − DiT-28")."""
+    base = [r for r in results if r["settings"]["seed_block"] < scale.sampling_seeds]
+    out: list[dict[str, Any]] = []
+    for budget in scale.budgets:
+        both: dict[str, tuple[list[dict], list[dict]]] = {}  # model: (selection pick's rows, oracle's rows)
+        for name in ("dit28", *FPDMS):
+            cands: dict[tuple, list[dict]] = {}
+            for r in rows(base, train=name, budget=budget, profile="constant", tol=None, solver="picard",
+                          reuse=False):
+                if not r["settings"].get("calibrated"):
+                    cands.setdefault(config_of(r), []).append(r)
+            top = best(selected, name, budget)
+            if not top or top[0] not in cands:
+                continue
+            oracle = min(cands, key=lambda c: mean_fid(cands[c]))
+            both[name] = (cands[top[0]], cands[oracle])
+            m, se = mean_se(paired_diffs(cands[top[0]], cands[oracle]))
+            out.append({"budget": budget, "model": name, "candidates": len(cands),
+                        "selection_pick": label(top[0]), "selection_pick_fid": mean_fid(cands[top[0]]),
+                        "evaluation_pick": label(oracle), "evaluation_pick_fid": mean_fid(cands[oracle]),
+                        "flattery": m, "flattery_se": se})
+        fpdms = [n for n in FPDMS if n in both]
+        if "dit28" in both and fpdms:
+            fp = best_fpdm(selected, budget)
+            sel = next((both[n][0] for n in fpdms if fp and n == fp[0]), None)
+            orc = min((both[n][1] for n in fpdms), key=mean_fid)
+            if sel is not None:
+                gap_sel, gap_orc = (mean_se(paired_diffs(a, b)) for a, b in
+                                    ((sel, both["dit28"][0]), (orc, both["dit28"][1])))
+                out.append({"budget": budget, "model": "FPDM − DiT-28", "selection_gap": gap_sel[0],
+                            "selection_gap_se": gap_sel[1], "evaluation_gap": gap_orc[0],
+                            "evaluation_gap_se": gap_orc[1]})
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -509,6 +551,27 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
             if top:
                 f = [f"{label(c)} ({selection_fid(selected, name, budget, c):.2f})" for c in top]
                 lines.append(f"| {budget} | {name} | {f[0]} | {f[1] if len(f) > 1 else '–'} |")
+    effect = selection_effect(scale, selected, results)
+    lines += ["", "## How much picking on the selection seeds mattered", "",
+              "The digits studies picked k, sampler and spacing on the seeds they reported. Here, per model "
+              "and budget: the selection seeds' pick on the evaluation seeds, against the configuration the "
+              "evaluation seeds would pick themselves among those run on them; *flattered by* is the first "
+              "minus the second (paired; a lower bound, as only the configurations run on the evaluation "
+              "seeds compete).", "",
+              "| budget | model | selection pick (evaluation FID) | pick on the evaluation seeds "
+              "| flattered by | candidates |", "|---|---|---|---|---|---|"]
+    for e in effect:
+        if "flattery" in e:
+            lines.append(f"| {e['budget']} | {e['model']} | {e['selection_pick']} "
+                         f"({e['selection_pick_fid']:.2f}) | {e['evaluation_pick']} "
+                         f"({e['evaluation_pick_fid']:.2f}) | "
+                         f"{_pm(e['flattery'], e['flattery_se'])} | {e['candidates']} |")
+    lines += ["", "| budget | FPDM − DiT-28, settings picked on the selection seeds "
+              "| picked on the evaluation seeds |", "|---|---|---|"]
+    for e in effect:
+        if "selection_gap" in e:
+            lines.append(f"| {e['budget']} | {_pm(e['selection_gap'], e['selection_gap_se'])} | "
+                         f"{_pm(e['evaluation_gap'], e['evaluation_gap_se'])} |")
     lines += ["", "## Trainings", "", "| name | steps | parameters | ms/step | source |",
               "|---|---|---|---|---|"]
     for s in summaries:
@@ -521,6 +584,7 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
     cost = sum(r.get("task_wall_s", 0) for r in selected + results)
     (root / "results.json").write_text(json.dumps(
         {"scale": scale_name, "settings": asdict(scale), **meta, "plots": plots, "verdicts": found,
+         "selection_effect": effect,
          "cells_cpu_s": cost, "trainings": summaries, "selection": selected, "cells": results}, indent=1))
     return path
 
