@@ -93,21 +93,36 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def profile_table(top: int = 8) -> list[tuple[str, float]]:
-    """(operator, share of self CPU time) of FPDM-T/4 sampling forwards at batch 100, k = 4."""
+def profile_table(top: int = 8, training: bool = False) -> list[tuple[str, float]]:
+    """(operator, share of self CPU time) of FPDM-T/4 sampling forwards at batch 100, k = 4, or with
+    `training` of its S-JFB training steps at batch 64 (N = M = 3, forward, backward and AdamW)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from fpdm.fixed_point.solvers import IterationPlan
     from fpdm.models.registry import create_model
 
     torch.set_num_threads(1)
-    model = create_model("FPDM-T/4", input_size=32, in_channels=1, num_classes=10).eval()
-    x, t, y = torch.randn(100, 1, 32, 32), torch.randint(0, 1000, (100,)), torch.arange(100) % 10
-    with torch.no_grad():
-        model(x, t, y, iters=4)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(3):
+    model = create_model("FPDM-T/4", input_size=32, in_channels=1, num_classes=10)
+    n = 64 if training else 100
+    x, t, y = torch.randn(n, 1, 32, 32), torch.randint(0, 1000, (n,)), torch.arange(n) % 10
+    if training:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            model(x, t, y, iters=IterationPlan(3, 3)).square().mean().backward()
+            opt.step()
+    else:
+        model.eval()
+
+        def run() -> None:
+            with torch.no_grad():
                 model(x, t, y, iters=4)
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            run()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     rows = sorted(((e.key, e.self_cpu_time_total / total) for e in events), key=lambda r: -r[1])
@@ -140,7 +155,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="the FPDM-T/4 k=4 case only")
     p.add_argument("--cases", default="", help="comma-separated substrings: only the cases whose names "
                    "contain one (e.g. 'k=2,depth 6'); default all")
+    p.add_argument("--profile-only", action="store_true", help="only the two profiles (sampling and "
+                   "training of FPDM-T/4, this tree), no comparison")
     a = p.parse_args()
+    if a.profile_only:
+        for kind in ("sampling", "training"):
+            print(f"FPDM-T/4 {kind}, share of self time:")
+            print(table([{"operator": k, "%": 100 * v} for k, v in profile_table(12, kind == "training")],
+                        ["operator", "%"]))
+        return
     trees = {"baseline": baseline_tree(a.baseline), "this tree": ROOT}
     cases = ["FPDM-T/4 k=4"] if a.quick else list(CASES)
     if a.cases:
@@ -169,11 +192,14 @@ def main() -> None:
     cols = ["case", "sampling speed-up", "training speed-up", "sampling GFLOP/s", "% of sgemm peak",
             "ms per sampling forward", "ms per training step"]
     print(table(rows, cols))
-    prof = profile_table()
-    print(table([{"operator": k, "share of self time %": 100 * v} for k, v in prof],
-                ["operator", "share of self time %"]))
+    prof, prof_train = profile_table(), profile_table(training=True)
+    for kind, got in (("sampling", prof), ("training", prof_train)):
+        print(f"FPDM-T/4 {kind}:")
+        print(table([{"operator": k, "share of self time %": 100 * v} for k, v in got],
+                    ["operator", "share of self time %"]))
     path = write_json("throughput", {"baseline": a.baseline, "sgemm_peak_gflops": peak, "rows": rows,
-                                     "profile": prof, "machine_here": machine()}, a.json)
+                                     "profile": prof, "profile_training": prof_train,
+                                     "machine_here": machine()}, a.json)
     print(f"written {path}")
 
 
