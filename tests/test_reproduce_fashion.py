@@ -179,8 +179,8 @@ def test_verdicts_follow_the_paired_differences_of_a_synthetic_world():
 
 def test_the_report_says_how_much_picking_on_the_evaluation_seeds_would_have_flattered():
     """Selection seeds prefer FPDM's smallest k, the evaluation seeds its largest (0.5 FID per iteration):
-    the selection pick costs 0.5 × (12 − 2) = 5 on the evaluation seeds, which picking there would hide; DiT-28
-    has no k and loses nothing."""
+    the selection pick costs 0.5 × (12 − 2) = 5 on the evaluation seeds, which picking there would hide;
+    DiT-28 has no k and loses nothing."""
     scale = FASHION_SMOKE
     select = fashion_cells.SELECT_BLOCK
 
