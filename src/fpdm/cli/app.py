@@ -97,7 +97,7 @@ def entry() -> None:
 
     A torchrun worker leaves through os._exit once its process group is destroyed and its streams are
     flushed: C++ destructors run at interpreter exit made a finished gloo worker abort now and then
-    ("terminate called without an active exception", about 1 run in 15 on 2 loaded cores), and torchrun
+    ("terminate called without an active exception", 1 run in 10–74 on 2 loaded cores), and torchrun
     then reports the whole run as failed."""
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
