@@ -202,3 +202,33 @@ def test_the_report_says_how_much_picking_on_the_evaluation_seeds_would_have_fla
     gap = effect[(budget, "FPDM − DiT-28")]
     assert gap["selection_gap"] == pytest.approx(-0.5 * min(ks))
     assert gap["evaluation_gap"] == pytest.approx(-0.5 * max(ks))
+
+
+def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world():
+    """The stages after the pilot (k grid, evaluation blocks, equal-cost and close-call cells) at full scale,
+    on synthetic results: they run, decide every verdict, and with the trainings and the pilot their
+    estimated cost stays within the issue's 30 CPU-hours."""
+    scale = FASHION_FULL
+
+    def fid(c):
+        return (60.0 if c.train.name == "dit28" else 55.0) + 0.1 * c.seed_block + 0.01 * (c.iters or 0)
+
+    pilot_specs = fashion_cells.pilot_cells(scale)
+    pilot = [_result(c, fid(c)) for c in pilot_specs]
+    grid = [c for c in dict.fromkeys(fashion_cells.grid_cells(scale, pilot)) if c not in set(pilot_specs)]
+    selected = pilot + [_result(c, fid(c)) for c in grid]
+    cells = list(dict.fromkeys(fashion_cells.evaluation_cells(scale, selected)))
+    results = [_result(c, fid(c)) for c in cells]
+    extra = list(dict.fromkeys(
+        fashion_cells.matched_eval_cells(scale, fashion_cells.matched_cells(scale, selected, results))
+        + fashion_cells.close_calls(scale, selected, results)))
+    results += [_result(c, fid(c)) for c in extra if c not in set(cells)]
+    assert {v["class"] for v in fashion.verdicts(scale, selected, results)} <= {"holds", "partly", "fails"}
+
+    def hours(specs, samples):
+        return sum(fashion_cells.cell_cost_s(c, samples) for c in specs) / 3600
+
+    p = fashion.plan(scale, Path("/nonexistent"))
+    total = (p["train_cpu_h"] + hours(pilot_specs, scale.select_samples) + hours(grid, scale.select_samples)
+             + hours(cells + extra, scale.num_samples))
+    assert len(cells) > 100 and total <= 30, (len(cells), total)
