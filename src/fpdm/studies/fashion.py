@@ -607,7 +607,8 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         if spec.builtin:
             check_builtin(spec, scale)
     p = plan(scale, root)
-    beat = start_invocation(root, environment() | {"workers": workers, "device": device})
+    env = environment()  # commit and machine: once per run (a git call)
+    beat = start_invocation(root, env | {"workers": workers, "device": device})
     say = log
 
     def log(line: str) -> None:  # every line (progress lines come every few minutes) is a heartbeat
@@ -635,7 +636,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
     beat()
     runs = read_invocations(root)
-    meta = environment() | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers,
+    meta = env | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers,
                             "invocations": runs, "wall_s_total": invocations_wall_s(runs)}
     path = write_report(root, scale_name, scale, summaries, selected, results, meta)
     log(f"wrote {path}")
