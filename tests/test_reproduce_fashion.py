@@ -2,19 +2,31 @@
 whole `fpdm reproduce --study fashion --scale smoke` run end to end on the real Fashion-MNIST files (tiny
 models, about a minute on 2 cores), whose report must have every verdict row, plot and number."""
 
+import importlib.util
 import json
 import re
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from fpdm.cli import main
 from fpdm.diffusion.samplers import SAMPLERS
-from fpdm.studies import fashion, fashion_cells
+from fpdm.studies import fashion, fashion_cells, publish
 from fpdm.studies.engine import TrainSpec
 from fpdm.studies.fashion_cells import FASHION_FULL, FASHION_SMOKE
 
 REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+ROOT = Path(__file__).parents[1]
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"_tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_full_scale_cells_spend_their_budget_exactly_and_select_on_disjoint_seeds():
@@ -136,11 +148,10 @@ def _result(spec, fid):
             "task_wall_s": 0.1}
 
 
-def _world(fpdm_gain, profile_gain, noise=0.0):
-    """Synthetic results on every cell of the smoke scale: FPDM `fpdm_gain` lower than DiT-28 (± `noise`
-    alternating over the blocks), the increasing profile `profile_gain` lower than constant, block b adding
-    b / 10 to everything."""
-    scale = FASHION_SMOKE
+def _world(fpdm_gain, profile_gain, noise=0.0, scale=FASHION_SMOKE):
+    """Synthetic results on every cell of `scale`: FPDM `fpdm_gain` lower than DiT-28 (± `noise` alternating
+    over the blocks), the increasing profile `profile_gain` lower than constant, block b adding b / 10 to
+    everything."""
 
     def fid(c):
         base = 60.0 if c.train.name == "dit28" else 60.0 - fpdm_gain + noise * (-1) ** c.seed_block
@@ -232,3 +243,80 @@ def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world():
     total = (p["train_cpu_h"] + hours(pilot_specs, scale.select_samples) + hours(grid, scale.select_samples)
              + hours(cells + extra, scale.num_samples))
     assert len(cells) > 100 and total <= 30, (len(cells), total)
+
+
+# ------------------------------------------------------------------- publishing: docs and the front page
+
+
+def _report(tmp_path, scale_name="full", drop_first_budget=False):
+    """A finished study's report folder on the synthetic world (FPDM 10 FID better) at two budgets, and a
+    README with the front-page markers."""
+    scale = replace(FASHION_SMOKE, budgets=(56, 140))
+    verdicts = list(_world(fpdm_gain=10.0, profile_gain=1.0, scale=scale).values())
+    if drop_first_budget:
+        verdicts[0]["per_budget"] = verdicts[0]["per_budget"][1:]
+    src = tmp_path / "out" / "fashion"
+    (src / "grids").mkdir(parents=True)
+    plots = ["frontier.png", "smoothing.png"]
+    for name in (*plots, "grids/dit28-ddpm.png", "README.md"):
+        (src / name).write_bytes(f"bytes of {name}".encode())
+    data = {"scale": scale_name, "settings": asdict(scale), "plots": plots, "verdicts": verdicts}
+    (src / "results.json").write_text(json.dumps(data, ensure_ascii=False))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n\n{publish.FRONT_START}\nold words\n{publish.FRONT_END}\n\n## next\n")
+    return src, readme, data
+
+
+def test_publishing_copies_the_report_and_writes_the_front_page_from_results_json(tmp_path):
+    src, readme, data = _report(tmp_path)
+    dst = tmp_path / "docs" / "results" / "fashion"
+    dst.mkdir(parents=True)
+    (dst / "training_curve.png").write_bytes(b"kept")  # the built-ins' curve lives there already
+    written = publish.publish(src, dst, readme)
+    assert (dst / "grids" / "dit28-ddpm.png").read_bytes() == b"bytes of grids/dit28-ddpm.png"
+    assert (dst / "results.json").read_text() == (src / "results.json").read_text()
+    assert (dst / "training_curve.png").read_bytes() == b"kept" and readme in written
+    text = readme.read_text()
+    assert text.startswith("# top\n\n") and text.endswith(f"{publish.FRONT_END}\n\n## next\n")
+    section = text.split(publish.FRONT_START)[1].split(publish.FRONT_END)[0]
+    assert "old words" not in section and "(docs/results/fashion/frontier.png)" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "blocks" not in line]
+    assert [r.split(" ")[1] for r in rows] == ["56", "140"]  # one row per budget
+    assert "**-9.98 ± 0.00** | FPDM wins |" in rows[0]
+    numbers = re.findall(r"[-+−]?\d+\.\d+ ± \d+\.\d+", section)
+    stored = json.dumps(data["verdicts"], ensure_ascii=False)
+    assert len(numbers) >= 3 * 2 and [n for n in numbers if n not in stored] == []
+    assert fashion.DIGITS["headline"][1] in section  # the digits study one link away
+
+
+@pytest.mark.parametrize("case, message", [
+    ("smoke", "plumbing check"), ("unfinished", "not finished"), ("no markers", "exactly once"),
+    ("swapped", "comes before")])
+def test_publishing_refuses_before_writing_anything(tmp_path, case, message, capsys):
+    src, readme, _ = _report(tmp_path, "smoke" if case == "smoke" else "full", case == "unfinished")
+    if case == "no markers":
+        readme.write_text("# top\n")
+    if case == "swapped":
+        readme.write_text(f"{publish.FRONT_END}\n{publish.FRONT_START}\n")
+    before = readme.read_text()
+    tool = _load_tool("publish_study")
+    assert tool.main([str(src), "--to", str(tmp_path / "dst"), "--readme", str(readme)]) == 2
+    assert message in capsys.readouterr().err
+    assert readme.read_text() == before and not (tmp_path / "dst").exists()
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_smoke_report_has_what_the_front_page_is_written_from(smoke, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{publish.FRONT_START}\n{publish.FRONT_END}\n")
+    publish.publish(smoke, tmp_path / "docs", readme, allow_smoke=True)
+    assert readme.read_text().count("| ") >= len(FASHION_SMOKE.budgets) * 5
+
+
+def test_the_readme_front_page_is_marked_and_is_the_published_study_once_there():
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(publish.FRONT_START) == 1 and readme.count(publish.FRONT_END) == 1
+    published = ROOT / "docs" / "results" / "fashion" / "results.json"
+    if published.exists():  # then the section is the study's, word for word
+        section = readme.split(publish.FRONT_START)[1].split(publish.FRONT_END)[0].strip("\n")
+        assert section == publish.front_page(json.loads(published.read_text()), "docs/results/fashion")

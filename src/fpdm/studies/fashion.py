@@ -146,8 +146,11 @@ def _klass(wins: list[bool]) -> str:
 
 
 def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sampler: str | None
-              ) -> tuple[list[str], list[bool], dict[int, str], list[int]]:
-    parts, wins, noise, budgets = [], [], {}, []
+              ) -> tuple[list[str], list[bool], dict[int, str], list[int], list[dict[str, Any]]]:
+    """FPDM (its best model and k) − DiT-28 per budget, each at its best setting for `sampler` (None: any):
+    the report's words, the wins, FPDM's training-seed noise, the budgets judged and the same numbers
+    as records (results.json's `per_budget`, which the README's front page is written from)."""
+    parts, wins, noise, budgets, entries = [], [], {}, [], []
     for budget in scale.budgets:
         d_top, fp = best(selected, "dit28", budget, sampler), best_fpdm(selected, budget, sampler)
         if not d_top or fp is None:
@@ -160,11 +163,16 @@ def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sa
         budgets.append(budget)
         parts.append(f"{budget} blocks: {fp[0]} {label(fp[1])} ({a[0]['steps']} steps) {fmt(a)} vs DiT-28 "
                      f"{label(d_top[0])} ({b[0]['steps']} steps) {fmt(b)}, **{_pm(m, se)}** ({word})")
+        entry = {"budget": budget, "dit_steps": b[0]["steps"], "fpdm": fp[0], "fpdm_setting": label(fp[1]),
+                 "fpdm_steps": a[0]["steps"], "fpdm_fid": fmt(a), "dit_setting": label(d_top[0]),
+                 "dit_fid": fmt(b), "diff": _pm(m, se), "word": word}
         seed1 = {v: k for k, v in SEED1.items()}[fp[0]]
         s1 = config_rows(results, seed1, budget, fp[1])
         if s1:
             noise[budget] = f"{budget}: {_pm(*mean_se(paired_diffs(s1, a)))}"
-    return parts, wins, noise, budgets
+            entry["fpdm_seed_noise"] = _pm(*mean_se(paired_diffs(s1, a)))
+        entries.append(entry)
+    return parts, wins, noise, budgets, entries
 
 
 def _summary(wins: list[bool], budgets: list[int]) -> str:
@@ -180,20 +188,20 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
     numbers (mean ± s.e. over the evaluation blocks) that decide it."""
     out: list[dict[str, Any]] = []
 
-    def add(key: str, finding: str, wins: list[bool], words: str, numbers: list[str], noise: str = ""
-            ) -> None:
+    def add(key: str, finding: str, wins: list[bool], words: str, numbers: list[str], noise: str = "",
+            **extra: Any) -> None:
         out.append({"key": key, "finding": finding, "class": _klass(wins), "verdict": words,
                     "numbers": "; ".join(numbers) or "–", "training_seed_noise": noise or "–",
-                    "digits": DIGITS[key][1], "digits_class": DIGITS[key][0]})
+                    "digits": DIGITS[key][1], "digits_class": DIGITS[key][0], **extra})
 
-    parts, wins, noise, budgets = _headline(scale, selected, results, None)
+    parts, wins, noise, budgets, entries = _headline(scale, selected, results, None)
     add("headline", "**Headline**: FPDM beats DiT-28 at equal blocks when compute is scarce — each model at "
         "its own best sampler, spacing and k", wins, _summary(wins, budgets), parts,
         "FPDM seed 1 − seed 0 at " + ", ".join(noise.values()) + "; DiT-28: unmeasured (one training seed)"
-        if noise else "")
-    parts, wins, _, budgets = _headline(scale, selected, results, "ddpm")
+        if noise else "", per_budget=entries)
+    parts, wins, _, budgets, entries = _headline(scale, selected, results, "ddpm")
     add("headline-ddpm", "Headline with the seed's sampler (DDPM for both)", wins, _summary(wins, budgets),
-        parts)
+        parts, per_budget=entries)
     for kind, key in (("flops", "equal-flops"), ("wall", "equal-wall")):
         nums, w, budgets = [], [], []
         for e in [e for e in matched_cells(scale, selected, results) if e["kind"] == kind]:
