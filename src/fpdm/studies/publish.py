@@ -77,6 +77,10 @@ def _check(src: Path, data: dict[str, Any], allow_smoke: bool) -> list[Path]:
         raise ValueError(f"{src}: a `{data.get('scale')}`-scale report is a plumbing check, not a result; "
                          "publish a `--scale full` run (--allow-smoke: to try the tool on one)")
     head = {v["key"]: v for v in data["verdicts"]}["headline"]
+    if "per_budget" not in head:
+        raise ValueError(f"{src}/results.json was written by older code (no headline `per_budget`): run "
+                         "`fpdm reproduce --study fashion` again with the same --out from this checkout; it "
+                         "rewrites the report from its cache without new work")
     missing = sorted(set(data["settings"]["budgets"]) - {e["budget"] for e in head.get("per_budget", [])})
     if missing:
         raise ValueError(f"{src}: the study is not finished (no headline cells at {missing} blocks): run "
