@@ -323,3 +323,84 @@ def test_the_readme_front_page_is_marked_and_is_the_published_study_once_there()
     if published.exists():  # then the section is the study's, word for word
         section = readme.split(publish.FRONT_START)[1].split(publish.FRONT_END)[0].strip("\n")
         assert section == publish.front_page(json.loads(published.read_text()), "docs/results/fashion")
+
+
+def _later_cells(scale, prefer, flops_ratio):
+    """The full-scale cells after the pilot on a synthetic world where `prefer` is every model's best
+    sampler (so each ODE sampler gets its turn at the k grid, reuse, matched and close-call cells) and an
+    FPDM block costs `flops_ratio` DiT blocks in FLOPs (which sets the FLOP-matched budgets)."""
+    def fid(c):
+        base = (60.0 if c.train.name == "dit28" else 55.0) + 0.1 * c.seed_block + 0.01 * (c.iters or 0)
+        return base - 5.0 * (c.sampler == prefer)
+
+    pilot = [_result(c, fid(c)) for c in fashion_cells.pilot_cells(scale)]
+    grid = list(dict.fromkeys(fashion_cells.grid_cells(scale, pilot)))
+    selected = pilot + [_result(c, fid(c)) for c in grid]
+    cells = list(dict.fromkeys(fashion_cells.evaluation_cells(scale, selected)))
+    results = [_result(c, fid(c)) for c in cells]
+    for r in results:
+        if r["settings"]["train"] != "dit28":
+            r["flops_per_sample"] = r["settings"]["budget"] * flops_ratio
+    matched = fashion_cells.matched_cells(scale, selected, results)
+    return grid + cells + fashion_cells.matched_eval_cells(scale, matched) + \
+        fashion_cells.close_calls(scale, selected, results)
+
+
+def test_every_full_scale_cell_after_the_pilot_plans_and_samples_at_its_exact_budget():
+    """The pilot's cells meet the sampler first thing in the real run; the later stages' come hours later.
+    Every distinct later cell (whichever sampler wins) is planned here by the sampler's own functions on a
+    random width-16 model of the study's depths, and one cell of each kind (sampler, spacing, profile, reuse,
+    tolerance, solver, calibration) samples for real (1 sample) at its largest budget, or calibrates and
+    samples at its smallest if calibrated: a cell the sampler refuses, or one that spends other than its
+    budget, fails in the suite instead of mid-run."""
+    import torch
+
+    from fpdm.config import DiffusionConfig
+    from fpdm.diffusion.gaussian import make_diffusion
+    from fpdm.models.registry import create_model
+    from fpdm.sampling.calibrate import calibrate, candidate_steps, check_schedule
+    from fpdm.sampling.loop import SamplerSettings, chain_timesteps
+    from fpdm.sampling.many import resolve_steps, sample_seeds
+    from fpdm.studies.engine import IMAGE_SIZE, calibration_max_iters
+
+    scale, built, kinds = FASHION_FULL, {}, {}
+    later = [c for best in ("ddpm", "ddim", "dpm++2m", "unipc", "heun") for flops in (1.2, 1.1)
+             for c in _later_cells(scale, best, flops)]
+    distinct = {(c.train.model, c.train.overrides, c.budget, c.iters, c.steps, c.profile, c.sampler,
+                 c.spacing, c.reuse, c.tol, c.solver, c.calibrated): c for c in later}
+    for c in distinct.values():
+        if (c.train.model, c.train.overrides) not in built:
+            torch.manual_seed(0)
+            over = dict(c.train.overrides) | {"hidden_size": 16, "num_heads": 2}
+            model = create_model(c.train.model, input_size=IMAGE_SIZE["fashion-mnist"], in_channels=1,
+                                 num_classes=10, **over).eval()
+            diffusion = make_diffusion(DiffusionConfig(), model.config.learn_sigma)
+            built[c.train.model, c.train.overrides] = model, diffusion
+        model, diffusion = built[c.train.model, c.train.overrides]
+        if c.calibrated:
+            assert candidate_steps(model, c.budget, calibration_max_iters(scale), sampler=c.sampler)
+        else:
+            n, _ = resolve_steps(model, c.budget, c.steps, c.iters, c.profile, sampler=c.sampler)
+            assert len(chain_timesteps(diffusion, n, c.spacing)) == n
+        kind = (c.train.model, c.sampler, c.spacing, c.profile, c.reuse, c.tol, c.solver, c.calibrated)
+        # the largest budget has the most steps; calibration (many candidates) runs at the smallest
+        bigger = c.budget > kinds[kind].budget if kind in kinds else True
+        if kind not in kinds or bigger != c.calibrated:
+            kinds[kind] = c
+    assert len(distinct) > 100 and len(kinds) >= 20 and any(c.calibrated for c in kinds.values())
+    for c in kinds.values():
+        model, diffusion = built[c.train.model, c.train.overrides]
+        settings = SamplerSettings(sampler=c.sampler, spacing=c.spacing, reuse=c.reuse, tol=c.tol,
+                                   solver=c.solver)
+        schedule = None
+        if c.calibrated:
+            schedule = calibrate(model, diffusion, c.budget, seeds=[0, 1], settings=settings,
+                                 max_iters=calibration_max_iters(scale), measure_samples=2,
+                                 score=lambda x, labels: float(x.abs().mean()))
+            check_schedule(schedule, model, settings, c.budget, source="the test's schedule")
+        run = sample_seeds(model, diffusion, [0], budget=c.budget, iters=c.iters, steps=c.steps,
+                           profile=c.profile, settings=settings, batch_size=1, schedule=schedule)
+        if c.tol is None:  # a tolerance may stop early: it spends at most the budget
+            assert run.record["blocks_counted"] == c.budget, c
+        else:
+            assert run.record["blocks_counted"] <= c.budget, c

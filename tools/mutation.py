@@ -302,6 +302,11 @@ MUTANTS: list[Mutant] = [
     M("studies/publish.py", "    readme.write_text(text)\n    return", "    return",
       "publishing copies the report but leaves the README's front page as it was",
       [FASH + "publishing_copies_the_report_and_writes_the_front_page_from_results_json"]),
+    M("studies/fashion_cells.py", "while evals > 0 and SAMPLERS[sampler].steps_for(evals) is None:",
+      "while False:",
+      "the Fashion study's FLOP- and wall-matched cells ask a sampler for evaluations it cannot spend "
+      "(Heun: only 2n - 1), failing hours into the run",
+      [FASH + "every_full_scale_cell_after_the_pilot_plans_and_samples_at_its_exact_budget"]),
     M("evaluation/metrics.py", "_coverage(f, r, real_radii.to(r))", "_coverage(f, r, _knn_radii(r, k))",
       "precision ignores the reference radii it was given", ["tests/test_metrics.py"]),
     M("studies/engine.py", '        if d["spacing"] == "uniform":\n            d.pop("spacing")', "",

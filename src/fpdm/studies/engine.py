@@ -257,6 +257,11 @@ def calibration_seeds(scale: Any) -> range:
     return DEFAULT_SEEDS[:min(len(DEFAULT_SEEDS), scale.num_samples)]
 
 
+def calibration_max_iters(scale: Any) -> int:
+    """The most iterations a calibrated schedule may give one step in a study of this scale."""
+    return getattr(scale, "max_iters", None) or max(scale.iters)
+
+
 def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any, settings: Any,
               device: str) -> dict[str, Any]:
     """The calibrated schedule of a cell's training, budget and sampler: measured once (under a lock, as
@@ -264,7 +269,7 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     from fpdm.common.lock import FolderInUse, hold
     from fpdm.sampling.calibrate import calibrate
 
-    max_iters = getattr(scale, "max_iters", None) or max(scale.iters)
+    max_iters = calibration_max_iters(scale)
     key = cache_key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
                 "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
                 "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
