@@ -262,7 +262,8 @@ def _report(tmp_path, scale_name="full", drop_first_budget=False, old_code=False
     plots = ["frontier.png", "smoothing.png"]
     for name in (*plots, "grids/dit28-ddpm.png", "README.md"):
         (src / name).write_bytes(f"bytes of {name}".encode())
-    data = {"scale": scale_name, "settings": asdict(scale), "plots": plots, "verdicts": verdicts}
+    data = {"scale": scale_name, "settings": asdict(scale), "plots": plots, "verdicts": verdicts,
+            "wall_s_total": 5 * 3600.0, "invocations": [{}, {}]}
     (src / "results.json").write_text(json.dumps(data, ensure_ascii=False))
     readme = tmp_path / "README.md"
     readme.write_text(f"# top\n\n{publish.FRONT_START}\nold words\n{publish.FRONT_END}\n\n## next\n")
@@ -289,6 +290,7 @@ def test_publishing_copies_the_report_and_writes_the_front_page_from_results_jso
     stored = json.dumps(data["verdicts"], ensure_ascii=False)
     assert len(numbers) >= 3 * 2 and [n for n in numbers if n not in stored] == []
     assert fashion.DIGITS["headline"][1] in section  # the digits study one link away
+    assert "(5.0 h of wall time here, over 2 sessions on 2 cores)" in section
 
 
 @pytest.mark.parametrize("case, message", [

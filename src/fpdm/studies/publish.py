@@ -36,10 +36,10 @@ def front_page(data: dict[str, Any], where: str) -> str:
     lines = [
         "## Does FPDM beat DiT at equal compute? (Fashion-MNIST, measured here)", "",
         "At the paper's depth ratio — FPDM-T/4 (1 + k + 1 blocks per step) against DiT-T/4 at depth 28 "
-        "(DiT-XL's), the same width — on Fashion-MNIST at 32×32 (64 tokens), each model at its own best "
-        "sampler, spacing and k, picked on selection seeds and reported on separate evaluation seeds "
-        "(fashion-FID, lower is better; FPDM − DiT-28 paired over the evaluation blocks, mean ± s.e.; a gap "
-        "within 2 s.e. is a tie):", "",
+        f"(DiT-XL's), both of width {data['settings']['width']} — on Fashion-MNIST at 32×32 (64 tokens), "
+        "each model at its own best sampler, spacing and k, picked on selection seeds and reported on "
+        "separate evaluation seeds (fashion-FID, lower is better; FPDM − DiT-28 paired over the evaluation "
+        "blocks, mean ± s.e.; a gap within 2 s.e. is a tie):", "",
         "| blocks (DiT-28 steps) | FPDM at its best | DiT-28 at its best | FPDM − DiT-28 | |",
         "|---|---|---|---|---|",
         *(_row(e) for e in head["per_budget"]), "",
@@ -52,7 +52,8 @@ def front_page(data: dict[str, Any], where: str) -> str:
         f"![fashion-FID against blocks per sample, each model at its best sampler]({where}/frontier.png)", "",
         f"Every finding (Fig. 4, Tables 3–5, reuse, calibrated schedules, ODE solvers), its noise and every "
         f"cell: [{where}/README.md]({where}/README.md); `fpdm reproduce --study fashion` reruns it "
-        "(hours on 2 cores: the report gives the cost). On the 8×8 digits at the same depth ratio "
+        f"({data.get('wall_s_total', 0) / 3600:.1f} h of wall time here, over "
+        f"{len(data.get('invocations', []))} sessions on 2 cores). On the 8×8 digits at the same depth ratio "
         f"([docs/results/README.md](docs/results/README.md)): {head['digits']}.",
     ]
     return "\n".join(lines)
