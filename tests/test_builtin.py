@@ -53,7 +53,8 @@ def test_bf16_storage_halves_the_file_and_loads_as_float32(tmp_path):
 
 
 @pytest.mark.parametrize("name,preset", [("fashion-fpdm", "fashion32-fpdm-t4"),
-                                         ("fashion-dit", "fashion32-dit28-t4")])
+                                         ("fashion-dit", "fashion32-dit28-t4"),
+                                         ("fashion-fpdm-n10m12", "fashion32-fpdm-t4-n10m12")])
 def test_fashion_builtins_follow_their_recipe_files(name, preset):
     """The package's copy of a Fashion recipe (what `build-weights` trains) is configs/<preset>.json's."""
     from pathlib import Path
@@ -113,3 +114,17 @@ def test_an_installed_package_is_not_written_into_by_default(tmp_path, monkeypat
     with pytest.raises(ValueError, match="pass --out"):
         train_feature_net("digits", epochs=1)
     assert not (tmp_path / "lib").exists()
+
+
+def test_a_resumed_runs_training_time_is_summed_over_its_log(tmp_path):
+    """A run trained over several invocations (the Fashion study's, across sessions) has a summary that
+    counts only its last one; the shipped weights state the whole training time, from the log."""
+    from fpdm.weights.build import training_wall_s
+
+    (tmp_path / "summary.json").write_text(json.dumps({"step": 150, "steps_this_run": 50, "wall_s": 9.0}))
+    logs = [(10, 1000.0), (20, 1000.0), (20, 5000.0), (30, 2000.0)]  # step 20 logged again after a kill
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "ms_per_step": ms}) + "\n"
+                                                for s, ms in logs))
+    assert training_wall_s(tmp_path) == 10 + 10 + 20
+    (tmp_path / "summary.json").write_text(json.dumps({"step": 150, "steps_this_run": 150, "wall_s": 9.0}))
+    assert training_wall_s(tmp_path) == 9.0  # trained in one go: the summary's own clock

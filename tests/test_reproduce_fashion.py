@@ -44,8 +44,9 @@ def test_full_scale_cells_spend_their_budget_exactly_and_select_on_disjoint_seed
 
 def test_the_full_scale_samples_the_builtins_it_was_trained_as_and_refuses_a_mismatched_recipe():
     m = fashion_cells.models(FASHION_FULL)
-    assert (m["fpdm"].builtin, m["dit28"].builtin) == ("fashion-fpdm", "fashion-dit")
-    for name in ("fpdm", "dit28"):
+    assert (m["fpdm"].builtin, m["dit28"].builtin, m["fpdm-N10M12"].builtin) == (
+        "fashion-fpdm", "fashion-dit", "fashion-fpdm-n10m12")
+    for name in ("fpdm", "dit28", "fpdm-N10M12"):
         fashion_cells.check_builtin(m[name], FASHION_FULL)  # the shipped weights' recorded recipe matches
     wrong = TrainSpec("fpdm-N10M12", "FPDM-T/4", train=m["fpdm-N10M12"].train, data="fashion-mnist",
                       builtin="fashion-fpdm")
@@ -68,12 +69,14 @@ def test_training_cost_estimates_order_the_ablations_by_their_gradient_iteration
 def test_the_study_plan_fits_the_issues_cpu_budget():
     p = fashion.plan(FASHION_FULL, Path("/nonexistent"))
     assert p["total_cpu_h"] <= 30, p
-    assert "fpdm" not in p["trainings"] and "fpdm-N10M12" in p["trainings"]
+    assert "fpdm" not in p["trainings"] and "fpdm-N10M12" not in p["trainings"]
+    assert "fpdm-N10M12-seed1" in p["trainings"]  # second seeds are trained by the study itself
 
 
 def test_a_part_trained_model_costs_the_plan_only_its_remaining_steps(tmp_path):
     fresh = fashion.plan(FASHION_FULL, tmp_path)
-    spec, steps = next((s, n) for s, n in fashion_cells.trainings(FASHION_FULL) if s.name == "fpdm-N10M12")
+    spec, steps = next((s, n) for s, n in fashion_cells.trainings(FASHION_FULL)
+                       if s.name == "fpdm-N10M12-seed1")
     log = tmp_path / "train" / spec.key(FASHION_FULL, steps) / "log.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text(json.dumps({"step": steps // 4, "ms_per_step": 900.0}) + "\n")

@@ -36,7 +36,7 @@ class FashionScale:
     ablation_budget: int  # Tables 3 and 4 are evaluated here
     ablation_ks: tuple[int, ...]  # their k, chosen on the selection seeds
     grid_budget: int  # Fig. 5-style grids
-    builtins: bool  # the seed-0 FPDM (N = M = 3) and DiT-28: the package's weights, trained by this recipe
+    builtins: bool  # the seed-0 FPDMs and DiT-28: the package's weights, trained by this recipe
     width: int
     heads: int
 
@@ -93,7 +93,7 @@ def models(scale: FashionScale) -> dict[str, TrainSpec]:
     builtin = scale.builtins
     specs = [
         _fpdm("fpdm", scale, "sjfb", 3, 3, builtin="fashion-fpdm" if builtin else None),
-        _fpdm("fpdm-N10M12", scale, "sjfb", 10, 12),
+        _fpdm("fpdm-N10M12", scale, "sjfb", 10, 12, builtin="fashion-fpdm-n10m12" if builtin else None),
         TrainSpec("dit28", "DiT-T/4", overrides=(("depth", DEPTH), ("hidden_size", scale.width),
                                                  ("num_heads", scale.heads)),
                   train=_recipe(scale), data="fashion-mnist", builtin="fashion-dit" if builtin else None),

@@ -23,7 +23,7 @@ from fpdm.weights.builtin import BUILTINS, builtin_folder
 from fpdm.weights.export import export_weights, load_exported, write_exported
 from fpdm.weights.loading import load_model
 
-__all__ = ["build", "measure", "ship"]
+__all__ = ["build", "measure", "ship", "training_wall_s"]
 
 
 def build(name: str, out: str | Path | None = None, *, steps: int | None = None, dtype: Any = None,
@@ -49,6 +49,11 @@ def build(name: str, out: str | Path | None = None, *, steps: int | None = None,
         return ship(name, tmp, out, dtype=dtype, check_recipe=steps is None, train_wall_s=summary["wall_s"])
 
 
+# not compared: where a run wrote, which checkpoint files it kept (neither changes its weights) and the
+# cosine horizon, which a run fills in from `steps` when it starts
+IGNORED = ("out_dir", "data_dir", "device", "keep_last", "keep_every", "lr_decay_steps")
+
+
 def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: Any = None,
          check_recipe: bool = True, train_wall_s: float | None = None) -> dict[str, Any]:
     """Export the finished training run in `run` as the built-in `name` (`fpdm build-weights NAME
@@ -67,8 +72,7 @@ def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: An
     want = {**asdict(TrainConfig(data=spec.data)), **recipe_only}
     if check_recipe:
         differ = [f"{k}={saved.get(k)!r} (recipe: {v!r})" for k, v in want.items()
-                  if k in saved and k not in ("out_dir", "data_dir", "device", "keep_last", "lr_decay_steps")
-                  and saved.get(k) != v]
+                  if k in saved and k not in IGNORED and saved.get(k) != v]
         mc, ref = state["model_config"], model_config(spec.model, **depth)
         differ += [f"model {k}={mc.get(k)!r} (recipe: {getattr(ref, k)!r})"
                    for k in ("arch", "hidden_size", "depth", "num_heads", "patch_size")
@@ -79,15 +83,32 @@ def ship(name: str, run: str | Path, out: str | Path | None = None, *, dtype: An
             raise ValueError(f"{run} was not trained by the recipe of {name}: {'; '.join(differ)}")
     recipe = {k: v for k, v in saved.items() if k not in ("out_dir", "data_dir", "device", "keep_last")}
     recipe.update(model=spec.model, threads=1, **depth)
-    summary = Path(run) / "summary.json"
-    if train_wall_s is None and summary.exists():  # a run trained by `fpdm train`, perhaps over several runs
-        train_wall_s = json.loads(summary.read_text()).get("wall_s")
+    if train_wall_s is None:  # a run trained by `fpdm train`, perhaps over several runs
+        train_wall_s = training_wall_s(Path(run))
     config = export_weights(Path(run) / "ckpt.pt", out, dtype=dtype, overwrite=True, extra={
         "builtin": name, "recipe": recipe, "command": f"fpdm build-weights {name}",
         "train_wall_s": train_wall_s})
     config[f"{spec.data.split('-')[0]}_eval"] = measure(name, out)
     write_exported(out, load_exported(out)[0], config)  # the config's hash lives in the weights file
     return config
+
+
+def training_wall_s(run: Path) -> float | None:
+    """A finished run's training time: its summary's `wall_s` if it trained in one go, else its log's
+    time per step summed over the steps (a resumed run's summary counts only its last invocation)."""
+    from fpdm.training.monitor import read_log
+
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    if summary.get("steps_this_run", summary.get("step")) == summary.get("step") and "wall_s" in summary:
+        return summary["wall_s"]
+    if not (run / "log.jsonl").exists():
+        return None
+    total, last = 0.0, 0
+    for rec in read_log(run / "log.jsonl")[0]:
+        if "ms_per_step" in rec and rec["step"] > last:  # a step logged again after a kill counts once
+            total += rec["ms_per_step"] * (rec["step"] - last) / 1000
+            last = rec["step"]
+    return round(total, 1) or None
 
 
 def _spec(name: str):

@@ -1,6 +1,7 @@
 """Built-in weights, trained here by our own recipes, shipped in the package and selected by name
 (`fpdm sample --ckpt digits-fpdm`), so a newcomer samples in seconds without training: FPDM-T/2 and DiT-T/2
-on digits, FPDM-T/4 and DiT-T/4 (depth 28) on Fashion-MNIST.
+on digits, FPDM-T/4 (S-JFB N = M = 3, and the released N = 10, M = 12) and DiT-T/4 (depth 28) on
+Fashion-MNIST.
 
 `fpdm build-weights NAME` regenerates one (`fpdm.weights.build`): its recipe on one thread, then the EMA
 weights in our export format. On the same torch build the result is bit for bit the same. Digits: the
@@ -41,6 +42,10 @@ BUILTINS: dict[str, Builtin] = {
                                     "fp_max_with_grad": 3}),
     "fashion-dit": Builtin("DiT-T/4", budget=140, iters=None, data="fashion-mnist", dtype="float16",
                            recipe={**FASHION_RECIPE, "depth": 28}),
+    # the released S-JFB range; trained as the Fashion study's fpdm-N10M12, shipped so no clone retrains it
+    "fashion-fpdm-n10m12": Builtin("FPDM-T/4", budget=140, iters=None, data="fashion-mnist", dtype="float16",
+                                   recipe={**FASHION_RECIPE, "fp_mode": "sjfb", "fp_max_no_grad": 10,
+                                           "fp_max_with_grad": 12}),
 }
 
 
