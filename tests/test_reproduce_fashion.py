@@ -218,10 +218,10 @@ def test_the_report_says_how_much_picking_on_the_evaluation_seeds_would_have_fla
     assert gap["evaluation_gap"] == pytest.approx(-0.5 * max(ks))
 
 
-def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world():
+def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world(tmp_path):
     """The stages after the pilot (k grid, evaluation blocks, equal-cost and close-call cells) at full scale,
-    on synthetic results: they run, decide every verdict, and with the trainings and the pilot their
-    estimated cost stays within the issue's 30 CPU-hours."""
+    on synthetic results: they run, decide every verdict, with the trainings and the pilot their estimated
+    cost stays within the issue's 30 CPU-hours, and the report and front page are written from them."""
     scale = FASHION_FULL
 
     def fid(c):
@@ -246,6 +246,17 @@ def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world():
     total = (p["train_cpu_h"] + hours(pilot_specs, scale.select_samples) + hours(grid, scale.select_samples)
              + hours(cells + extra, scale.num_samples))
     assert len(cells) > 100 and total <= 30, (len(cells), total)
+    # the report and the front page at full scale (four budgets; the smoke run has one)
+    summaries = [{"name": s.name, "step": n, "parameters": 1, "ms_per_step": 1.0, "builtin": s.builtin}
+                 for s, n in fashion_cells.trainings(scale)]
+    meta = {"commit": "c", "machine": "m", "wall_s": 1.0, "wall_s_total": 3600.0, "invocations": [{}],
+            "plan": p}
+    fashion.write_report(tmp_path, "full", scale, summaries, selected, results, meta)
+    data = json.loads((tmp_path / "results.json").read_text())
+    head = next(v for v in data["verdicts"] if v["key"] == "headline")
+    assert [e["budget"] for e in head["per_budget"]] == list(scale.budgets)
+    assert all((tmp_path / plot).stat().st_size > 1000 for plot in data["plots"]) and len(data["plots"]) >= 4
+    assert publish.front_page(data, "docs/results/fashion").count("| FPDM wins |") == len(scale.budgets)
 
 
 # ------------------------------------------------------------------- publishing: docs and the front page
