@@ -262,7 +262,7 @@ def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world(tm
 # ------------------------------------------------------------------- publishing: docs and the front page
 
 
-def _report(tmp_path, scale_name="full", drop_first_budget=False, old_code=False):
+def _report(tmp_path, scale_name="full", drop_first_budget=False, old_code=False, no_why=False):
     """A finished study's report folder on the synthetic world (FPDM 10 FID better) at two budgets, and a
     README with the front-page markers."""
     scale = replace(FASHION_SMOKE, budgets=(56, 140))
@@ -271,6 +271,8 @@ def _report(tmp_path, scale_name="full", drop_first_budget=False, old_code=False
         verdicts[0]["per_budget"] = verdicts[0]["per_budget"][1:]
     if old_code:
         del verdicts[0]["per_budget"]
+    for v in verdicts[1 if no_why else 0:]:
+        v["why"] = f"because of {v['key']}"
     src = tmp_path / "out" / "fashion"
     (src / "grids").mkdir(parents=True)
     plots = ["frontier.png", "smoothing.png"]
@@ -309,10 +311,10 @@ def test_publishing_copies_the_report_and_writes_the_front_page_from_results_jso
 
 @pytest.mark.parametrize("case, message", [
     ("smoke", "plumbing check"), ("unfinished", "not finished"), ("old code", "written by older code"),
-    ("no markers", "exactly once"), ("swapped", "comes before")])
+    ("no why", "no 'why' for headline:"), ("no markers", "exactly once"), ("swapped", "comes before")])
 def test_publishing_refuses_before_writing_anything(tmp_path, case, message, capsys):
     src, readme, _ = _report(tmp_path, "smoke" if case == "smoke" else "full", case == "unfinished",
-                             case == "old code")
+                             case == "old code", case == "no why")
     if case == "no markers":
         readme.write_text("# top\n")
     if case == "swapped":

@@ -86,6 +86,12 @@ def _check(src: Path, data: dict[str, Any], allow_smoke: bool) -> list[Path]:
     if missing:
         raise ValueError(f"{src}: the study is not finished (no headline cells at {missing} blocks): run "
                          "`fpdm reproduce --study fashion` again with the same --out to complete it")
+    unexplained = [v["key"] for v in data["verdicts"] if not v.get("why")]
+    if data.get("scale") == "full" and unexplained:
+        raise ValueError(f"{src}: the side-by-side with digits has no 'why' for {', '.join(unexplained)}: "
+                         "write them in fpdm/studies/fashion.py's WHY after reading the results, then run "
+                         "`fpdm reproduce --study fashion` again with the same --out (it rewrites the report "
+                         "from its cache)")
     files = [src / "README.md", src / "results.json", *(src / p for p in data["plots"]),
              *sorted((src / "grids").glob("*.png"))]
     absent = [str(f) for f in files if not f.is_file()]
