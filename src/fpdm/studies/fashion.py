@@ -174,8 +174,8 @@ def _headline(scale: FashionScale, selected: list[dict], results: list[dict], sa
         seed1 = {v: k for k, v in SEED1.items()}[fp[0]]
         s1 = config_rows(results, seed1, budget, fp[1])
         if s1:
-            noise[budget] = f"{budget}: {_pm(*mean_se(paired_diffs(s1, a)))}"
             entry["fpdm_seed_noise"] = _pm(*mean_se(paired_diffs(s1, a)))
+            noise[budget] = f"{budget}: {entry['fpdm_seed_noise']}"
         entries.append(entry)
     return parts, wins, noise, budgets, entries
 
