@@ -20,3 +20,17 @@ def kernels(request):
 
     with perturbed_kernels():
         yield request.param
+
+
+def load_tool(name: str):
+    """A script of tools/ as a module (they are not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

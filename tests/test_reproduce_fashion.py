@@ -2,14 +2,13 @@
 whole `fpdm reproduce --study fashion --scale smoke` run end to end on the real Fashion-MNIST files (tiny
 models, about a minute on 2 cores), whose report must have every verdict row, plot and number."""
 
-import importlib.util
 import json
 import re
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 from fpdm.cli import main
 from fpdm.diffusion.samplers import SAMPLERS
@@ -19,14 +18,6 @@ from fpdm.studies.fashion_cells import FASHION_FULL, FASHION_SMOKE
 
 REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 ROOT = Path(__file__).parents[1]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_full_scale_cells_spend_their_budget_exactly_and_select_on_disjoint_seeds():
@@ -320,7 +311,7 @@ def test_publishing_refuses_before_writing_anything(tmp_path, case, message, cap
     if case == "swapped":
         readme.write_text(f"{publish.FRONT_END}\n{publish.FRONT_START}\n")
     before = readme.read_text()
-    tool = _load_tool("publish_study")
+    tool = load_tool("publish_study")
     assert tool.main([str(src), "--to", str(tmp_path / "dst"), "--readme", str(readme)]) == 2
     assert message in capsys.readouterr().err
     assert readme.read_text() == before and not (tmp_path / "dst").exists()
