@@ -246,6 +246,9 @@ def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world(tm
     data = json.loads((tmp_path / "results.json").read_text())
     head = next(v for v in data["verdicts"] if v["key"] == "headline")
     assert [e["budget"] for e in head["per_budget"]] == list(scale.budgets)
+    report = (tmp_path / "README.md").read_text()
+    glance = report.split("## The headline at a glance")[1].split("## Verdicts")[0]
+    assert all(publish.headline_row(e) in glance for e in head["per_budget"])  # the front page's rows
     assert all((tmp_path / plot).stat().st_size > 1000 for plot in data["plots"]) and len(data["plots"]) >= 4
     assert publish.front_page(data, "docs/results/fashion").count("| FPDM wins |") == len(scale.budgets)
 

@@ -14,13 +14,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FRONT_END", "FRONT_START", "front_page", "publish", "replace_front_page"]
+__all__ = ["FRONT_END", "FRONT_START", "HEADLINE_HEADER", "front_page", "headline_row", "publish",
+           "replace_front_page"]
 
 FRONT_START = "<!-- front-page -->"
 FRONT_END = "<!-- /front-page -->"
 
 
-def _row(e: dict[str, Any]) -> str:
+HEADLINE_HEADER = ("| blocks (DiT-28 steps) | FPDM at its best | DiT-28 at its best | FPDM − DiT-28 | |\n"
+                   "|---|---|---|---|---|")
+
+
+def headline_row(e: dict[str, Any]) -> str:
+    """One budget of the headline (a `per_budget` record of results.json) as a table row."""
     diff = f"**{e['diff']}**" if e["word"] != "tie" else e["diff"]
     fpdm = f"{e['fpdm']} {e['fpdm_setting']} ({e['fpdm_steps']} steps): {e['fpdm_fid']}"
     dit = f"{e['dit_setting']}: {e['dit_fid']}"
@@ -40,9 +46,7 @@ def front_page(data: dict[str, Any], where: str) -> str:
         "each model at its own best sampler, spacing and k, picked on selection seeds and reported on "
         "separate evaluation seeds (fashion-FID, lower is better; FPDM − DiT-28 paired over the evaluation "
         "blocks, mean ± s.e.; a gap within 2 s.e. is a tie):", "",
-        "| blocks (DiT-28 steps) | FPDM at its best | DiT-28 at its best | FPDM − DiT-28 | |",
-        "|---|---|---|---|---|",
-        *(_row(e) for e in head["per_budget"]), "",
+        HEADLINE_HEADER, *(headline_row(e) for e in head["per_budget"]), "",
         f"**{head['class'].capitalize()}**: {head['verdict']}. With DDPM for both (the paper's sampler), "
         f"{ddpm['class']}: {ddpm['verdict']} ("
         + ", ".join(f"{e['diff']} at {e['budget']}" for e in ddpm["per_budget"]) + "). "
