@@ -99,7 +99,7 @@ def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
     assert keys == list(fashion.DIGITS)  # one row per finding, the digits verdict beside each
     for v in data["verdicts"]:
         assert f"| {v['finding']} |" in text and v["class"] in ("holds", "partly", "fails", "no verdict")
-    for plot in ("frontier.png", "smoothing.png", "table5.png", "training.png"):
+    for plot in ("frontier.png", "smoothing.png", "table5.png", "training.png", "fig5.png"):
         assert (smoke / plot).stat().st_size > 1000 and f"({plot})" in text
     grids = sorted(p.name for p in (smoke / "grids").glob("*.png"))
     # DiT-28 at its best DDPM spacing beside FPDM at several k (a spacing other than uniform is named)
@@ -111,6 +111,32 @@ def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
     assert "over the study's 1 run (`invocations.jsonl`)" in text
     assert "## How much picking on the selection seeds mattered" in text
     assert {e["model"] for e in data["selection_effect"]} >= {"dit28", "fpdm", "FPDM − DiT-28"}
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fig5_shows_dit28_beside_each_fpdm_at_several_k_on_the_cells_own_first_seeds(smoke):
+    """Fig. 5's columns are DiT-28 then one FPDM at every k of its grid, and each column's images are the
+    cell's own first samples (the same seeds and classes as a 20-sample cell, up to one grey level)."""
+    import numpy as np
+
+    from fpdm.common.images import to_uint8
+    from fpdm.sampling.many import class_labels, sample_seeds
+    from fpdm.studies.engine import cell_model, strip_path
+
+    data = json.loads((smoke / "results.json").read_text())
+    assert "fig5.png" in data["plots"] and "(fig5.png)" in (smoke / "README.md").read_text()
+    figure = fashion_cells.figure_cells(FASHION_SMOKE, data["selection"])
+    assert list(figure) == list(fashion_cells.FPDMS)
+    for name, cols in figure.items():
+        assert cols[0].train.name == "dit28" and {c.train.name for c in cols[1:]} == {name}
+        assert len({c.iters for c in cols[1:]}) == len(cols) - 1 >= 2
+    c = figure["fpdm"][1]
+    strip = np.load(strip_path(smoke, c, FASHION_SMOKE, fashion.FIG5_ROWS))
+    model, diffusion = cell_model(c, FASHION_SMOKE, smoke)
+    run = sample_seeds(model, diffusion, range(20), labels=class_labels(10, 20), budget=c.budget,
+                       iters=c.iters, batch_size=20)
+    assert strip.shape == (10, 32, 32, 1)
+    assert np.abs(to_uint8(run.samples)[:10].astype(int) - strip).max() <= 1
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -189,7 +189,6 @@ def eval_task(args: tuple) -> dict[str, Any]:
     device = rest[0] if rest else "cpu"
     from fpdm.sampling.loop import SamplerSettings
     from fpdm.sampling.many import class_labels, sample_seeds
-    from fpdm.weights.loading import load_model
 
     _one_thread()
     path = Path(root) / "eval" / f"{cache_key(spec.settings() | {'scale': asdict(scale)})}.json"
@@ -197,12 +196,7 @@ def eval_task(args: tuple) -> dict[str, Any]:
     if cached is not None:
         return cached
     started = time.perf_counter()
-    from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
-
-    folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
-    ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
-    model, diffusion, _ = load_model(spec.train.builtin or ckpt)
-    model.to(device)
+    model, diffusion = cell_model(spec, scale, root, device)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
     settings = SamplerSettings(sampler=spec.sampler, spacing=spec.spacing, reuse=spec.reuse, tol=spec.tol,
@@ -246,6 +240,50 @@ def eval_task(args: tuple) -> dict[str, Any]:
     result["task_wall_s"] = round(time.perf_counter() - started, 3)  # what the cell cost: plans read it
     store_result(path, result)
     return result
+
+
+def cell_model(spec: EvalSpec, scale: Any, root: Path, device: str = "cpu") -> tuple[Any, Any]:
+    """(model, diffusion) a cell samples: a built-in's weights, or the study's own training (its last
+    checkpoint, or the kept one of `spec.snapshot`)."""
+    from fpdm.training.run_folder import CHECKPOINT_NAME, snapshot_path
+    from fpdm.weights.loading import load_model
+
+    folder = Path(root) / "train" / spec.train.key(scale, spec.train_steps)
+    ckpt = folder / CHECKPOINT_NAME if spec.snapshot is None else snapshot_path(folder, spec.snapshot)
+    model, diffusion, _ = load_model(spec.train.builtin or ckpt)
+    return model.to(device), diffusion
+
+
+def strip_path(root: Path, spec: EvalSpec, scale: Any, n: int) -> Path:
+    return Path(root) / "strips" / f"{cache_key(spec.settings() | {'scale': asdict(scale), 'n': n})}.npy"
+
+
+def sample_strip(spec: EvalSpec, scale: Any, root: Path, n: int, device: str = "cpu") -> np.ndarray:
+    """The first `n` samples of a cell (its seed block's first seeds and classes: the cell's own first `n`,
+    up to float rounding between batch sizes) as uint8 [n, H, W, C], cached under <root>/strips: what a
+    figure shows, at a fraction of the cell's cost and without its metrics."""
+    from fpdm.common.checkpoint import atomic_write
+    from fpdm.common.images import to_uint8
+    from fpdm.sampling.loop import SamplerSettings
+    from fpdm.sampling.many import class_labels, sample_seeds
+
+    if spec.calibrated:
+        raise ValueError("a strip samples fixed settings; a calibrated cell's schedule is not measured here")
+    path = strip_path(root, spec, scale, n)
+    if path.exists():
+        return np.load(path)
+    _one_thread()
+    model, diffusion = cell_model(spec, scale, root, device)
+    first = spec.seed_block * 100_000
+    settings = SamplerSettings(sampler=spec.sampler, spacing=spec.spacing, reuse=spec.reuse, tol=spec.tol,
+                               solver=spec.solver)
+    run = sample_seeds(model, diffusion, range(first, first + n), labels=class_labels(10, n),
+                       budget=spec.budget, iters=spec.iters, steps=spec.steps, profile=spec.profile,
+                       settings=settings, batch_size=n, device=device)
+    pixels = to_uint8(run.samples)  # [n, H, W, C]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.save(f, pixels))
+    return pixels
 
 
 def calibration_seeds(scale: Any) -> range:

@@ -33,7 +33,9 @@ from fpdm.studies.engine import (
     paired_diffs,
     read_invocations,
     run_tasks,
+    sample_strip,
     start_invocation,
+    strip_path,
 )
 from fpdm.studies.fashion_cells import (
     DEPTH,
@@ -56,6 +58,7 @@ from fpdm.studies.fashion_cells import (
     config_rows,
     evaluation_cells,
     feasible_ks,
+    figure_cells,
     grid_cells,
     matched_cells,
     matched_eval_cells,
@@ -88,6 +91,8 @@ DIGITS = {
     "ode": ("partly", "help DiT-28 from 5 steps on (52.51 → 18.00 at 140 blocks) and FPDM up to 140 blocks; "
             "FPDM's best at 280–560 is DDPM"),
 }
+
+FIG5_ROWS = 10  # samples per column of Fig. 5: one per class
 
 # the models' names in plots (the tables keep the cache's names, which the report's introduction spells out)
 SHOWN = {"dit28": "DiT-28", "fpdm": "FPDM N=M=3", "fpdm-N10M12": "FPDM N10M12"}
@@ -497,6 +502,8 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
     ax.set_xticks(range(len(vals)), labels, fontsize=6)
     ax.set(ylabel="profile − constant (fashion-FID, paired)", title="Table 5: allocation profiles (FPDM)")
     _save(fig, root, "table5.png", written)
+    if _figure5(plt, root, scale, selected):
+        _save(plt.gcf(), root, "fig5.png", written)
     # training curves of what was trained here (the built-ins': docs/results/fashion/training_curve.png)
     from fpdm.training.monitor import read_log
 
@@ -518,6 +525,46 @@ def _plots(root: Path, scale: FashionScale, selected: list[dict], results: list[
         ax.legend(fontsize=5, ncol=2)
     _save(fig, root, "training.png", written)
     return written
+
+
+def _figure5(plt: Any, root: Path, scale: FashionScale, selected: list[dict]) -> bool:
+    """Fig. 5 at `grid_budget`: per FPDM, DiT-28 and the FPDM at every k of its grid on the same ten seeds
+    (one per class; rows), each column labelled with its steps and selection-seed FID. False (no figure)
+    while a strip is missing."""
+    from fpdm.data.fashion import CLASS_NAMES
+
+    panels = {name: [(c, strip_path(root, c, scale, FIG5_ROWS)) for c in cols]
+              for name, cols in figure_cells(scale, selected).items()}
+    panels = {name: cols for name, cols in panels.items() if all(p.exists() for _, p in cols)}
+    if not panels:
+        return False
+    budget, pad = scale.grid_budget, 2
+    widest = max(len(cols) for cols in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.62 * widest * len(panels) + 1.2, 7.4), squeeze=False)
+    for ax, (name, cols) in zip(axes[0], panels.items(), strict=True):
+        tiles = np.stack([np.load(path)[..., 0] for _, path in cols], axis=1)  # [rows, columns, H, W]
+        n, ncol, h, w = tiles.shape
+        canvas = np.full((n * (h + pad) + pad, ncol * (w + pad) + pad), 255, np.uint8)
+        for i in range(n):
+            for j in range(ncol):
+                top, left = pad + i * (h + pad), pad + j * (w + pad)
+                canvas[top:top + h, left:left + w] = tiles[i, j]
+        ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        heads = []
+        for c, _ in cols:
+            model = "dit28" if c.iters is None else name
+            config = (c.sampler, c.spacing, c.iters, False)
+            steps = budget // DEPTH if c.iters is None else budget // (2 + c.iters)
+            who = f"DiT-28\n{c.spacing}" if c.iters is None else f"k = {c.iters}"
+            heads.append(f"{who}\n{steps} steps\nFID {selection_fid(selected, model, budget, config):.0f}")
+        ax.set_xticks([pad + j * (w + pad) + w / 2 for j in range(ncol)], heads, fontsize=6)
+        ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(n)], CLASS_NAMES[:n], fontsize=6)
+        ax.xaxis.tick_top()
+        ax.tick_params(length=0)
+        ax.set_title(f"{SHOWN[name]} beside DiT-28", fontsize=8, y=-0.04)
+    fig.suptitle(f"Fig. 5 at {budget} blocks: DDPM, the same seeds 0–{FIG5_ROWS - 1} in every column;\n"
+                 "fashion-FID of each column on the selection seeds", fontsize=8)
+    return True
 
 
 def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: list[dict],
@@ -604,6 +651,9 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
         lines.append(f"| {s['name']} | {s['step']} | {s.get('parameters') or 0:,} | {s.get('ms_per_step')} | "
                      f"{'built-in ' + s['builtin'] if s.get('builtin') else 'trained here'} |")
     lines += ["", "![training](training.png)", ""]
+    if "fig5.png" in plots:
+        lines += [f"## Fig. 5: smoothing at {scale.grid_budget} blocks, the same seeds", "",
+                  "![Fig. 5](fig5.png)", ""]
     lines += grid_section(root, f"Sample grids at {scale.grid_budget} blocks (Fig. 5), DDPM, same seeds")
     path = root / "README.md"
     path.write_text("\n".join(lines) + "\n")
@@ -660,6 +710,11 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     if extra:
         log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
+    strips = list(dict.fromkeys(c for cols in figure_cells(scale, selected).values() for c in cols))
+    if any(not strip_path(root, c, scale, FIG5_ROWS).exists() for c in strips):
+        log(f"fashion study: Fig. 5, {len(strips)} columns of {FIG5_ROWS} samples")
+        for c in strips:
+            sample_strip(c, scale, root, FIG5_ROWS, device)
     beat()
     runs = read_invocations(root)
     meta = env | {"plan": p, "wall_s": time.perf_counter() - t0, "workers": workers,

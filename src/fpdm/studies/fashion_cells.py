@@ -254,6 +254,22 @@ def _ev(spec: TrainSpec, train_steps: int, budget: int, blocks: int, grid: bool 
                      labels={"grid": True} if grid and b == 0 else {}, **kw) for b in range(blocks)]
 
 
+def figure_cells(scale: FashionScale, selected: list[dict]) -> dict[str, list[EvalSpec]]:
+    """Fig. 5's columns at `grid_budget` on the first evaluation seeds, per FPDM: DiT-28 at its best DDPM
+    spacing, then the FPDM with DDPM at every k its grid ran there (uniform spacing, as the grid)."""
+    m, steps, budget, out = models(scale), scale.train_steps, scale.grid_budget, {}
+    top = best(selected, "dit28", budget, "ddpm")
+    for name in FPDMS:
+        ks = sorted({r["settings"]["iters"] for r in _select(selected, name, budget, "ddpm")
+                     if r["settings"].get("spacing", "uniform") == "uniform"})
+        cols = [EvalSpec("fashion", m[name], steps, budget, iters=k) for k in ks]
+        if top and cols:
+            sampler, spacing, _, _ = top[0]
+            dit = EvalSpec("fashion", m["dit28"], steps, budget, sampler=sampler, spacing=spacing)
+            out[name] = [dit, *cols]
+    return out
+
+
 def evaluation_cells(scale: FashionScale, selected: list[dict]) -> list[EvalSpec]:
     """On the evaluation blocks, from what the selection seeds picked: per model and budget its best
     configuration overall and per sampler; per FPDM its best with reuse, the seed's k and the largest k
