@@ -321,6 +321,13 @@ def _setup(case: str, runs: dict, tmp: Path, monkeypatch) -> list[str]:
                 "--out", str(tmp / "s")]
     if case == "longer study before the ratio study":
         return ["reproduce", "--study", "longer", "--scale", "tiny", "--out", str(tmp / "r")]
+    if case == "no worker processes":
+        return ["reproduce", "--study", "fashion", "--scale", "smoke", "--plan", "--workers", "0", "--out",
+                str(tmp / "r")]
+    if case == "a plan for a study without one":
+        return ["reproduce", "--study", "digits", "--plan", "--out", str(tmp / "r")]
+    if case == "a scale of another study":
+        return ["reproduce", "--study", "ratio", "--scale", "smoke", "--out", str(tmp / "r")]
     if case == "budget far too large":
         return ["sample", "--ckpt", fp, "--budget", "100000000000", "--steps", "10", "--out", str(tmp / "s")]
     raise KeyError(case)
@@ -416,6 +423,9 @@ CASES = {  # case -> what the one-line message must contain
     "fashion negative sample interval": "--sample-every must be >= 0",
     "longer study before the ratio study": "holds no finished training of dit28: run `fpdm reproduce --study "
                                            "ratio --scale tiny --out",
+    "no worker processes": "--workers 0: expected at least 1",
+    "a plan for a study without one": "--plan is for --study fashion (got --study digits)",
+    "a scale of another study": "--scale smoke does not apply to --study ratio",
 }
 
 

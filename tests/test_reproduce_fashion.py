@@ -83,6 +83,15 @@ def test_a_scale_of_another_study_is_refused(capsys):
     assert main(["reproduce", "--study", "ratio", "--scale", "smoke", "--out", "/nonexistent"]) == 2
 
 
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_plan_prints_the_cost_and_runs_nothing(tmp_path, capsys):
+    args = ["reproduce", "--study", "fashion", "--scale", "smoke", "--plan", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "13 trainings to run" in out and "CPU-h" in out and "trainings left, in the order they run" in out
+    assert list(tmp_path.iterdir()) == []  # nothing trained, sampled or recorded
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("fashion-study")

@@ -11,10 +11,11 @@ from fpdm.cli.common import _Formatter
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", formatter_class=_Formatter,
-                       help="reproduce the seed's findings on digits",
+                       help="reproduce the seed's findings on digits or Fashion-MNIST",
                        description="Train, sample and evaluate the seed's Fig. 4-5, Tables 3-5, reuse and "
-                                   "the adaptive solvers on the built-in digits; writes <out>/README.md with "
-                                   "tables and plots. Cached by config: run it again to resume.")
+                                   "the adaptive solvers on the built-in digits (or, with --study fashion, "
+                                   "on Fashion-MNIST); writes a README.md with tables and plots under <out>. "
+                                   "Cached by config: run it again to resume.")
     p.add_argument("--quick", action="store_true", help="reduced sizes (both studies ≈13 min on 2 cores)")
     p.add_argument("--scale", choices=("full", "quick", "tiny", "smoke"), default=None,
                    help="explicit scale (default: full, or quick with --quick); the digits studies have "
@@ -33,6 +34,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                         "Fashion-MNIST 32×32 against DiT-28, each model at its best sampler "
                         "(<out>/fashion/README.md; prints its planned CPU-hours first; needs Debian's "
                         "dataset-fashion-mnist)")
+    p.add_argument("--plan", action="store_true",
+                   help="--study fashion: print what is cached, what is left and its estimated CPU-hours, "
+                        "then exit without running anything")
     p.add_argument("--device", default="cpu",
                    help="where trainings and sampling run (e.g. cuda); the cache is keyed by settings only")
     p.set_defaults(func=_cmd_reproduce)
@@ -46,9 +50,25 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     scale = a.scale or ("quick" if a.quick else "full")
     fashion = a.study == "fashion"
     if fashion and scale not in ("full", "smoke") or not fashion and scale == "smoke":
-        print(f"fpdm reproduce: --scale {scale} does not apply to --study {a.study}: the Fashion-MNIST study "
-              "has full and smoke, the digits studies full, quick and tiny", file=sys.stderr)
-        return 2
+        raise ValueError(f"--scale {scale} does not apply to --study {a.study}: the Fashion-MNIST study has "
+                         "full and smoke, the digits studies full, quick and tiny")
+    if a.workers < 1:
+        raise ValueError(f"--workers {a.workers}: expected at least 1 (single-threaded worker processes; "
+                         "2 on a 2-core machine)")
+    if a.plan:
+        if not fashion:
+            raise ValueError(f"--plan is for --study fashion (got --study {a.study}): the digits studies "
+                             "print no plan")
+        from fpdm.studies import fashion as fashion_study
+        from fpdm.studies.fashion_cells import FASHION_SCALES
+
+        root = Path(a.out) / "fashion"
+        fashion_study.check_inputs(FASHION_SCALES[scale])
+        p = fashion_study.plan(FASHION_SCALES[scale], root)
+        print(f"fashion study ({scale}) -> {root}: {fashion_study.plan_line(p, a.workers)}")
+        if p["trainings"]:
+            print(f"trainings left, in the order they run: {', '.join(p['trainings'])}")
+        return 0
     try:
         if a.study in ("all", "digits"):
             reproduce.run(scale, a.out, workers=a.workers, device=a.device)

@@ -72,7 +72,8 @@ from fpdm.studies.fashion_cells import (
 from fpdm.studies.publish import HEADLINE_HEADER, headline_row
 from fpdm.studies.selection import config_of, label, mean_fid
 
-__all__ = ["DIGITS", "WHY", "plan", "run", "selection_effect", "verdicts", "write_report"]
+__all__ = ["DIGITS", "WHY", "check_inputs", "plan", "plan_line", "run", "selection_effect", "verdicts",
+           "write_report"]
 
 # The paper-ratio digits study's verdicts (docs/results/README.md), for the side-by-side: (class, words)
 DIGITS = {
@@ -124,6 +125,26 @@ def plan(scale: FashionScale, root: Path) -> dict[str, Any]:
             "train_cpu_h": train_s / 3600,
             "pilot_cells": len(pilot), "pilot_cells_left": len(left), "pilot_cpu_h": pilot_s / 3600,
             "later_cpu_h_estimate": later_s / 3600, "total_cpu_h": (train_s + pilot_s + later_s) / 3600}
+
+
+def plan_line(p: dict[str, Any], workers: int) -> str:
+    """What `plan` says, in one line: what is left to run and its estimated cost."""
+    part = f", {p['part_trained']} of them part-trained" if p["part_trained"] else ""
+    return (f"{len(p['trainings'])} trainings to run{part} ({p['train_cpu_h']:.2f} CPU-h left), "
+            f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), "
+            f"then ≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} "
+            f"CPU-h, ≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} workers")
+
+
+def check_inputs(scale: FashionScale) -> None:
+    """Before any work: the Debian data is there (the error says how to install it) and each built-in's
+    weights were trained by the study's recipe."""
+    from fpdm.data.datasets import load_dataset
+
+    load_dataset("fashion-mnist", split="train")
+    for spec, _ in trainings(scale):
+        if spec.builtin:
+            check_builtin(spec, scale)
 
 
 def _cached(root: Path, cell: EvalSpec, scale: FashionScale) -> bool:
@@ -675,13 +696,8 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     if scale_name not in FASHION_SCALES:
         raise ValueError(f"--scale {scale_name}: the Fashion-MNIST study has scales "
                          f"{', '.join(FASHION_SCALES)}")
-    from fpdm.data.datasets import load_dataset
-
     scale, root, t0 = FASHION_SCALES[scale_name], Path(root), time.perf_counter()
-    load_dataset("fashion-mnist", split="train")  # missing files: the error says how to install them, now
-    for spec, _ in trainings(scale):
-        if spec.builtin:
-            check_builtin(spec, scale)
+    check_inputs(scale)
     p = plan(scale, root)
     env = environment()  # commit and machine: once per run (a git call)
     beat = start_invocation(root, env | {"workers": workers, "device": device})
@@ -691,12 +707,7 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
         beat()
         say(line)
 
-    part = f", {p['part_trained']} of them part-trained" if p["part_trained"] else ""
-    log(f"fashion study -> {root}: {len(p['trainings'])} trainings to run{part} "
-        f"({p['train_cpu_h']:.2f} CPU-h left), "
-        f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), then "
-        f"≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} CPU-h, "
-        f"≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} workers")
+    log(f"fashion study -> {root}: {plan_line(p, workers)}")
     sel = replace(scale, num_samples=scale.select_samples)
     summaries, pilot = run_tasks(trainings(scale), pilot_cells(scale), sel, root, workers, log, device)
     second = [c for c in dict.fromkeys(grid_cells(scale, pilot)) if c not in set(pilot_cells(scale))]
