@@ -149,6 +149,32 @@ def test_fig5_shows_dit28_beside_each_fpdm_at_several_k_on_the_cells_own_first_s
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tmp_path):
+    """Resumed late, the plan costs the evaluation cells still missing one by one (no longer the pilot-based
+    estimate), and nothing once every cell is cached."""
+    import shutil
+
+    from fpdm.studies.engine import cache_key
+
+    root = tmp_path / "fashion"
+    shutil.copytree(smoke, root)
+    p = fashion.plan(FASHION_SMOKE, root)
+    assert p["later_basis"] == "counted" and p["total_cpu_h"] == 0
+    data = json.loads((root / "results.json").read_text())
+    cells = fashion_cells.evaluation_cells(FASHION_SMOKE, data["selection"])
+    for c in cells[:2]:
+        (root / "eval" / f"{cache_key(c.settings() | {'scale': asdict(FASHION_SMOKE)})}.json").unlink()
+    p = fashion.plan(FASHION_SMOKE, root)
+    assert p["later_basis"].startswith("evaluation cells counted")
+    expected = sum(fashion_cells.cell_cost_s(c, FASHION_SMOKE.num_samples) for c in cells[:2])
+    assert p["later_cpu_h_estimate"] * 3600 == pytest.approx(expected)
+    sel = replace(FASHION_SMOKE, num_samples=FASHION_SMOKE.select_samples)
+    first = fashion_cells.pilot_cells(FASHION_SMOKE)[0]
+    (root / "eval" / f"{cache_key(first.settings() | {'scale': asdict(sel)})}.json").unlink()
+    assert fashion.plan(FASHION_SMOKE, root)["later_basis"] == "estimate"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_every_number_of_the_verdict_table_is_in_results_json(smoke):
     data = json.loads((smoke / "results.json").read_text())
     table = (smoke / "README.md").read_text().split("## Verdicts", 1)[1].split("## Side by side", 1)[0]

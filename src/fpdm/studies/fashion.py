@@ -23,6 +23,7 @@ from fpdm.studies.engine import (
     INVOCATIONS,
     EvalSpec,
     cache_key,
+    cached_result,
     environment,
     fid_of,
     fmt,
@@ -109,8 +110,8 @@ WHY: dict[str, str] = {}
 
 def plan(scale: FashionScale, root: Path) -> dict[str, Any]:
     """What the run will cost, CPU-seconds on one thread: trainings not yet cached, the pilot's cells not
-    yet cached, and an estimate for the stages that depend on it (as many cells as the pilot, at the
-    evaluation blocks' size)."""
+    yet cached, then the later stages — estimated (as many cells as the pilot, at the evaluation blocks'
+    size) until the cached selection fixes them, then counted cell by cell (`later_basis` says which)."""
     todo = [(s, n) for s, n in trainings(scale)
             if not s.builtin and not (root / "train" / s.key(scale, n) / "summary.json").exists()]
     pilot = pilot_cells(scale)
@@ -120,11 +121,59 @@ def plan(scale: FashionScale, root: Path) -> dict[str, Any]:
     # what is left of each: a training resumed from its checkpoint costs only its remaining steps
     train_s = sum(train_cost_s(s, n) * (1 - d / n) for (s, n), d in zip(todo, done, strict=True))
     pilot_s = sum(cell_cost_s(c, scale.select_samples) for c in left)
-    later_s = sum(cell_cost_s(c, scale.num_samples * scale.sampling_seeds) for c in pilot) * 0.6
+    later_s, basis = _later_s(scale, root, pilot)
     return {"trainings": [s.name for s, _ in todo], "part_trained": sum(d > 0 for d in done),
             "train_cpu_h": train_s / 3600,
             "pilot_cells": len(pilot), "pilot_cells_left": len(left), "pilot_cpu_h": pilot_s / 3600,
-            "later_cpu_h_estimate": later_s / 3600, "total_cpu_h": (train_s + pilot_s + later_s) / 3600}
+            "later_cpu_h_estimate": later_s / 3600, "later_basis": basis,
+            "total_cpu_h": (train_s + pilot_s + later_s) / 3600}
+
+
+def _later_s(scale: FashionScale, root: Path, pilot: list[EvalSpec]) -> tuple[float, str]:
+    """CPU-seconds of the stages after the pilot, and how they are known: the same cells as `run` derives
+    from the cached results, as far as those are cached."""
+    sel = replace(scale, num_samples=scale.select_samples)
+    estimate = sum(cell_cost_s(c, scale.num_samples * scale.sampling_seeds) for c in pilot) * 0.6
+    pilot_results = _results(root, pilot, sel)
+    if pilot_results is None:
+        return estimate, "estimate"
+    second = second_cells(scale, pilot_results)
+    more = _results(root, second, sel)
+    if more is None:
+        return estimate, "estimate"
+    selected = pilot_results + more
+    cells = list(dict.fromkeys(evaluation_cells(scale, selected)))
+    results = _results(root, cells, scale)
+    if results is None:
+        cost = sum(cell_cost_s(c, scale.num_samples) for c in cells if not _cached(root, c, scale))
+        return cost, "evaluation cells counted, then the cells derived from their results"
+    cost = sum(cell_cost_s(c, scale.num_samples) for c in derived_cells(scale, selected, results, cells)
+               if not _cached(root, c, scale))
+    return cost, "counted"
+
+
+def second_cells(scale: FashionScale, pilot: list[dict]) -> list[EvalSpec]:
+    """Stage 2 (FPDM's k grid on the selection seeds), without the pilot's own cells."""
+    return [c for c in dict.fromkeys(grid_cells(scale, pilot)) if c not in set(pilot_cells(scale))]
+
+
+def derived_cells(scale: FashionScale, selected: list[dict], results: list[dict], cells: list[EvalSpec]
+                  ) -> list[EvalSpec]:
+    """The last stage, from the evaluation cells' results: FPDM at DiT-28's FLOPs and wall-clock, and more
+    blocks for close headline calls (none already among `cells`)."""
+    return [c for c in dict.fromkeys(matched_eval_cells(scale, matched_cells(scale, selected, results))
+                                      + close_calls(scale, selected, results)) if c not in set(cells)]
+
+
+def _results(root: Path, cells: list[EvalSpec], scale: FashionScale) -> list[dict] | None:
+    """The cached results of every cell, or None while one is missing."""
+    out = []
+    for c in cells:
+        r = cached_result(root / "eval" / f"{cache_key(c.settings() | {'scale': asdict(scale)})}.json")
+        if r is None:
+            return None
+        out.append(r)
+    return out
 
 
 def plan_line(p: dict[str, Any], workers: int) -> str:
@@ -132,8 +181,9 @@ def plan_line(p: dict[str, Any], workers: int) -> str:
     part = f", {p['part_trained']} of them part-trained" if p["part_trained"] else ""
     return (f"{len(p['trainings'])} trainings to run{part} ({p['train_cpu_h']:.2f} CPU-h left), "
             f"{p['pilot_cells_left']}/{p['pilot_cells']} pilot cells to run ({p['pilot_cpu_h']:.2f} CPU-h), "
-            f"then ≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells: ≈ {p['total_cpu_h']:.2f} "
-            f"CPU-h, ≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} workers")
+            f"then ≈ {p['later_cpu_h_estimate']:.2f} CPU-h of selected cells ({p['later_basis']}): "
+            f"≈ {p['total_cpu_h']:.2f} CPU-h, ≈ {p['total_cpu_h'] / max(1, workers):.2f} h on {workers} "
+            "workers")
 
 
 def check_inputs(scale: FashionScale) -> None:
@@ -710,14 +760,12 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     log(f"fashion study -> {root}: {plan_line(p, workers)}")
     sel = replace(scale, num_samples=scale.select_samples)
     summaries, pilot = run_tasks(trainings(scale), pilot_cells(scale), sel, root, workers, log, device)
-    second = [c for c in dict.fromkeys(grid_cells(scale, pilot)) if c not in set(pilot_cells(scale))]
-    _, more = run_tasks([], second, sel, root, workers, log, device)
+    _, more = run_tasks([], second_cells(scale, pilot), sel, root, workers, log, device)
     selected = pilot + more
     cells = list(dict.fromkeys(evaluation_cells(scale, selected)))
     log(f"fashion study: {len(cells)} evaluation cells")
     _, results = run_tasks([], cells, scale, root, workers, log, device)
-    extra = [c for c in dict.fromkeys(matched_eval_cells(scale, matched_cells(scale, selected, results))
-                                      + close_calls(scale, selected, results)) if c not in set(cells)]
+    extra = derived_cells(scale, selected, results, cells)
     if extra:
         log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
