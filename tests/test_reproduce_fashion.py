@@ -175,13 +175,20 @@ def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tm
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_every_number_of_the_verdict_table_is_in_results_json(smoke):
+def test_every_number_of_the_report_is_in_results_json(smoke):
+    """Every decimal number the report prints, in every section, is in results.json as printed; the verdict
+    table's in the verdicts themselves."""
     data = json.loads((smoke / "results.json").read_text())
-    table = (smoke / "README.md").read_text().split("## Verdicts", 1)[1].split("## Side by side", 1)[0]
-    stored = json.dumps(data["verdicts"], ensure_ascii=False)
+    text = (smoke / "README.md").read_text()
+    table = text.split("## Verdicts", 1)[1].split("## Side by side", 1)[0]
+    verdicts = json.dumps(data["verdicts"], ensure_ascii=False)
     numbers = re.findall(r"[-+]?\d+\.\d+", table)
     assert len(numbers) > 10
-    assert [n for n in numbers if n not in stored] == []
+    assert [n for n in numbers if n not in verdicts] == []
+    stored = json.dumps(data, ensure_ascii=False)
+    everywhere = re.findall(r"[-+]?\d+\.\d+", text)
+    assert len(everywhere) > len(numbers) + 20
+    assert [n for n in everywhere if n not in stored] == []
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -320,6 +320,9 @@ MUTANTS: list[Mutant] = [
       "for c in cells)",
       "a resumed Fashion study's plan costs its evaluation cells again though they are cached",
       [FASH + "the_plan_counts_the_later_cells_once_the_selection_fixes_them"]),
+    M("studies/fashion.py", "        tables[name] = [header, *body]", "        tables[name] = [header]",
+      "the Fashion report prints tables (per sampler, selection picks and effect) whose numbers results.json "
+      "lacks", [FASH + "every_number_of_the_report_is_in_results_json"]),
     M("studies/publish.py", "    readme.write_text(text)\n    return", "    return",
       "publishing copies the report but leaves the README's front page as it was",
       [FASH + "publishing_copies_the_report_and_writes_the_front_page_from_results_json"]),

@@ -646,6 +646,9 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
     smoke = ["> **Scale smoke: a plumbing check, not a result.** Tiny models trained a few steps, a handful "
              "of samples per cell: every number and verdict below is noise.", ""]
     smoke = smoke if scale_name != "full" else []
+    shown = {"wall_s": f"{meta.get('wall_s', 0):.0f}",  # the header's numbers as printed, for results.json
+             "wall_h_total": f"{meta.get('wall_s_total', 0) / 3600:.2f}",
+             "plan_cpu_h": f"{meta.get('plan', {}).get('total_cpu_h', 0):.2f}"}
     lines = [f"# fpdm reproduce: the Fashion-MNIST study ({scale_name})", "", *smoke,
              "FPDM-T/4 (pre 1 + k + post 1 blocks per step; S-JFB N = M = 3 and the released N = 10, M = 12) "
              "against DiT-T/4 at depth 28 (DiT-XL's), Fashion-MNIST 32×32 (64 tokens), class-conditional, "
@@ -655,10 +658,10 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
              f"({scale.select_samples} samples); every number below is on the evaluation blocks "
              f"({scale.sampling_seeds}+ blocks of {scale.num_samples} samples, shared by every cell: paired "
              "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).",
-             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {meta.get('wall_s', 0):.0f} s for "
-             f"the run that wrote this, {meta.get('wall_s_total', 0) / 3600:.2f} h over the study's "
+             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {shown['wall_s']} s for "
+             f"the run that wrote this, {shown['wall_h_total']} h over the study's "
              f"{_runs(len(meta.get('invocations', [])))} (`{INVOCATIONS}`); "
-             f"plan: {meta.get('plan', {}).get('total_cpu_h', 0):.2f} CPU-h estimated.",
+             f"plan: {shown['plan_cpu_h']} CPU-h estimated.",
              "Names in the tables: `fpdm` is FPDM-T/4 trained with S-JFB N = M = 3, `fpdm-N10M12` with "
              "N = 10, M = 12, `-seed1` a second training seed, `dit28` the DiT; the ablations are "
              "`<method>-N<n>-M<m>`.",
@@ -680,21 +683,28 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
             "same" if v["class"] == v["digits_class"] else "differs"
         why = v["why"] or "–"
         lines.append(f"| {v['key']} | {v['digits_class'] or '–'} | {v['class']} | {both} | {why} |")
+    tables: dict[str, list[list[str]]] = {}  # every table below as printed, kept in results.json
+
+    def table(name: str, header: list[str], body: list[list[str]]) -> list[str]:
+        tables[name] = [header, *body]
+        return [f"| {' | '.join(header)} |", "|" + "---|" * len(header),
+                *(f"| {' | '.join(r)} |" for r in body)]
+
     lines += ["", "## FPDM − DiT-28 per sampler", "",
               "Each model at its best spacing (and FPDM at its best k) for that sampler, picked on the "
-              "selection seeds.", "", "| sampler | budget: FPDM − DiT-28 |", "|---|---|"]
-    for sampler in SAMPLERS_STUDIED:
-        parts = _headline(scale, selected, results, sampler)[0]
-        lines.append(f"| {sampler} | {'<br>'.join(parts) or '–'} |")
-    lines += ["", "![frontier](frontier.png)", "", "![smoothing](smoothing.png)", "",
-              "![Table 5](table5.png)", "", "## What the selection seeds picked", "",
-              "| budget | model | best | runner-up |", "|---|---|---|---|"]
+              "selection seeds.", "",
+              *table("per_sampler", ["sampler", "budget: FPDM − DiT-28"],
+                     [[sampler, "<br>".join(_headline(scale, selected, results, sampler)[0]) or "–"]
+                      for sampler in SAMPLERS_STUDIED])]
+    picks = []
     for budget in scale.budgets:
         for name in ("dit28", *FPDMS):
-            top = best(selected, name, budget, top=2)
-            if top:
+            if top := best(selected, name, budget, top=2):
                 f = [f"{label(c)} ({selection_fid(selected, name, budget, c):.2f})" for c in top]
-                lines.append(f"| {budget} | {name} | {f[0]} | {f[1] if len(f) > 1 else '–'} |")
+                picks.append([str(budget), name, f[0], f[1] if len(f) > 1 else "–"])
+    lines += ["", "![frontier](frontier.png)", "", "![smoothing](smoothing.png)", "",
+              "![Table 5](table5.png)", "", "## What the selection seeds picked", "",
+              *table("selection_picks", ["budget", "model", "best", "runner-up"], picks)]
     effect = selection_effect(scale, selected, results)
     lines += ["", "## How much picking on the selection seeds mattered", "",
               "The digits studies picked k, sampler and spacing on the seeds they reported. Here, per model "
@@ -702,20 +712,17 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
               "evaluation seeds would pick themselves among those run on them; *flattered by* is the first "
               "minus the second (paired; a lower bound, as only the configurations run on the evaluation "
               "seeds compete).", "",
-              "| budget | model | selection pick (evaluation FID) | pick on the evaluation seeds "
-              "| flattered by | candidates |", "|---|---|---|---|---|---|"]
-    for e in effect:
-        if "flattery" in e:
-            lines.append(f"| {e['budget']} | {e['model']} | {e['selection_pick']} "
-                         f"({e['selection_pick_fid']:.2f}) | {e['evaluation_pick']} "
-                         f"({e['evaluation_pick_fid']:.2f}) | "
-                         f"{_pm(e['flattery'], e['flattery_se'])} | {e['candidates']} |")
-    lines += ["", "| budget | FPDM − DiT-28, settings picked on the selection seeds "
-              "| picked on the evaluation seeds |", "|---|---|---|"]
-    for e in effect:
-        if "selection_gap" in e:
-            lines.append(f"| {e['budget']} | {_pm(e['selection_gap'], e['selection_gap_se'])} | "
-                         f"{_pm(e['evaluation_gap'], e['evaluation_gap_se'])} |")
+              *table("selection_effect", ["budget", "model", "selection pick (evaluation FID)",
+                                          "pick on the evaluation seeds", "flattered by", "candidates"],
+                     [[str(e["budget"]), e["model"], f"{e['selection_pick']} ({e['selection_pick_fid']:.2f})",
+                       f"{e['evaluation_pick']} ({e['evaluation_pick_fid']:.2f})",
+                       _pm(e["flattery"], e["flattery_se"]), str(e["candidates"])]
+                      for e in effect if "flattery" in e]), "",
+              *table("selection_gap", ["budget", "FPDM − DiT-28, settings picked on the selection seeds",
+                                       "picked on the evaluation seeds"],
+                     [[str(e["budget"]), _pm(e["selection_gap"], e["selection_gap_se"]),
+                       _pm(e["evaluation_gap"], e["evaluation_gap_se"])]
+                      for e in effect if "selection_gap" in e])]
     lines += ["", "## Trainings", "", "| name | steps | parameters | ms/step | source |",
               "|---|---|---|---|---|"]
     for s in summaries:
@@ -731,7 +738,7 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
     cost = sum(r.get("task_wall_s", 0) for r in selected + results)
     (root / "results.json").write_text(json.dumps(
         {"scale": scale_name, "settings": asdict(scale), **meta, "plots": plots, "verdicts": found,
-         "selection_effect": effect,
+         "selection_effect": effect, "tables": tables, "shown": shown,
          "cells_cpu_s": cost, "trainings": summaries, "selection": selected, "cells": results}, indent=1))
     return path
 
