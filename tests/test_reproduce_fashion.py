@@ -318,7 +318,10 @@ def test_the_full_scales_later_stages_fit_the_cpu_budget_on_a_synthetic_world(tm
     glance = report.split("## The headline at a glance")[1].split("## Verdicts")[0]
     assert all(publish.headline_row(e) in glance for e in head["per_budget"])  # the front page's rows
     assert all((tmp_path / plot).stat().st_size > 1000 for plot in data["plots"]) and len(data["plots"]) >= 4
-    assert publish.front_page(data, "docs/results/fashion").count("| FPDM wins |") == len(scale.budgets)
+    front = publish.front_page(data, "docs/results/fashion")
+    assert front.count("| FPDM wins |") == len(scale.budgets)
+    stored = json.dumps(data, ensure_ascii=False)  # the README's numbers too are results.json's
+    assert [n for n in re.findall(r"[-+]?\d+\.\d+", front) if n not in stored] == []
 
 
 # ------------------------------------------------------------------- publishing: docs and the front page
@@ -341,7 +344,7 @@ def _report(tmp_path, scale_name="full", drop_first_budget=False, old_code=False
     for name in (*plots, "grids/dit28-ddpm.png", "README.md"):
         (src / name).write_bytes(f"bytes of {name}".encode())
     data = {"scale": scale_name, "settings": asdict(scale), "plots": plots, "verdicts": verdicts,
-            "wall_s_total": 5 * 3600.0, "invocations": [{}, {}]}
+            "wall_s_total": 5 * 3600.0, "invocations": [{}, {}], "shown": {"wall_h_total": "5.00"}}
     (src / "results.json").write_text(json.dumps(data, ensure_ascii=False))
     readme = tmp_path / "README.md"
     readme.write_text(f"# top\n\n{publish.FRONT_START}\nold words\n{publish.FRONT_END}\n\n## next\n")
@@ -368,7 +371,7 @@ def test_publishing_copies_the_report_and_writes_the_front_page_from_results_jso
     stored = json.dumps(data["verdicts"], ensure_ascii=False)
     assert len(numbers) >= 3 * 2 and [n for n in numbers if n not in stored] == []
     assert fashion.DIGITS["headline"][1] in section  # the digits study one link away
-    assert "(5.0 h of wall time here, over 2 sessions on 2 cores)" in section
+    assert "(5.00 h of wall time here, over 2 sessions on 2 cores)" in section
 
 
 @pytest.mark.parametrize("case, message", [

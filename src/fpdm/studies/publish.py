@@ -56,7 +56,7 @@ def front_page(data: dict[str, Any], where: str) -> str:
         f"![fashion-FID against blocks per sample, each model at its best sampler]({where}/frontier.png)", "",
         f"Every finding (Fig. 4, Tables 3–5, reuse, calibrated schedules, ODE solvers), its noise and every "
         f"cell: [{where}/README.md]({where}/README.md); `fpdm reproduce --study fashion` reruns it "
-        f"({data.get('wall_s_total', 0) / 3600:.1f} h of wall time here, over "
+        f"({data['shown']['wall_h_total']} h of wall time here, over "
         f"{len(data.get('invocations', []))} sessions on 2 cores). On the 8×8 digits at the same depth ratio "
         f"([docs/results/README.md](docs/results/README.md)): {head['digits']}.",
     ]
@@ -82,8 +82,9 @@ def _check(src: Path, data: dict[str, Any], allow_smoke: bool) -> list[Path]:
         raise ValueError(f"{src}: a `{data.get('scale')}`-scale report is a plumbing check, not a result; "
                          "publish a `--scale full` run (--allow-smoke: to try the tool on one)")
     head = {v["key"]: v for v in data["verdicts"]}["headline"]
-    if "per_budget" not in head:
-        raise ValueError(f"{src}/results.json was written by older code (no headline `per_budget`): run "
+    if "per_budget" not in head or "shown" not in data:
+        raise ValueError(f"{src}/results.json was written by older code (no headline `per_budget` or no "
+                         "`shown`): run "
                          "`fpdm reproduce --study fashion` again with the same --out from this checkout; it "
                          "rewrites the report from its cache without new work")
     missing = sorted(set(data["settings"]["budgets"]) - {e["budget"] for e in head.get("per_budget", [])})
