@@ -316,7 +316,7 @@ MUTANTS: list[Mutant] = [
     M("cli/reproduce.py", "        if p[\"trainings\"]:\n", "        if not p[\"trainings\"]:\n",
       "fpdm reproduce --plan does not list the trainings left",
       [FASH + "plan_prints_the_cost_and_runs_nothing"]),
-    M("studies/fashion.py", "for c in cells if not _cached(root, c, scale))",
+    M("studies/fashion.py", "for c in cells if not _cached(root, c, at))",
       "for c in cells)",
       "a resumed Fashion study's plan costs its evaluation cells again though they are cached",
       [FASH + "the_plan_counts_the_later_cells_once_the_selection_fixes_them"]),
