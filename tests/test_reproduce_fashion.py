@@ -154,7 +154,7 @@ def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tm
     estimate), and nothing once every cell is cached."""
     import shutil
 
-    from fpdm.studies.engine import cache_key
+    from fpdm.studies.engine import eval_path
 
     root = tmp_path / "fashion"
     shutil.copytree(smoke, root)
@@ -163,7 +163,7 @@ def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tm
     data = json.loads((root / "results.json").read_text())
     cells = fashion_cells.evaluation_cells(FASHION_SMOKE, data["selection"])
     for c in cells[:2]:
-        (root / "eval" / f"{cache_key(c.settings() | {'scale': asdict(FASHION_SMOKE)})}.json").unlink()
+        eval_path(root, c, FASHION_SMOKE).unlink()
     p = fashion.plan(FASHION_SMOKE, root)
     assert p["later_basis"] == fashion.STAND_IN
     # the two cells, and at most the cells derived from the results (which the stand-ins may move)
@@ -173,7 +173,7 @@ def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tm
     assert expected - 1e-9 <= p["later_cpu_h_estimate"] * 3600 <= expected + derived + 1e-9
     sel = replace(FASHION_SMOKE, num_samples=FASHION_SMOKE.select_samples)
     first = fashion_cells.pilot_cells(FASHION_SMOKE)[0]
-    (root / "eval" / f"{cache_key(first.settings() | {'scale': asdict(sel)})}.json").unlink()
+    eval_path(root, first, sel).unlink()
     p = fashion.plan(FASHION_SMOKE, root)
     assert p["later_basis"] == fashion.STAND_IN and p["pilot_cells_left"] == 1
 

@@ -184,6 +184,11 @@ def builtin_summary(spec: TrainSpec) -> dict[str, Any]:
             "recipe": recipe, "interrupted": False, "spec": asdict(spec)}
 
 
+def eval_path(root: Path, spec: EvalSpec, scale: Any) -> Path:
+    """Where a cell's result is cached: keyed by its settings and its study's scale."""
+    return Path(root) / "eval" / f"{cache_key(spec.settings() | {'scale': asdict(scale)})}.json"
+
+
 def eval_task(args: tuple) -> dict[str, Any]:
     spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
     device = rest[0] if rest else "cpu"
@@ -191,7 +196,7 @@ def eval_task(args: tuple) -> dict[str, Any]:
     from fpdm.sampling.many import class_labels, sample_seeds
 
     _one_thread()
-    path = Path(root) / "eval" / f"{cache_key(spec.settings() | {'scale': asdict(scale)})}.json"
+    path = eval_path(root, spec, scale)
     cached = cached_result(path)
     if cached is not None:
         return cached

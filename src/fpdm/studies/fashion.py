@@ -22,9 +22,9 @@ import numpy as np
 from fpdm.studies.engine import (
     INVOCATIONS,
     EvalSpec,
-    cache_key,
     cached_result,
     environment,
+    eval_path,
     fid_of,
     fmt,
     grid_section,
@@ -143,7 +143,7 @@ def _later_s(scale: FashionScale, root: Path, pilot: list[EvalSpec]) -> tuple[fl
         nonlocal real
         out = []
         for c in cells:
-            r = cached_result(root / "eval" / f"{cache_key(c.settings() | {'scale': asdict(at)})}.json")
+            r = cached_result(eval_path(root, c, at))
             if r is None:
                 real = False
                 r = {"settings": c.settings(), "fashion_fid": 0.0, "flops_per_sample": float(c.budget),
@@ -177,17 +177,6 @@ def derived_cells(scale: FashionScale, selected: list[dict], results: list[dict]
                                       + close_calls(scale, selected, results)) if c not in set(cells)]
 
 
-def _results(root: Path, cells: list[EvalSpec], scale: FashionScale) -> list[dict] | None:
-    """The cached results of every cell, or None while one is missing."""
-    out = []
-    for c in cells:
-        r = cached_result(root / "eval" / f"{cache_key(c.settings() | {'scale': asdict(scale)})}.json")
-        if r is None:
-            return None
-        out.append(r)
-    return out
-
-
 def plan_line(p: dict[str, Any], workers: int) -> str:
     """What `plan` says, in one line: what is left to run and its estimated cost."""
     part = f", {p['part_trained']} of them part-trained" if p["part_trained"] else ""
@@ -210,7 +199,7 @@ def check_inputs(scale: FashionScale) -> None:
 
 
 def _cached(root: Path, cell: EvalSpec, scale: FashionScale) -> bool:
-    return (root / "eval" / f"{cache_key(cell.settings() | {'scale': asdict(scale)})}.json").exists()
+    return eval_path(root, cell, scale).exists()
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
