@@ -118,6 +118,9 @@ def test_smoke_run_writes_every_verdict_row_plot_and_grid(smoke):
     assert all("task_wall_s" in r for r in data["cells"])  # each cell's measured cost is kept
     assert len(data["invocations"]) == 1 and 0 < data["wall_s_total"] <= data["wall_s"] + 5
     assert "over the study's 1 run (`invocations.jsonl`)" in text
+    # the command that reproduces it, as run
+    assert data["command"] == f"fpdm reproduce --study fashion --scale smoke --out {smoke.parent} --workers 2"
+    assert f"Command: `{data['command']}`" in text
     assert "## How much picking on the selection seeds mattered" in text
     assert {e["model"] for e in data["selection_effect"]} >= {"dit28", "fpdm", "FPDM − DiT-28"}
 

@@ -650,6 +650,8 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
     shown = {"wall_s": f"{meta.get('wall_s', 0):.0f}",  # the header's numbers as printed, for results.json
              "wall_h_total": f"{meta.get('wall_s_total', 0) / 3600:.2f}",
              "plan_cpu_h": f"{meta.get('plan', {}).get('total_cpu_h', 0):.2f}"}
+    scaled = "" if scale_name == "full" else f" --scale {scale_name}"
+    command = f"fpdm reproduce --study fashion{scaled} --out {root.parent} --workers {meta.get('workers', 2)}"
     lines = [f"# fpdm reproduce: the Fashion-MNIST study ({scale_name})", "", *smoke,
              "FPDM-T/4 (pre 1 + k + post 1 blocks per step; S-JFB N = M = 3 and the released N = 10, M = 12) "
              "against DiT-T/4 at depth 28 (DiT-XL's), Fashion-MNIST 32×32 (64 tokens), class-conditional, "
@@ -658,15 +660,17 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
              "spacing, k) picked on selection seeds 800000+ "
              f"({scale.select_samples} samples); every number below is on the evaluation blocks "
              f"({scale.sampling_seeds}+ blocks of {scale.num_samples} samples, shared by every cell: paired "
-             "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).",
-             f"Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {shown['wall_s']} s for "
+             "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).", "",
+             f"- Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {shown['wall_s']} s for "
              f"the run that wrote this, {shown['wall_h_total']} h over the study's "
              f"{_runs(len(meta.get('invocations', [])))} (`{INVOCATIONS}`); "
              f"plan: {shown['plan_cpu_h']} CPU-h estimated.",
-             "Names in the tables: `fpdm` is FPDM-T/4 trained with S-JFB N = M = 3, `fpdm-N10M12` with "
+             "- Names in the tables: `fpdm` is FPDM-T/4 trained with S-JFB N = M = 3, `fpdm-N10M12` with "
              "N = 10, M = 12, `-seed1` a second training seed, `dit28` the DiT; the ablations are "
              "`<method>-N<n>-M<m>`.",
-             f"Scale: `{json.dumps(asdict(scale))}`.", "", "## The headline at a glance", "",
+             f"- Command: `{command}` (each run resumes from the cache; `--plan` prints what is left), then "
+             f"`python tools/publish_study.py {root}` to publish it.",
+             f"- Scale: `{json.dumps(asdict(scale))}`.", "", "## The headline at a glance", "",
              "Each model at its own best sampler, spacing and k (the selection seeds' pick), on the "
              "evaluation seeds; a gap within 2 s.e. is a tie.", "", HEADLINE_HEADER,
              *(headline_row(e) for e in next(v for v in found if v["key"] == "headline")["per_budget"]),
@@ -739,7 +743,7 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
     cost = sum(r.get("task_wall_s", 0) for r in selected + results)
     (root / "results.json").write_text(json.dumps(
         {"scale": scale_name, "settings": asdict(scale), **meta, "plots": plots, "verdicts": found,
-         "selection_effect": effect, "tables": tables, "shown": shown,
+         "selection_effect": effect, "tables": tables, "shown": shown, "command": command,
          "cells_cpu_s": cost, "trainings": summaries, "selection": selected, "cells": results}, indent=1))
     return path
 
