@@ -82,6 +82,13 @@ class EvalSpec:
     calibrated: bool = False
     labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    def sampler_settings(self) -> Any:
+        """The sampler options a cell samples with (`fpdm.sampling.loop.SamplerSettings`)."""
+        from fpdm.sampling.loop import SamplerSettings
+
+        return SamplerSettings(sampler=self.sampler, spacing=self.spacing, reuse=self.reuse, tol=self.tol,
+                               solver=self.solver)
+
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("labels")
@@ -192,7 +199,6 @@ def eval_path(root: Path, spec: EvalSpec, scale: Any) -> Path:
 def eval_task(args: tuple) -> dict[str, Any]:
     spec, scale, root, *rest = args  # (..., device) optionally; the device does not enter the cache key
     device = rest[0] if rest else "cpu"
-    from fpdm.sampling.loop import SamplerSettings
     from fpdm.sampling.many import class_labels, sample_seeds
 
     _one_thread()
@@ -204,8 +210,7 @@ def eval_task(args: tuple) -> dict[str, Any]:
     model, diffusion = cell_model(spec, scale, root, device)
     seeds = list(range(spec.seed_block * 100_000, spec.seed_block * 100_000 + scale.num_samples))
     labels = class_labels(10, len(seeds))
-    settings = SamplerSettings(sampler=spec.sampler, spacing=spec.spacing, reuse=spec.reuse, tol=spec.tol,
-                               solver=spec.solver)
+    settings = spec.sampler_settings()
     schedule = None
     if spec.calibrated:
         from fpdm.sampling.calibrate import check_schedule
@@ -269,7 +274,6 @@ def sample_strip(spec: EvalSpec, scale: Any, root: Path, n: int, device: str = "
     figure shows, at a fraction of the cell's cost and without its metrics."""
     from fpdm.common.checkpoint import atomic_write
     from fpdm.common.images import to_uint8
-    from fpdm.sampling.loop import SamplerSettings
     from fpdm.sampling.many import class_labels, sample_seeds
 
     if spec.calibrated:
@@ -280,8 +284,7 @@ def sample_strip(spec: EvalSpec, scale: Any, root: Path, n: int, device: str = "
     _one_thread()
     model, diffusion = cell_model(spec, scale, root, device)
     first = spec.seed_block * 100_000
-    settings = SamplerSettings(sampler=spec.sampler, spacing=spec.spacing, reuse=spec.reuse, tol=spec.tol,
-                               solver=spec.solver)
+    settings = spec.sampler_settings()
     run = sample_seeds(model, diffusion, range(first, first + n), labels=class_labels(10, n),
                        budget=spec.budget, iters=spec.iters, steps=spec.steps, profile=spec.profile,
                        settings=settings, batch_size=n, device=device)
