@@ -13,7 +13,7 @@ from conftest import load_tool
 from fpdm.cli import main
 from fpdm.diffusion.samplers import SAMPLERS
 from fpdm.studies import fashion, fashion_cells, publish
-from fpdm.studies.engine import TrainSpec
+from fpdm.studies.engine import EvalSpec, TrainSpec, pick_cell, schedule_path
 from fpdm.studies.fashion_cells import FASHION_FULL, FASHION_SMOKE
 
 REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -179,6 +179,61 @@ def test_the_plan_counts_the_later_cells_once_the_selection_fixes_them(smoke, tm
     eval_path(root, first, sel).unlink()
     p = fashion.plan(FASHION_SMOKE, root)
     assert p["later_basis"] == fashion.STAND_IN and p["pilot_cells_left"] == 1
+
+
+def test_cell_costs_count_what_the_full_run_measured():
+    m = fashion_cells.models(FASHION_FULL)
+    n = FASHION_FULL.train_steps
+    fp = EvalSpec("fashion", m["fpdm"], n, 140, iters=3)
+    dit = EvalSpec("fashion", m["dit28"], n, 140)
+    # per sample and block: FPDM's injection MLP makes its blocks dearer; Anderson's solve ≈ doubles them
+    assert fashion_cells.cell_cost_s(dit, 500) < fashion_cells.cell_cost_s(fp, 500) < \
+        fashion_cells.cell_cost_s(replace(fp, solver="anderson"), 500)
+    assert fashion_cells.cell_cost_s(replace(fp, iters=None, calibrated=True), 500) == \
+        fashion_cells.cell_cost_s(fp, 500)  # an FPDM cell still, its schedule counted apart
+    assert fashion_cells.calibration_cost_s(280) == 2 * fashion_cells.calibration_cost_s(140) > 0
+
+
+def test_a_worker_passes_over_a_cell_whose_schedule_another_is_measuring(tmp_path):
+    """The two seed blocks of a calibrated cell come side by side: the second must not start while the
+    first measures their shared schedule (it would wait minutes on it), but may once it is stored."""
+    m = fashion_cells.models(FASHION_SMOKE)
+    first = EvalSpec("fashion", m["fpdm"], FASHION_SMOKE.train_steps, 56, calibrated=True)
+    second, other = replace(first, seed_block=1), EvalSpec("fashion", m["fpdm"], FASHION_SMOKE.train_steps,
+                                                           56, iters=3)
+    path = schedule_path(tmp_path, first, FASHION_SMOKE)
+    assert path == schedule_path(tmp_path, second, FASHION_SMOKE)
+    waiting = [(1, second), (2, other)]
+    everything = lambda c: True  # noqa: E731 -- every training finished
+    assert pick_cell(waiting, everything, set(), tmp_path, FASHION_SMOKE) == 0
+    assert pick_cell(waiting, everything, {path}, tmp_path, FASHION_SMOKE) == 1
+    assert pick_cell([(1, second)], everything, {path}, tmp_path, FASHION_SMOKE) is None
+    assert pick_cell(waiting, lambda c: c is not other, {path}, tmp_path, FASHION_SMOKE) is None
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")  # measured: its cells need not wait
+    assert pick_cell(waiting, everything, {path}, tmp_path, FASHION_SMOKE) == 0
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_plan_counts_a_missing_schedule_once_for_all_its_cells(smoke, tmp_path):
+    import shutil
+
+    from fpdm.studies.engine import eval_path
+
+    root = tmp_path / "fashion"
+    shutil.copytree(smoke, root)
+    data = json.loads((root / "results.json").read_text())
+    cells = fashion_cells.evaluation_cells(FASHION_SMOKE, data["selection"])
+    first = next(c for c in cells if c.calibrated)
+    path = schedule_path(root, first, FASHION_SMOKE)
+    mine = [c for c in cells if c.calibrated and schedule_path(root, c, FASHION_SMOKE) == path]
+    assert len(mine) == FASHION_SMOKE.sampling_seeds and path.exists()
+    for c in mine:
+        eval_path(root, c, FASHION_SMOKE).unlink()
+    before = fashion.plan(FASHION_SMOKE, root)["later_cpu_h_estimate"] * 3600
+    path.unlink()
+    after = fashion.plan(FASHION_SMOKE, root)["later_cpu_h_estimate"] * 3600
+    assert after - before == pytest.approx(fashion_cells.calibration_cost_s(first.budget))
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")

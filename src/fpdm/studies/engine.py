@@ -308,6 +308,15 @@ def calibration_max_iters(scale: Any) -> int:
     return getattr(scale, "max_iters", None) or max(scale.iters)
 
 
+def schedule_path(root: Path, spec: EvalSpec, scale: Any) -> Path:
+    """Where the calibrated schedule of a cell's training, budget and sampler is cached: shared by the cells
+    of every seed block."""
+    key = cache_key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
+                     "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": calibration_max_iters(scale),
+                     "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
+    return Path(root) / "schedules" / key / "schedule.json"
+
+
 def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any, settings: Any,
               device: str) -> dict[str, Any]:
     """The calibrated schedule of a cell's training, budget and sampler: measured once (under a lock, as
@@ -316,11 +325,8 @@ def _schedule(root: Path, spec: EvalSpec, scale: Any, model: Any, diffusion: Any
     from fpdm.sampling.calibrate import calibrate
 
     max_iters = calibration_max_iters(scale)
-    key = cache_key({"train": spec.train.key(scale, spec.train_steps), "budget": spec.budget,
-                "sampler": spec.sampler, "reuse": spec.reuse, "max_iters": max_iters,
-                "seeds": len(calibration_seeds(scale)), "rule": CALIBRATION_RULE})
-    folder = root / "schedules" / key
-    path = folder / "schedule.json"
+    path = schedule_path(root, spec, scale)
+    folder = path.parent
     while True:
         try:
             with hold(folder, "calibration"):
@@ -391,6 +397,20 @@ def training_progress(root: Path, spec: TrainSpec, scale: Any, steps: int) -> st
     return f"{spec.name} step {done:,}/{steps:,} ({100 * done / steps:.0f} %, ≈ {left:.0f} min left)"
 
 
+def pick_cell(waiting: list[tuple[int, EvalSpec]], trained: Callable[[EvalSpec], bool],
+              measuring: set[Path], root: Path, scale: Any) -> int | None:
+    """Position in `waiting` of the next cell to start: the first whose training has finished, passing over
+    a calibrated cell whose schedule an in-flight cell is measuring (it would only wait on that worker for
+    minutes; the cells of two seed blocks come side by side); None if none can start now."""
+    for pos, (_, c) in enumerate(waiting):
+        if not trained(c):
+            continue
+        if c.calibrated and (path := schedule_path(root, c, scale)) in measuring and not path.exists():
+            continue
+        return pos
+    return None
+
+
 def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale: Any, root: Path,
                workers: int, log: Callable[[str], None], device: str = "cpu",
                progress_every: float = PROGRESS_EVERY_S) -> tuple[list[dict], list[dict]]:
@@ -404,16 +424,20 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
     waiting = list(enumerate(cells))
     summaries: list[Any] = [None] * len(trains)
     results: list[Any] = [None] * len(cells)
+    measuring: dict[int, Path] = {}  # in-flight calibrated cells: the schedule each may be measuring
 
     def ready() -> tuple[str, int, tuple] | None:
         if jobs:
             return jobs.pop(0)
-        for pos, (i, c) in enumerate(waiting):
-            t = index.get((c.train, c.train_steps))
-            if t is None or summaries[t] is not None:
-                del waiting[pos]
-                return ("eval", i, (c, scale, str(root), device))
-        return None
+        pos = pick_cell(waiting, lambda c: (c.train, c.train_steps) not in index
+                        or summaries[index[(c.train, c.train_steps)]] is not None,
+                        set(measuring.values()), root, scale)
+        if pos is None:
+            return None
+        i, c = waiting.pop(pos)
+        if c.calibrated:
+            measuring[i] = schedule_path(root, c, scale)
+        return ("eval", i, (c, scale, str(root), device))
 
     def finished(kind: str, i: int, res: dict) -> None:
         if kind == "train":
@@ -422,6 +446,7 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
             summaries[i] = res
             log(f"trained {res['name']} ({sum(s is not None for s in summaries)}/{len(trains)})")
         else:
+            measuring.pop(i, None)
             results[i] = res
             n = sum(r is not None for r in results)
             if n % 20 == 0 or n == len(cells):

@@ -35,6 +35,7 @@ from fpdm.studies.engine import (
     read_invocations,
     run_tasks,
     sample_strip,
+    schedule_path,
     start_invocation,
     strip_path,
 )
@@ -53,6 +54,7 @@ from fpdm.studies.fashion_cells import (
     best,
     best_fpdm,
     best_ode,
+    calibration_cost_s,
     cell_cost_s,
     check_builtin,
     close_calls,
@@ -152,7 +154,11 @@ def _later_s(scale: FashionScale, root: Path, pilot: list[EvalSpec]) -> tuple[fl
         return out
 
     def left(cells: list[EvalSpec], at: FashionScale) -> float:
-        return sum(cell_cost_s(c, at.num_samples) for c in cells if not _cached(root, c, at))
+        todo = [c for c in cells if not _cached(root, c, at)]
+        # each schedule not yet measured, once for the cells of all its seed blocks
+        schedules = {schedule_path(root, c, at): c.budget for c in todo if c.calibrated}
+        return sum(cell_cost_s(c, at.num_samples) for c in todo) + sum(
+            calibration_cost_s(b) for path, b in schedules.items() if not path.exists())
 
     pilot_results = have(pilot, sel)
     second = second_cells(scale, pilot_results)

@@ -144,8 +144,16 @@ def check_builtin(spec: TrainSpec, scale: FashionScale) -> None:
 # built-ins (200 samples at 140 blocks: 8.5 s of sampling for DiT-28, 10.9-11.8 s for FPDM at k = 3, whose
 # injection MLP makes its blocks dearer; 12-13 s per task with loading and fashion-FID)
 MS_PER_TRAIN_UNIT = 43.5
-MS_PER_SAMPLE_BLOCK = 0.42
+# Cells, per sample and block, measured on the full run's cells (task wall-clock over samples × budget, both
+# workers busy): FPDM 0.49-0.55 ms (its injection MLP makes its blocks dearer), DiT-28 0.32-0.45 ms; Anderson
+# 1.11-1.18 ms for FPDM (its least-squares solve per iteration). The first plan counted 0.42 ms for every
+# cell and nothing for calibration: ≈ 1.7 × too little once the later stages ran.
+MS_PER_SAMPLE_BLOCK = {"fpdm": 0.53, "dit": 0.40}
+ANDERSON_FACTOR = 2.1
 CELL_OVERHEAD_S = 2.0  # loading, feature network, bootstrap (the test set's radii: once per worker)
+# A calibrated schedule, per block of its budget (six candidate step counts, each measured against a
+# reference of twice the iterations and scored on 200 samples): 1.8 s at 56 blocks, 2.1 s at 140, measured
+CALIBRATION_S_PER_BLOCK = 2.1
 
 
 def train_cost_s(spec: TrainSpec, steps: int) -> float:
@@ -164,7 +172,17 @@ def train_cost_s(spec: TrainSpec, steps: int) -> float:
 
 
 def cell_cost_s(spec: EvalSpec, samples: int) -> float:
-    return CELL_OVERHEAD_S + samples * spec.budget * MS_PER_SAMPLE_BLOCK / 1000
+    """Estimated CPU-seconds of one cell of `samples` samples, without its calibration (a schedule is
+    measured once for the cells of every seed block: `calibration_cost_s`)."""
+    ms = MS_PER_SAMPLE_BLOCK["dit" if spec.train.model.startswith("DiT") else "fpdm"]
+    if spec.solver == "anderson":
+        ms *= ANDERSON_FACTOR
+    return CELL_OVERHEAD_S + samples * spec.budget * ms / 1000
+
+
+def calibration_cost_s(budget: int) -> float:
+    """Estimated CPU-seconds of measuring one calibrated schedule for `budget` blocks."""
+    return CALIBRATION_S_PER_BLOCK * budget
 
 
 # ------------------------------------------------------------------------------------------------- cells
