@@ -571,6 +571,18 @@ MUTANTS: list[Mutant] = [
       "FPDM cells at k whose steps do not spend the budget", [LONGER]),
     M("studies/longer.py", 'if f.suffix in (".pt", ".jsonl"):', 'if f.suffix in (".pt",):',
       "the longer run's loss log starts at the resumed step (the first half's curve lost)", [LONGER]),
+    # ---------------------------------------------------------------------- calibrated cells: cost and order
+    M("studies/engine.py", " in measuring and not path.exists():\n            continue",
+      " in measuring and not path.exists():\n            pass",
+      "a worker starts a calibrated cell whose schedule another is measuring (and waits minutes on it)",
+      ["tests/test_reproduce_fashion.py::test_a_worker_passes_over_a_cell_whose_schedule_another_is_measuring"]),
+    M("studies/fashion.py", "calibration_cost_s(b) for path, b in schedules.items() if not path.exists())",
+      "0.0 for path, b in schedules.items() if not path.exists())",
+      "the plan counts nothing for measuring a calibrated schedule",
+      ["tests/test_reproduce_fashion.py::test_the_plan_counts_a_missing_schedule_once_for_all_its_cells"]),
+    M("studies/fashion_cells.py", '    if spec.solver == "anderson":\n        ms *= ANDERSON_FACTOR', "",
+      "the plan counts an Anderson cell at Picard's cost",
+      ["tests/test_reproduce_fashion.py::test_cell_costs_count_what_the_full_run_measured"]),
 ]
 
 
