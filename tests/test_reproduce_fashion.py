@@ -214,6 +214,42 @@ def test_a_worker_passes_over_a_cell_whose_schedule_another_is_measuring(tmp_pat
     assert pick_cell(waiting, everything, {path}, tmp_path, FASHION_SMOKE) == 0
 
 
+def test_a_verdict_pair_within_two_standard_errors_earns_more_seed_blocks():
+    """Table 3 on made-up FIDs: N = M = 3 − 12 hangs on less than 2 s.e. (both cells get blocks up to
+    `max_seed_blocks`); 3 − 24 does not (neither gets any: N = 3's come from the close pair only)."""
+    a = fashion_cells.ablations(FASHION_FULL)
+    fids = {3: (100.0, 102.0), 6: (110.0, 111.0), 12: (101.0, 101.5), 24: (200.0, 201.0)}
+    steps = FASHION_FULL.ablation_steps
+    results = [{"settings": EvalSpec("fashion", a[f"sjfb-N{n}-M{n}"], steps, 280, iters=5,
+                                     seed_block=b).settings(), "fashion_fid": fid}
+               for n, pair in fids.items() for b, fid in enumerate(pair)]
+    got = fashion.verdict_close_calls(FASHION_FULL, [], results)
+    more = range(FASHION_FULL.sampling_seeds, FASHION_FULL.max_seed_blocks)
+    assert more and sorted((c.train.name, c.seed_block) for c in got) == sorted(
+        (f"sjfb-N{n}-M{n}", b) for n in (3, 12) for b in more)
+    assert {c.iters for c in got} == {5} and {c.budget for c in got} == {280}
+    # the extra blocks are the same cells: the settings they were made from, another seed block
+    assert all(replace(c, seed_block=0).settings() == results[0 if c.train.name.endswith("N3-M3") else 4][
+        "settings"] for c in got)
+    results[4]["fashion_fid"], results[5]["fashion_fid"] = 150.0, 151.0  # 3 − 12 decisive too: nothing more
+    assert fashion.verdict_close_calls(FASHION_FULL, [], results) == []
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_every_cached_cell_is_found_again_from_its_settings(smoke):
+    """Close calls rebuild a cell from its result (then add seed blocks): the rebuilt cell must have the
+    cache key the result is stored under, calibrated and matched cells included."""
+    from fpdm.studies.engine import eval_path
+
+    data = json.loads((smoke / "results.json").read_text())
+    assert any(r["settings"].get("calibrated") for r in data["cells"])
+    for r in data["cells"]:
+        spec = fashion.spec_of(FASHION_SMOKE, r["settings"])
+        assert eval_path(smoke, spec, FASHION_SMOKE).exists(), r["settings"]
+    with pytest.raises(ValueError, match="do not come from one cell"):
+        fashion.spec_of(FASHION_SMOKE, data["cells"][0]["settings"] | {"unknown": 1})
+
+
 @pytest.mark.skipif(not REAL.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_the_plan_counts_a_missing_schedule_once_for_all_its_cells(smoke, tmp_path):
     import shutil

@@ -583,6 +583,19 @@ MUTANTS: list[Mutant] = [
     M("studies/fashion_cells.py", '    if spec.solver == "anderson":\n        ms *= ANDERSON_FACTOR', "",
       "the plan counts an Anderson cell at Picard's cost",
       ["tests/test_reproduce_fashion.py::test_cell_costs_count_what_the_full_run_measured"]),
+    # ---------------------------------------------------------------------- close calls on every verdict pair
+    M("studies/fashion.py", "    if close is not None and abs(m) < 2 * se:",
+      "    if close is not None and abs(m) > 2 * se:",
+      "verdict pairs outside 2 s.e. get more seed blocks, the close ones none",
+      [FASH + "a_verdict_pair_within_two_standard_errors_earns_more_seed_blocks"]),
+    M("studies/fashion.py",
+      "out += [replace(spec, seed_block=k) for k in range(scale.sampling_seeds, scale.max_seed_blocks)]",
+      "out += [replace(spec, seed_block=k) for k in range(scale.sampling_seeds, scale.sampling_seeds + 1)]",
+      "a close verdict pair gets one more seed block, not up to max_seed_blocks",
+      [FASH + "a_verdict_pair_within_two_standard_errors_earns_more_seed_blocks"]),
+    M("studies/fashion.py", "    if spec.settings() != settings:\n", "    if False:\n",
+      "a result's settings rebuild a cell with another cache key, unnoticed",
+      [FASH + "every_cached_cell_is_found_again_from_its_settings"]),
 ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from fpdm.studies.fashion_cells import (
     TABLE4,
     TOLS,
     FashionScale,
+    ablations,
     best,
     best_fpdm,
     best_ode,
@@ -65,6 +66,7 @@ from fpdm.studies.fashion_cells import (
     grid_cells,
     matched_cells,
     matched_eval_cells,
+    models,
     pilot_cells,
     rows,
     seed_k,
@@ -149,7 +151,7 @@ def _later_s(scale: FashionScale, root: Path, pilot: list[EvalSpec]) -> tuple[fl
             if r is None:
                 real = False
                 r = {"settings": c.settings(), "fashion_fid": 0.0, "flops_per_sample": float(c.budget),
-                     "sample_wall_s": 1.0}
+                     "sample_wall_s": 1.0, "steps": 0}
             out.append(r)
         return out
 
@@ -178,9 +180,36 @@ def second_cells(scale: FashionScale, pilot: list[dict]) -> list[EvalSpec]:
 def derived_cells(scale: FashionScale, selected: list[dict], results: list[dict], cells: list[EvalSpec]
                   ) -> list[EvalSpec]:
     """The last stage, from the evaluation cells' results: FPDM at DiT-28's FLOPs and wall-clock, and more
-    blocks for close headline calls (none already among `cells`)."""
+    blocks for close calls — the headline pairs and every pair a verdict compares (none already among
+    `cells`)."""
     return [c for c in dict.fromkeys(matched_eval_cells(scale, matched_cells(scale, selected, results))
-                                      + close_calls(scale, selected, results)) if c not in set(cells)]
+                                      + close_calls(scale, selected, results)
+                                      + verdict_close_calls(scale, selected, results))
+            if c not in set(cells)]
+
+
+def spec_of(scale: FashionScale, settings: dict[str, Any]) -> EvalSpec:
+    """The cell a result's settings came from (its cache key's inverse)."""
+    trains = models(scale) | ablations(scale)
+    known = {f.name for f in fields(EvalSpec)}  # not the keys settings() adds (a calibration's rule)
+    spec = EvalSpec(**{k: v for k, v in settings.items() if k in known}
+                    | {"train": trains[settings["train"]]})
+    if spec.settings() != settings:
+        raise ValueError(f"settings {settings} do not come from one cell of the Fashion study")
+    return spec
+
+
+def verdict_close_calls(scale: FashionScale, selected: list[dict], results: list[dict]) -> list[EvalSpec]:
+    """More evaluation blocks (up to `max_seed_blocks`) for both cells of every pair a verdict compares
+    whose paired difference is within 2 s.e. (the issue: more blocks where a verdict hangs on less)."""
+    close: Pairs = []
+    verdicts(scale, selected, results, close)
+    out = []
+    for a, b in close:
+        for r in (a[0], b[0]):
+            spec = spec_of(scale, r["settings"])
+            out += [replace(spec, seed_block=k) for k in range(scale.sampling_seeds, scale.max_seed_blocks)]
+    return list(dict.fromkeys(out))
 
 
 def plan_line(p: dict[str, Any], workers: int) -> str:
@@ -218,9 +247,21 @@ def _word(diffs: list[float], win: str, lose: str) -> tuple[str, float, float]:
     return (win if m + 2 * se < 0 else lose if m - 2 * se > 0 else "tie"), m, se
 
 
-def _judge(a: list[dict], b: list[dict], win: str, lose: str, wins: list[bool]) -> tuple[str, str]:
-    """The word for a − b (paired) and its "mean ± s.e." in bold; records whether it is `win`."""
+Pairs = list[tuple[list[dict], list[dict]]]
+
+
+def _vs(a: list[dict], b: list[dict], win: str, lose: str, close: Pairs | None) -> tuple[str, float, float]:
+    """`_word` for a − b (paired); a pair within 2 s.e. goes on `close` (it earns more seed blocks)."""
     word, m, se = _word(paired_diffs(a, b), win, lose)
+    if close is not None and abs(m) < 2 * se:  # as the headline's close calls (the plan's stand-ins: none)
+        close.append((a, b))
+    return word, m, se
+
+
+def _judge(a: list[dict], b: list[dict], win: str, lose: str, wins: list[bool], close: Pairs | None
+           ) -> tuple[str, str]:
+    """The word for a − b (paired) and its "mean ± s.e." in bold; records whether it is `win`."""
+    word, m, se = _vs(a, b, win, lose, close)
     wins.append(word == win)
     return word, f"**{_pm(m, se)}**"
 
@@ -275,9 +316,11 @@ def _summary(wins: list[bool], budgets: list[int]) -> str:
     return f"reproduced at {', '.join(str(b) for b, w in zip(budgets, wins, strict=True) if w)} blocks only"
 
 
-def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+def verdicts(scale: FashionScale, selected: list[dict], results: list[dict], close: Pairs | None = None
+             ) -> list[dict[str, Any]]:
     """One verdict per finding: its class (holds / partly / fails / no verdict), words, and the paired
-    numbers (mean ± s.e. over the evaluation blocks) that decide it."""
+    numbers (mean ± s.e. over the evaluation blocks) that decide it. Every pair compared within 2 s.e.
+    goes on `close` when given."""
     out: list[dict[str, Any]] = []
 
     def add(key: str, finding: str, wins: list[bool], words: str, numbers: list[str], noise: str = "",
@@ -302,7 +345,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
                      sampler=e["config"][0], spacing=e["config"][1], iters=e["config"][2])
             b = config_rows(results, "dit28", e["budget"], best(selected, "dit28", e["budget"])[0])
             if a and b:
-                word, m, se = _word(paired_diffs(a, b), "FPDM wins", "DiT wins")
+                word, m, se = _vs(a, b, "FPDM wins", "DiT wins", close)
                 w.append(word == "FPDM wins")
                 budgets.append(e["budget"])
                 nums.append(f"{e['budget']}: FPDM at {e['matched_budget']} blocks (cost ratio "
@@ -322,8 +365,8 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
                    (k_best, k_seed, k_max)}
             if not all(get.values()):
                 continue
-            seed_vs_best = _word(paired_diffs(get[k_seed], get[k_best]), "better", "worse")
-            max_vs_seed = _word(paired_diffs(get[k_max], get[k_seed]), "better", "worse")
+            seed_vs_best = _vs(get[k_seed], get[k_best], "better", "worse", close)
+            max_vs_seed = _vs(get[k_max], get[k_seed], "better", "worse", close)
             w.append(seed_vs_best[0] != "worse" and max_vs_seed[0] == "worse")
             nums.append(f"{name} {budget}: best k = {k_best} (selection) {fmt(get[k_best])}; seed's k = "
                         f"{k_seed} − best **{_pm(*seed_vs_best[1:])}**; largest k = {k_max} − seed's k "
@@ -339,7 +382,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
         nums.append(", ".join(f"N = M = {n}: {fmt(t3[n])} (k = {t3[n][0]['settings']['iters']})"
                               for n in TABLE3))
         for n in (12, 24):
-            word, m, se = _word(paired_diffs(t3[mod], t3[n]), "better", "worse")
+            word, m, se = _vs(t3[mod], t3[n], "better", "worse", close)
             w.append(word == "better")
             nums.append(f"N = M = {mod} − {n}: **{_pm(m, se)}**")
     add("table3", f"**Table 3 — S-JFB N = M ∈ {{3, 6, 12, 24}}**: moderate values best, large ones fail "
@@ -354,7 +397,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
         if not all(cell.values()):
             continue
         for mode in ("jfb", "multistep"):
-            diff = _judge(cell["sjfb"], cell[mode], "better", "worse", w)[1]
+            diff = _judge(cell["sjfb"], cell[mode], "better", "worse", w, close)[1]
             nums.append(f"N = {n}, M = {m_}: S-JFB {fmt(cell['sjfb'])} − {mode} {fmt(cell[mode])} {diff}")
     add("table4", "**Table 4 — JFB fails; multi-step works; S-JFB best**", w,
         f"S-JFB better in {sum(w)} of {len(w)} pairs", nums)
@@ -366,8 +409,8 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
                  for pr in ("constant", "increasing", "decreasing")}
             if not all(p.values()):
                 continue
-            inc = _word(paired_diffs(p["increasing"], p["constant"]), "better", "worse")
-            dec = _word(paired_diffs(p["decreasing"], p["constant"]), "better", "worse")
+            inc = _vs(p["increasing"], p["constant"], "better", "worse", close)
+            dec = _vs(p["decreasing"], p["constant"], "better", "worse", close)
             w.append(inc[0] == "better" and dec[0] == "worse")
             nums.append(f"{name} {budget}: increasing − constant **{_pm(*inc[1:])}**, decreasing − "
                         f"constant **{_pm(*dec[1:])}**")
@@ -383,7 +426,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             a = config_rows(results, name, budget, top[0][:3] + (True,))
             b = config_rows(results, name, budget, top[0])
             if a and b:
-                word, diff = _judge(a, b, "helps", "hurts", w)
+                word, diff = _judge(a, b, "helps", "hurts", w, close)
                 nums.append(f"{name} {budget} ({label(top[0])}): {diff} ({word})")
     add("reuse", "**Sec. 5.3 — reuse** (warm start from the previous z*) helps, at each model's best setting",
         w,
@@ -396,7 +439,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             top = best(selected, name, budget, "ddpm")
             ref = config_rows(results, name, budget, top[0]) if top else []
             if cal and ref:
-                word, diff = _judge(cal, ref, "wins", "loses", w)
+                word, diff = _judge(cal, ref, "wins", "loses", w, close)
                 nums.append(f"{name} {budget}: calibrated {fmt(cal)} − {label(top[0])} {diff} ({word})")
     add("calibrated", "**Beyond — calibrated schedules** (DDPM) against the best fixed k picked on selection "
         "seeds", w, f"wins in {sum(w)} of {len(w)}", nums)
@@ -411,7 +454,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
             for tol, solver in TOLS:
                 a = rows(results, train=name, budget=budget, iters=max(ks), tol=tol, solver=solver)
                 if a and plain:
-                    diff = _judge(a, plain, "helps", "hurts", w)[1]
+                    diff = _judge(a, plain, "helps", "hurts", w, close)[1]
                     how = f"{solver}{f' tol {tol}' if tol else ''}"
                     nums.append(f"{name} {budget} k = {max(ks)} {how}: {diff}")
     add("adaptive", "**Beyond — Anderson and `--tol`** at the largest k, against plain iteration", w,
@@ -427,7 +470,7 @@ def verdicts(scale: FashionScale, selected: list[dict], results: list[dict]) -> 
                 continue
             a, b = config_rows(results, name, budget, ode), config_rows(results, name, budget, classic)
             if a and b:
-                word, m, se = _word(paired_diffs(a, b), "helps", "hurts")
+                word, m, se = _vs(a, b, "helps", "hurts", close)
                 w.append(word == "helps")
                 nums.append(f"{name} {budget}: {label(ode)} − {label(classic)} **{_pm(m, se)}** ({word})")
     add("ode", "**Beyond — ODE solvers** (DPM-Solver++(2M), UniPC, Heun at their best spacing) against the "
@@ -665,8 +708,10 @@ def write_report(root: Path, scale_name: str, scale: FashionScale, summaries: li
              f"({', '.join(str(b // DEPTH) for b in scale.budgets)} DiT-28 steps). Settings (sampler, "
              "spacing, k) picked on selection seeds 800000+ "
              f"({scale.select_samples} samples); every number below is on the evaluation blocks "
-             f"({scale.sampling_seeds}+ blocks of {scale.num_samples} samples, shared by every cell: paired "
-             "differences, mean ± s.e.). fashion-FID against the 10,000 test images (lower is better).", "",
+             f"({scale.sampling_seeds} blocks of {scale.num_samples} samples, shared by every cell: paired "
+             f"differences, mean ± s.e.; up to {scale.max_seed_blocks} blocks for both cells of any pair a "
+             "verdict compares within 2 s.e.). fashion-FID against the 10,000 test images (lower is "
+             "better).", "",
              f"- Commit `{meta.get('commit')}`, {meta.get('machine')}; wall {shown['wall_s']} s for "
              f"the run that wrote this, {shown['wall_h_total']} h over the study's "
              f"{_runs(len(meta.get('invocations', [])))} (`{INVOCATIONS}`); "
@@ -783,10 +828,11 @@ def run(scale_name: str, root: str | Path, workers: int = 2, log: Callable[[str]
     cells = list(dict.fromkeys(evaluation_cells(scale, selected)))
     log(f"fashion study: {len(cells)} evaluation cells")
     _, results = run_tasks([], cells, scale, root, workers, log, device)
-    extra = derived_cells(scale, selected, results, cells)
-    if extra:
+    # equal-cost cells and close calls, until none is new (a matched cell's own verdict may be close)
+    while extra := derived_cells(scale, selected, results, cells):
         log(f"fashion study: {len(extra)} cells derived from the results (equal cost, close calls)")
         results += run_tasks([], extra, scale, root, workers, log, device)[1]
+        cells += extra
     strips = list(dict.fromkeys(c for cols in figure_cells(scale, selected).values() for c in cols))
     if any(not strip_path(root, c, scale, FIG5_ROWS).exists() for c in strips):
         log(f"fashion study: Fig. 5, {len(strips)} columns of {FIG5_ROWS} samples")
