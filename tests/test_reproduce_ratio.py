@@ -2,12 +2,14 @@ import json
 
 import pytest
 
+from fpdm.studies import engine
 from fpdm.studies.ratio import link_section, run
 from fpdm.studies.ratio_cells import (
     RATIO_FULL,
     RATIO_QUICK,
     RATIO_TINY,
     best_fpdm,
+    derived_experiments,
     equal_cost_budgets,
     experiments,
     feasible_iters,
@@ -82,6 +84,32 @@ def test_best_k_and_equal_cost_budgets_closed_form():
     assert (got["flops"]["equal_budget"], got["flops"]["steps"]) == (112, 16)
     assert (got["wall"]["equal_budget"], got["wall"]["steps"]) == (70, 10)
     assert got["flops"]["ratio"] == pytest.approx(0.8) and got["wall"]["ratio"] == pytest.approx(0.5)
+
+
+def test_flops_and_wall_matching_one_budget_derive_one_cell():
+    # DiT at 0.8 of FPDM's FLOPs and of its wall-clock: both match 112 blocks, the same cell (once listed
+    # twice, two workers ran it at once and the study's results held two wall-clocks of one cached cell)
+    results = []
+    for b in range(2):
+        results += [_cell("dit28", 140, "ddpm", None, 30.0, b, flops=0.8e9, wall=3.2),
+                    _cell("fpdm", 140, "ddpm", 5, 20.0, b, flops=1.0e9, wall=4.0)]
+    assert {e["equal_budget"] for e in equal_cost_budgets(results, RATIO_FULL)} == {112}
+    cells = derived_experiments(results, RATIO_FULL)
+    assert len(cells) == len(set(cells)) == RATIO_FULL.sampling_seeds
+
+
+def test_run_tasks_runs_a_cell_listed_twice_once(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(args):
+        calls.append(args[0])
+        return {"n": len(calls)}
+
+    monkeypatch.setattr(engine, "eval_task", fake)
+    cells = experiments(RATIO_TINY)[:2]
+    _, results = engine.run_tasks([], [cells[0], cells[1], cells[0]], RATIO_TINY, tmp_path, 1,
+                                  lambda s: None)
+    assert calls == cells and results == [{"n": 1}, {"n": 2}, {"n": 1}]
 
 
 def test_link_section_replaces_its_own_section_only(tmp_path):

@@ -596,6 +596,14 @@ MUTANTS: list[Mutant] = [
     M("studies/fashion.py", "    if spec.settings() != settings:\n", "    if False:\n",
       "a result's settings rebuild a cell with another cache key, unnoticed",
       [FASH + "every_cached_cell_is_found_again_from_its_settings"]),
+    # ---------------------------------------------------------------------- one cell listed twice
+    M("studies/ratio_cells.py", "    return list(dict.fromkeys(cells))", "    return cells",
+      "FLOPs and wall-clock matching one budget list the same equal-cost cell twice",
+      ["tests/test_reproduce_ratio.py::test_flops_and_wall_matching_one_budget_derive_one_cell"]),
+    M("studies/engine.py", "    waiting = [(i, c) for c, i in first.items()]",
+      "    waiting = list(enumerate(cells))",
+      "a cell listed twice runs twice (two workers racing on one cache file)",
+      ["tests/test_reproduce_ratio.py::test_run_tasks_runs_a_cell_listed_twice_once"]),
 ]
 
 

@@ -415,13 +415,19 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
                workers: int, log: Callable[[str], None], device: str = "cpu",
                progress_every: float = PROGRESS_EVERY_S) -> tuple[list[dict], list[dict]]:
     """Run the trainings (in the given order) and the cells on `workers` processes, each cell as soon as
-    its training has finished, so no worker waits at a barrier. Returns (summaries, results) in input order.
+    its training has finished, so no worker waits at a barrier. Returns (summaries, results) in input order
+    (a cell listed twice is run once and its result returned at both places).
     A cell whose training is not in `trains` must have been trained already. Every `progress_every`
     seconds, `log` gets a line with the trainings in flight and the cells done."""
     jobs: list[tuple[str, int, tuple]] = [("train", i, (spec, scale, n, str(root), device))
                                           for i, (spec, n) in enumerate(trains)]
     index = {t: i for i, t in enumerate(trains)}
-    waiting = list(enumerate(cells))
+    # a cell listed twice runs once: two workers on one cell would race on its cache file and return
+    # two measurements (different wall-clocks) of what a rerun reads back as one
+    first: dict[EvalSpec, int] = {}
+    for i, c in enumerate(cells):
+        first.setdefault(c, i)
+    waiting = [(i, c) for c, i in first.items()]
     summaries: list[Any] = [None] * len(trains)
     results: list[Any] = [None] * len(cells)
     measuring: dict[int, Path] = {}  # in-flight calibrated cells: the schedule each may be measuring
@@ -449,14 +455,14 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
             measuring.pop(i, None)
             results[i] = res
             n = sum(r is not None for r in results)
-            if n % 20 == 0 or n == len(cells):
-                log(f"eval {n}/{len(cells)}")
+            if n % 20 == 0 or n == len(first):
+                log(f"eval {n}/{len(first)}")
 
     fns = {"train": train_task, "eval": eval_task}
     if workers <= 1:
         while (job := ready()) is not None:
             finished(job[0], job[1], fns[job[0]](job[2]))
-        return summaries, results
+        return summaries, [results[first[c]] for c in cells]
     pool = mp.get_context("spawn").Pool(workers)
     try:
         flight: list[tuple[Any, str, int]] = []
@@ -473,7 +479,7 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
                     running = [training_progress(root, trains[i][0], scale, trains[i][1])
                                for _, kind, i in flight if kind == "train"]
                     cells_done = sum(r is not None for r in results)
-                    log("progress: " + "; ".join([*running, f"cells {cells_done}/{len(cells)}"]))
+                    log("progress: " + "; ".join([*running, f"cells {cells_done}/{len(first)}"]))
                 time.sleep(0.1)
                 continue
             for f in done:
@@ -483,7 +489,7 @@ def run_tasks(trains: list[tuple[TrainSpec, int]], cells: list[EvalSpec], scale:
     finally:
         pool.terminate()
         pool.join()
-    return summaries, results
+    return summaries, [results[first[c]] for c in cells]
 
 
 def grid_section(root: Path, title: str) -> list[str]:

@@ -200,4 +200,4 @@ def derived_experiments(results: list[dict], scale: RatioScale) -> list[EvalSpec
         for b in range(scale.sampling_seeds):
             cells.append(EvalSpec("equal_cost", m[e["train"]], scale.train_steps, e["equal_budget"],
                                   steps=e["steps"], sampler=e["sampler"], seed_block=b))
-    return cells
+    return list(dict.fromkeys(cells))  # FLOPs and wall-clock may match the same budget: one cell
