@@ -327,6 +327,25 @@ def _world(fpdm_gain, profile_gain, noise=0.0, scale=FASHION_SMOKE):
     return {v["key"]: v for v in fashion.verdicts(scale, selected, results)}
 
 
+def test_wall_clock_matching_is_per_block_when_one_cell_has_more_blocks():
+    # the full run: DiT-28 at 560 blocks had 2 seed blocks, FPDM's best 4 (close calls), and summed
+    # wall-clocks matched FPDM to 250 blocks at half the DiT's per-block cost instead of ≈ 510
+    scale = FASHION_SMOKE
+    pilot = [_result(c, 50.0) for c in fashion_cells.pilot_cells(scale)]
+    selected = pilot + [_result(c, 50.0) for c in fashion_cells.grid_cells(scale, pilot)]
+    cells = list(dict.fromkeys(fashion_cells.evaluation_cells(scale, selected)))
+    results = [_result(c, 50.0) for c in cells]
+    budget = scale.budgets[0]
+    name, config = fashion_cells.best_fpdm(selected, budget)
+    mine = fashion_cells.config_rows(results, name, budget, config)
+    results += [_result(replace(fashion.spec_of(scale, mine[0]["settings"]), seed_block=b), 50.0)
+                for b in range(scale.sampling_seeds, scale.max_seed_blocks)]
+    assert len(fashion_cells.config_rows(results, name, budget, config)) == scale.max_seed_blocks > len(mine)
+    wall = next(e for e in fashion_cells.matched_cells(scale, selected, results)
+                if e["kind"] == "wall" and e["budget"] == budget)
+    assert wall["ratio"] == pytest.approx(2.0)  # 1.0 s a DiT-28 block against 0.5 s an FPDM one
+
+
 def test_verdicts_follow_the_paired_differences_of_a_synthetic_world():
     good = _world(fpdm_gain=10.0, profile_gain=1.0)
     assert good["headline"]["class"] == "holds"

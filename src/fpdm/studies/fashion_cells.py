@@ -361,7 +361,9 @@ def matched_cells(scale: FashionScale, selected: list[dict], results: list[dict]
         if not dit or not mine:
             continue
         sampler, spacing, k, _ = fp[1]
-        wall = sum(r["sample_wall_s"] for r in dit) / sum(r["sample_wall_s"] for r in mine)
+        # per block: close calls give one cell more seed blocks than the other
+        wall = (sum(r["sample_wall_s"] for r in dit) / len(dit)) / (sum(r["sample_wall_s"] for r in mine)
+                                                                      / len(mine))
         for kind, ratio in (("flops", dit[0]["flops_per_sample"] / mine[0]["flops_per_sample"]),
                             ("wall", wall)):
             evals = int(budget * min(ratio, 1.0) + 1e-9) // (2 + k)
