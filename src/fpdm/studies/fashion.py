@@ -119,9 +119,9 @@ WHY: dict[str, str] = {
                    "takes ≈ 20 % of its blocks away: the verdicts follow the headline's on both datasets",
     "equal-wall": "As equal FLOPs: at 280 blocks FPDM's best cell is the cheaper in wall-clock, so it keeps "
                   "its whole budget and the row is the headline's",
-    "fig4": "On both the largest k is worst everywhere (+22 to +347 FID); the seed's k = 6 is within noise "
-            "of the best except where steps are fewest (FPDM N = M = 3 at 56 blocks prefers 14 steps of k = "
-            "2): few steps cost more than few iterations",
+    "fig4": "On both the largest k is worst everywhere (+20 to +347 FID over the seed's k); the seed's k (5 "
+            "or 6) is within noise of the best except where steps are fewest (FPDM N = M = 3 at 56 blocks "
+            "prefers 14 steps of k = 2): few steps cost more than few iterations",
     "table3": "The ablations train 2,000 steps, a fifth of the main length: early in training, more unrolled"
               " iterations per step help (N = M = 12 and 24 tie, both beat 6 and 3); the paper's failure of "
               "24 was at full length on ImageNet latents, which we did not test; digits' range was scaled to"
@@ -131,9 +131,10 @@ WHY: dict[str, str] = {
               "average; at short training more gradient iterations win",
     "table5": "The same order on both; the size is larger for the released range (≈ 1.5 FID for increasing, "
               "≈ 5–6 for decreasing) than for N = M = 3 (≈ 0.4–0.7, as on digits)",
-    "reuse": "Digits' loss was at 2 DiT-28 steps, where k is large and the previous step's fixed point far "
-             "from the next; Fashion's selected cells use k ≤ 8 with 7 or more steps at every budget, where "
-             "the warm start is close",
+    "reuse": "Digits' losses were at 56 blocks with DDPM (k = 2–5, +0.20 to +6.65), where a step's fresh "
+             "noise moves z far (our reading); at 56 blocks Fashion's selected cells use UniPC, "
+             "deterministic, and reuse helps there (−0.77, −8.49), as it does with DDPM at 280–560 on "
+             "both. Reuse with DDPM at 56 blocks was not run on Fashion",
     "calibrated": "On both, a schedule fitted to per-step convergence does not aim at FID, and it competes "
                   "with each model's best DDPM cell (k and spacing picked on selection seeds): wins and "
                   "losses are small and scattered",
