@@ -57,7 +57,8 @@ def front_page(data: dict[str, Any], where: str) -> str:
         f"Every finding (Fig. 4, Tables 3–5, reuse, calibrated schedules, ODE solvers), its noise and every "
         f"cell: [{where}/README.md]({where}/README.md); `fpdm reproduce --study fashion` reruns it "
         f"({data['shown']['wall_h_total']} h of wall time here, over "
-        f"{len(data.get('invocations', []))} sessions on 2 cores). On the 8×8 digits at the same depth ratio "
+        f"{len(data.get('invocations', []))} runs of it on 2 cores, each resuming the last). On the 8×8 "
+        f"digits at the same depth ratio "
         f"([docs/results/README.md](docs/results/README.md)): {head['digits']}.",
     ]
     return "\n".join(lines)
