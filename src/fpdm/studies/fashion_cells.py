@@ -362,8 +362,7 @@ def matched_cells(scale: FashionScale, selected: list[dict], results: list[dict]
             continue
         sampler, spacing, k, _ = fp[1]
         # per block: close calls give one cell more seed blocks than the other
-        wall = (sum(r["sample_wall_s"] for r in dit) / len(dit)) / (sum(r["sample_wall_s"] for r in mine)
-                                                                      / len(mine))
+        wall = mean_se(r["sample_wall_s"] for r in dit)[0] / mean_se(r["sample_wall_s"] for r in mine)[0]
         for kind, ratio in (("flops", dit[0]["flops_per_sample"] / mine[0]["flops_per_sample"]),
                             ("wall", wall)):
             evals = int(budget * min(ratio, 1.0) + 1e-9) // (2 + k)
